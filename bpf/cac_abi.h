@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * cac_abi.h - the one definition of the kernel/user ABI of config-access-collector.
+ *
+ * Everything that crosses between the BPF programs and user space is declared
+ * here: ring-buffer records, map keys and values, counters and constants.
+ * The header depends on nothing but the compiler.  Rust never re-declares
+ * these types: it takes them from the BTF of the compiled object, through the
+ * skeleton that libbpf-cargo generates (module `types`).
+ */
+#ifndef CAC_ABI_H
+#define CAC_ABI_H
+
+typedef unsigned char cac_u8;
+typedef unsigned short cac_u16;
+typedef unsigned int cac_u32;
+typedef int cac_s32;
+typedef unsigned long long cac_u64;
+
+/* Sizes of fixed buffers and bounds of kernel loops. */
+enum cac_limits {
+	/* Bytes of the path argument copied into an event (with the NUL). */
+	CAC_PATH_LEN = 256,
+	/* Bytes of the opened file's own name copied into an event (with the NUL). */
+	CAC_NAME_LEN = 256,
+	/* Bytes of the task command name (TASK_COMM_LEN). */
+	CAC_COMM_LEN = 16,
+	/* Ancestors of an opened file checked against the watched volume directories. */
+	CAC_MAX_WALK = 8,
+	/* Length of the marker "/volumes/kubernetes.io" that precedes '~' in kubelet volume paths. */
+	CAC_MARKER_LEN = 22,
+	/* Highest cgroup v1 subsystem index the fallback extraction accepts (exclusive). */
+	CAC_MAX_SUBSYS = 16,
+	/* Value of cac_event.dirfd for syscalls that take no directory fd (open, creat). */
+	CAC_NO_DIRFD = -1000,
+};
+
+/* Why an event was emitted. */
+enum cac_event_kind {
+	/* A regular file opened successfully lies inside a watched volume directory. */
+	CAC_KIND_VOLUME_OPEN = 1,
+	/* An open failed and its path names the kubelet volume tree (".../volumes/kubernetes.io~..."). */
+	CAC_KIND_VOLUME_PATH_FAILED = 2,
+	/* An open failed with EACCES or EPERM; user space decides whether it named a volume file. */
+	CAC_KIND_DENIED = 3,
+};
+
+/* The open-family syscall that produced an event. */
+enum cac_syscall {
+	CAC_SYS_OPENAT = 1,
+	CAC_SYS_OPENAT2 = 2,
+	CAC_SYS_OPEN = 3,
+	CAC_SYS_CREAT = 4,
+	CAC_SYS_OPEN_BY_HANDLE_AT = 5,
+};
+
+/* Indexes of the per-CPU counters in the `stats` map. */
+enum cac_stat {
+	/* Events the kernel decided to emit (delivered + dropped). */
+	CAC_STAT_MATCHED = 0,
+	/* Events written into the ring buffer. */
+	CAC_STAT_DELIVERED = 1,
+	/* Events lost because the ring buffer was full. */
+	CAC_STAT_DROPPED_RINGBUF = 2,
+	/* Syscalls recorded by the sampler into `pid_samples`. */
+	CAC_STAT_SAMPLED = 3,
+	/* Open-family syscalls that reached the exit programs. */
+	CAC_STAT_OPENS_SEEN = 4,
+	CAC_STAT_MAX = 5,
+};
+
+/* Kubelet volume plugin of a watched directory. */
+enum cac_volume_type {
+	CAC_VOL_SECRET = 1,
+	CAC_VOL_CONFIGMAP = 2,
+	CAC_VOL_PROJECTED = 3,
+	CAC_VOL_DOWNWARD_API = 4,
+};
+
+/* Key of `watched_dirs`: the identity of a volume directory. */
+struct cac_dir_key {
+	/// Inode number of the volume directory (1 when it is the root of its own tmpfs).
+	cac_u64 ino;
+	/// Device of the directory's superblock in the kernel's encoding: major << 20 | minor.
+	cac_u32 dev;
+	/// Always zero.
+	cac_u32 _pad;
+};
+
+/* Value of `watched_dirs`. */
+struct cac_dir_info {
+	/// Id that user space gave this volume; it names the volume in events.
+	cac_u32 volume_id;
+	/// enum cac_volume_type.
+	cac_u32 volume_type;
+};
+
+/* Value of `pid_samples` (LRU, key: tgid as cac_u32). */
+struct cac_sample {
+	/// cgroup v2 id of the sampled task.
+	cac_u64 cgroup_id;
+	/// cgroup v1 id of the sampled task in the configured hierarchy; 0 when none.
+	cac_u64 cgroup_v1_id;
+	/// CLOCK_MONOTONIC time of the sample, nanoseconds.
+	cac_u64 ts_ns;
+	/// Thread id of the sampled task.
+	cac_u32 tid;
+	/// Syscall number on entry (architecture numbering).
+	cac_u32 syscall_nr;
+};
+
+/* One record of the `events` ring buffer. */
+struct cac_event {
+	/// CLOCK_MONOTONIC time at syscall exit, nanoseconds.
+	cac_u64 ts_ns;
+	/// cgroup v2 id of the task (the inode of its cgroup2 directory; 1 is the root).
+	cac_u64 cgroup_id;
+	/// Kernfs id of the task's cgroup in the configured cgroup v1 hierarchy; 0 when none.
+	cac_u64 cgroup_v1_id;
+	/// Inode of the opened file; 0 when the open failed.
+	cac_u64 file_ino;
+	/// Inode of the matched volume directory; 0 unless kind is CAC_KIND_VOLUME_OPEN.
+	cac_u64 vol_ino;
+	/// Device of the opened file (kernel encoding major << 20 | minor); 0 when the open failed.
+	cac_u32 file_dev;
+	/// Id of the matched volume (cac_dir_info.volume_id); 0 unless kind is CAC_KIND_VOLUME_OPEN.
+	cac_u32 volume_id;
+	/// Process id (thread-group id) in the initial pid namespace.
+	cac_u32 tgid;
+	/// Thread id in the initial pid namespace.
+	cac_u32 tid;
+	/// Real user id in the initial user namespace.
+	cac_u32 uid;
+	/// Real group id in the initial user namespace.
+	cac_u32 gid;
+	/// Inode number of the task's mount namespace.
+	cac_u32 mnt_ns;
+	/// Syscall result: the new fd on success, -errno on failure.
+	cac_s32 ret;
+	/// Directory fd argument (AT_FDCWD is -100); CAC_NO_DIRFD when the syscall has none.
+	cac_s32 dirfd;
+	/// Open flags as passed (O_*; lower 32 bits of open_how.flags for openat2).
+	cac_u32 open_flags;
+	/// FMODE_* bits of the opened file; 0 when the open failed.
+	cac_u32 fmode;
+	/// Bytes of `path` used, with the NUL; 0 when the path was not read.
+	cac_u16 path_len;
+	/// Bytes of `name` used, with the NUL; 0 when not read.
+	cac_u16 name_len;
+	/// enum cac_event_kind.
+	cac_u8 kind;
+	/// enum cac_syscall.
+	cac_u8 syscall;
+	/// Levels between the file and the matched volume directory (1: directly inside).
+	cac_u8 depth;
+	/// Always zero.
+	cac_u8 _pad;
+	/// Always zero.
+	cac_u32 _reserved;
+	/// Task command name, NUL-padded.
+	char comm[CAC_COMM_LEN];
+	/// Path argument as the process passed it, NUL-terminated, truncated to CAC_PATH_LEN - 1 bytes.
+	char path[CAC_PATH_LEN];
+	/// Name of the opened file's dentry (the last path component inside the volume), NUL-terminated.
+	char name[CAC_NAME_LEN];
+};
+
+_Static_assert(sizeof(struct cac_dir_key) == 16, "cac_dir_key layout");
+_Static_assert(sizeof(struct cac_dir_info) == 8, "cac_dir_info layout");
+_Static_assert(sizeof(struct cac_sample) == 32, "cac_sample layout");
+_Static_assert(sizeof(struct cac_event) == 96 + CAC_COMM_LEN + CAC_PATH_LEN + CAC_NAME_LEN,
+	       "cac_event layout");
+
+#endif /* CAC_ABI_H */

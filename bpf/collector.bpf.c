@@ -1,0 +1,428 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * collector.bpf.c - kernel side of config-access-collector.
+ *
+ * Design overview
+ * ---------------
+ * Goal: report every open of a file that lives in a kubelet Secret, ConfigMap,
+ * projected or downward-API volume, whatever path the process used.
+ *
+ * 1. Open detection runs at syscall *exit* (tracepoints
+ *    syscalls/sys_exit_{openat,openat2,open,creat,open_by_handle_at}).  At exit
+ *    the new fd exists, so the opened `struct file` is taken from the task's fd
+ *    table and identified by kernel objects, not by the path string:
+ *    - only regular files count (no O_PATH, no directories);
+ *    - a cheap first filter drops files whose superblock holds no watched
+ *      volume (`watched_devs`);
+ *    - then the dentry's ancestors are walked through d_parent (at most
+ *      CAC_MAX_WALK levels).  d_parent never crosses a mount, and a bind mount
+ *      or another mount namespace shares the same dentries, so the walk meets
+ *      the volume directory whether the process used the kubelet path, a
+ *      container path, a path relative to its cwd or a dirfd, or an AtomicWriter
+ *      symlink (`key -> ..data/key -> ..<ts>/key`).  Each ancestor's
+ *      (device, inode) is looked up in `watched_dirs`, which user space fills.
+ *    Reading only from the task (bpf_get_current_task_btf) with direct loads
+ *    and bpf_core_cast keeps the cost of an unmatched open small; the path
+ *    argument and the file name are copied only on a match.
+ * 2. Failed opens have no file.  EACCES/EPERM are always sent to user space,
+ *    which resolves the path through /proc/<pid>/{root,cwd,fd} and decides.
+ *    Other failures are sent only when the path argument names the kubelet
+ *    volume tree (".../volumes/kubernetes.io~..."), the in-kernel path filter.
+ *    The path is read at exit, from the syscall's saved registers: at entry the
+ *    user page may not be faulted in yet.
+ * 3. Sampler: tp_btf/sys_enter records 1 in cfg_sample_every syscalls
+ *    (tgid -> cgroup ids, syscall nr) into the LRU map `pid_samples`, which
+ *    serves pid -> cgroup correlation.  It is not attached when sampling is off.
+ * 4. Delivery: events are built in a per-CPU scratch record and copied into
+ *    the `events` ring buffer without a wakeup; user space drains on a short
+ *    timer.  A wakeup is forced once cfg_wakeup_bytes are pending, and for
+ *    denied opens, whose process user space must inspect while it lives.
+ *    Per-CPU counters in `stats` make matched == delivered + dropped.
+ */
+#include "vmlinux_min.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "cac_abi.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define EPERM 1
+#define EACCES 13
+#define S_IFMT 00170000
+#define S_IFREG 0100000
+#define FMODE_PATH 0x4000
+#define O_WRONLY 01
+#define O_CREAT 0100
+#define O_TRUNC 01000
+
+/* Settings written by user space before load. */
+/* Record one syscall in this many into pid_samples; 0 disables the sampler. */
+const volatile __u32 cfg_sample_every = 0;
+/* Pending ring-buffer bytes above which an event forces a wakeup. */
+const volatile __u64 cfg_wakeup_bytes = 256 * 1024;
+/* Non-zero: report failed opens whose path names the kubelet volume tree. */
+const volatile __u32 cfg_report_failed = 1;
+/* cgroup v1 subsystem index used for the fallback cgroup id; negative: none. */
+const volatile __s32 cfg_v1_subsys = -1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024); /* bytes; user space resizes */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct cac_dir_key);
+	__type(value, struct cac_dir_info);
+} watched_dirs SEC(".maps");
+
+/* Devices (kernel encoding) that hold at least one watched directory. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} watched_devs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CAC_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct cac_sample);
+} pid_samples SEC(".maps");
+
+/* Per-CPU countdown of the sampler. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} sample_tick SEC(".maps");
+
+/* Per-CPU scratch record: events are built here, then copied to the ring. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cac_event);
+} scratch SEC(".maps");
+
+/* Keep the ABI enums in BTF so the Rust skeleton gets them. */
+enum cac_limits cac_btf_limits __attribute__((unused));
+enum cac_event_kind cac_btf_kind __attribute__((unused));
+enum cac_syscall cac_btf_syscall __attribute__((unused));
+enum cac_stat cac_btf_stat __attribute__((unused));
+enum cac_volume_type cac_btf_volume_type __attribute__((unused));
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+/* Kernfs id of the task's cgroup in the configured v1 hierarchy, or 0. */
+static __always_inline __u64 cgroup_v1_id(struct task_struct *task)
+{
+	struct cgroup_subsys_state *css = NULL;
+	__s32 idx = cfg_v1_subsys;
+	__u64 base;
+
+	if (idx < 0 || idx >= CAC_MAX_SUBSYS)
+		return 0;
+	base = (__u64)task->cgroups;
+	if (!base)
+		return 0;
+	base += bpf_core_field_offset(struct css_set, subsys) + (__u64)idx * sizeof(void *);
+	if (bpf_probe_read_kernel(&css, sizeof(css), (const void *)base) || !css)
+		return 0;
+	return BPF_CORE_READ(css, cgroup, kn, id);
+}
+
+/* Fill the fields every event carries. */
+static __always_inline void fill_task(struct cac_event *ev, struct task_struct *task,
+				      long ret, enum cac_syscall sc, enum cac_event_kind kind)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct nsproxy *ns = task->nsproxy;
+
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->cgroup_v1_id = cgroup_v1_id(task);
+	ev->tgid = pid_tgid >> 32;
+	ev->tid = (__u32)pid_tgid;
+	ev->uid = (__u32)uid_gid;
+	ev->gid = uid_gid >> 32;
+	ev->mnt_ns = ns ? ns->mnt_ns->ns.inum : 0;
+	ev->ret = (__s32)ret;
+	ev->kind = kind;
+	ev->syscall = sc;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+}
+
+/*
+ * Copy the path argument and the open flags from the syscall's saved user
+ * registers (x86_64 syscall ABI: di, si, dx, r10).
+ */
+static __always_inline void fill_args(struct cac_event *ev, struct task_struct *task,
+				      enum cac_syscall sc)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	const char *path = NULL;
+	long n;
+
+	ev->dirfd = CAC_NO_DIRFD;
+	ev->open_flags = 0;
+	switch (sc) {
+	case CAC_SYS_OPENAT:
+		ev->dirfd = (__s32)regs->di;
+		path = (const char *)regs->si;
+		ev->open_flags = (__u32)regs->dx;
+		break;
+	case CAC_SYS_OPENAT2: {
+		__u64 flags = 0;
+
+		ev->dirfd = (__s32)regs->di;
+		path = (const char *)regs->si;
+		/* struct open_how starts with __u64 flags. */
+		bpf_probe_read_user(&flags, sizeof(flags), (const void *)regs->dx);
+		ev->open_flags = (__u32)flags;
+		break;
+	}
+	case CAC_SYS_OPEN:
+		path = (const char *)regs->di;
+		ev->open_flags = (__u32)regs->si;
+		break;
+	case CAC_SYS_CREAT:
+		path = (const char *)regs->di;
+		ev->open_flags = O_CREAT | O_WRONLY | O_TRUNC;
+		break;
+	case CAC_SYS_OPEN_BY_HANDLE_AT:
+		ev->dirfd = (__s32)regs->di;
+		ev->open_flags = (__u32)regs->dx;
+		break;
+	}
+	ev->path_len = 0;
+	ev->path[0] = '\0';
+	if (path) {
+		n = bpf_probe_read_user_str(ev->path, sizeof(ev->path), path);
+		ev->path_len = n > 0 ? n : 0;
+	}
+}
+
+/* Copy the event into the ring buffer and count the outcome. */
+static __always_inline void emit(struct cac_event *ev, bool urgent)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (urgent || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	stat_inc(CAC_STAT_MATCHED);
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), flags))
+		stat_inc(CAC_STAT_DROPPED_RINGBUF);
+	else
+		stat_inc(CAC_STAT_DELIVERED);
+}
+
+static __always_inline struct cac_event *scratch_event(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+static __always_inline int on_open_ok(struct task_struct *task, long fd, enum cac_syscall sc)
+{
+	struct cac_dir_key key = {};
+	struct cac_dir_info *info = NULL;
+	struct dentry *cur, *parent;
+	struct cac_event *ev;
+	struct fdtable *fdt;
+	struct file **slot;
+	struct file *raw = NULL;
+	struct file *file;
+	struct inode *inode;
+	__u32 dev, depth;
+
+	fdt = task->files->fdt;
+	if (fd >= fdt->max_fds)
+		return 0;
+	slot = fdt->fd;
+	if (bpf_probe_read_kernel(&raw, sizeof(raw), &slot[fd]) || !raw)
+		return 0;
+	file = bpf_core_cast(raw, struct file);
+	if (file->f_mode & FMODE_PATH)
+		return 0;
+	inode = file->f_inode;
+	if ((inode->i_mode & S_IFMT) != S_IFREG)
+		return 0;
+	cur = file->f_path.dentry;
+	dev = cur->d_sb->s_dev;
+	if (!bpf_map_lookup_elem(&watched_devs, &dev))
+		return 0;
+
+	key.dev = dev;
+	for (depth = 1; depth <= CAC_MAX_WALK; depth++) {
+		parent = cur->d_parent;
+		if (!parent || parent == cur)
+			return 0;
+		key.ino = parent->d_inode->i_ino;
+		info = bpf_map_lookup_elem(&watched_dirs, &key);
+		if (info)
+			break;
+		cur = parent;
+	}
+	if (!info)
+		return 0;
+
+	ev = scratch_event();
+	if (!ev)
+		return 0;
+	fill_task(ev, task, fd, sc, CAC_KIND_VOLUME_OPEN);
+	fill_args(ev, task, sc);
+	ev->file_ino = inode->i_ino;
+	ev->file_dev = dev;
+	ev->vol_ino = key.ino;
+	ev->volume_id = info->volume_id;
+	ev->fmode = file->f_mode;
+	ev->depth = depth;
+	ev->name_len = 0;
+	{
+		long n = bpf_probe_read_kernel_str(ev->name, sizeof(ev->name),
+						   file->f_path.dentry->d_name.name);
+
+		ev->name_len = n > 0 ? n : 0;
+	}
+	emit(ev, false);
+	return 0;
+}
+
+/* Does the path contain "/volumes/kubernetes.io~"? */
+static __always_inline bool names_volume_tree(const char *path)
+{
+	static const char marker[CAC_MARKER_LEN] = "/volumes/kubernetes.io";
+	__u32 i, j;
+
+	for (i = CAC_MARKER_LEN; i < CAC_PATH_LEN; i++) {
+		char c = path[i];
+
+		if (c == '\0')
+			return false;
+		if (c != '~')
+			continue;
+		for (j = 0; j < CAC_MARKER_LEN; j++) {
+			if (path[(i - CAC_MARKER_LEN + j) & (CAC_PATH_LEN - 1)] != marker[j])
+				break;
+		}
+		if (j == CAC_MARKER_LEN)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline int on_open_failed(struct task_struct *task, long ret, enum cac_syscall sc)
+{
+	bool denied = ret == -EACCES || ret == -EPERM;
+	struct cac_event *ev;
+
+	if (!denied && !cfg_report_failed)
+		return 0;
+	ev = scratch_event();
+	if (!ev)
+		return 0;
+	fill_args(ev, task, sc);
+	if (!denied && !names_volume_tree(ev->path))
+		return 0;
+	fill_task(ev, task, ret, sc, denied ? CAC_KIND_DENIED : CAC_KIND_VOLUME_PATH_FAILED);
+	ev->file_ino = 0;
+	ev->file_dev = 0;
+	ev->vol_ino = 0;
+	ev->volume_id = 0;
+	ev->fmode = 0;
+	ev->depth = 0;
+	ev->name_len = 0;
+	ev->name[0] = '\0';
+	emit(ev, denied);
+	return 0;
+}
+
+static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, enum cac_syscall sc)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	long ret = ctx->ret;
+
+	stat_inc(CAC_STAT_OPENS_SEEN);
+	if (ret >= 0)
+		return on_open_ok(task, ret, sc);
+	return on_open_failed(task, ret, sc);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int exit_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx, CAC_SYS_OPENAT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int exit_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx, CAC_SYS_OPENAT2);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int exit_open(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx, CAC_SYS_OPEN);
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int exit_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx, CAC_SYS_CREAT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
+int exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx, CAC_SYS_OPEN_BY_HANDLE_AT);
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sample_syscall, struct pt_regs *regs, long id)
+{
+	struct cac_sample sample = {};
+	__u32 zero = 0, tgid;
+	__u32 *tick;
+	__u64 pid_tgid;
+
+	tick = bpf_map_lookup_elem(&sample_tick, &zero);
+	if (!tick)
+		return 0;
+	if (++*tick < cfg_sample_every)
+		return 0;
+	*tick = 0;
+
+	pid_tgid = bpf_get_current_pid_tgid();
+	tgid = pid_tgid >> 32;
+	if (!tgid)
+		return 0;
+	sample.cgroup_id = bpf_get_current_cgroup_id();
+	sample.cgroup_v1_id = cgroup_v1_id(bpf_get_current_task_btf());
+	sample.ts_ns = bpf_ktime_get_ns();
+	sample.tid = (__u32)pid_tgid;
+	sample.syscall_nr = (__u32)id;
+	bpf_map_update_elem(&pid_samples, &tgid, &sample, BPF_ANY);
+	stat_inc(CAC_STAT_SAMPLED);
+	return 0;
+}

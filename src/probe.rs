@@ -1,0 +1,217 @@
+//! Loading and attaching the BPF programs, and access to their maps.
+//!
+//! [`Probe`] owns the loaded skeleton: dropping it detaches every program and
+//! frees every map (nothing is pinned). Other threads get duplicated map
+//! handles ([`MapHandle`]) rather than borrowing the skeleton.
+
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
+
+use crate::abi::types::cac_stat;
+use crate::abi::{CollectorSkel, CollectorSkelBuilder};
+use crate::decode::decode_u64;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("opening the BPF object: {0}")]
+    Open(#[source] libbpf_rs::Error),
+    #[error("sizing map {map}: {source}")]
+    Resize {
+        map: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("loading the BPF programs into the kernel (is this root, with BTF at /sys/kernel/btf/vmlinux?): {0}")]
+    Load(#[source] libbpf_rs::Error),
+    #[error("attaching the BPF programs (is tracefs mounted at /sys/kernel/tracing?): {0}")]
+    Attach(#[source] libbpf_rs::Error),
+    #[error("BPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+}
+
+/// Settings baked into the programs at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// Record one syscall in this many into the sampler map; 0 disables the sampler.
+    pub sample_every: u32,
+    /// Size of the event ring buffer in bytes (a power of two, at least one page).
+    pub ring_bytes: u32,
+    /// Pending ring-buffer bytes above which a new event wakes the reader at once.
+    pub wakeup_bytes: u64,
+    /// Report failed opens whose path names the kubelet volume tree.
+    pub report_failed_opens: bool,
+    /// cgroup v1 subsystem index for the fallback cgroup id (`None`: v2 only).
+    pub cgroup_v1_subsys: Option<u32>,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            sample_every: 100,
+            ring_bytes: 4 << 20,
+            wakeup_bytes: 256 << 10,
+            report_failed_opens: true,
+            cgroup_v1_subsys: None,
+        }
+    }
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelStats {
+    /// Events the kernel decided to emit.
+    pub matched: u64,
+    /// Events written into the ring buffer.
+    pub delivered: u64,
+    /// Events lost because the ring buffer was full.
+    pub dropped_ringbuf: u64,
+    /// Syscalls recorded by the sampler.
+    pub sampled: u64,
+    /// Open-family syscalls seen by the exit programs.
+    pub opens_seen: u64,
+}
+
+/// Reads the per-CPU `stats` map.
+#[derive(Debug)]
+pub struct StatsReader {
+    map: MapHandle,
+}
+
+impl StatsReader {
+    /// Current counter values.
+    pub fn read(&self) -> Result<KernelStats, ProbeError> {
+        let get = |idx: cac_stat| -> Result<u64, ProbeError> {
+            let values = self
+                .map
+                .lookup_percpu(&idx.0.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|source| ProbeError::Map {
+                    map: "stats",
+                    source,
+                })?
+                .unwrap_or_default();
+            Ok(values.iter().filter_map(|v| decode_u64(v)).sum())
+        };
+        Ok(KernelStats {
+            matched: get(cac_stat::CAC_STAT_MATCHED)?,
+            delivered: get(cac_stat::CAC_STAT_DELIVERED)?,
+            dropped_ringbuf: get(cac_stat::CAC_STAT_DROPPED_RINGBUF)?,
+            sampled: get(cac_stat::CAC_STAT_SAMPLED)?,
+            opens_seen: get(cac_stat::CAC_STAT_OPENS_SEEN)?,
+        })
+    }
+}
+
+/// The loaded and attached BPF programs.
+pub struct Probe {
+    skel: CollectorSkel<'static>,
+    options: ProbeOptions,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probe {
+    /// Opens, configures, loads and attaches the programs.
+    pub fn load(options: &ProbeOptions) -> Result<Self, ProbeError> {
+        crate::logging::route_libbpf_output();
+        // The skeleton borrows its object storage for its whole life; one
+        // small allocation per load is leaked to give it a 'static home.
+        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = CollectorSkelBuilder::default()
+            .open(storage)
+            .map_err(ProbeError::Open)?;
+
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the object has a .rodata section");
+        rodata.cfg_sample_every = options.sample_every;
+        rodata.cfg_wakeup_bytes = options.wakeup_bytes;
+        rodata.cfg_report_failed = u32::from(options.report_failed_opens);
+        rodata.cfg_v1_subsys = options
+            .cgroup_v1_subsys
+            .and_then(|s| i32::try_from(s).ok())
+            .unwrap_or(-1);
+        open.maps
+            .events
+            .set_max_entries(options.ring_bytes)
+            .map_err(|source| ProbeError::Resize {
+                map: "events",
+                source,
+            })?;
+        // No sampler: do not even load it, so other syscalls pay nothing.
+        open.progs
+            .sample_syscall
+            .set_autoload(options.sample_every > 0);
+
+        let mut skel = open.load().map_err(ProbeError::Load)?;
+        skel.attach().map_err(ProbeError::Attach)?;
+        Ok(Self {
+            skel,
+            options: options.clone(),
+        })
+    }
+
+    /// The options the programs were loaded with.
+    pub fn options(&self) -> &ProbeOptions {
+        &self.options
+    }
+
+    /// Names of the attached programs.
+    pub fn attached_programs(&self) -> Vec<&'static str> {
+        let l = &self.skel.links;
+        [
+            ("exit_openat", l.exit_openat.is_some()),
+            ("exit_openat2", l.exit_openat2.is_some()),
+            ("exit_open", l.exit_open.is_some()),
+            ("exit_creat", l.exit_creat.is_some()),
+            ("exit_open_by_handle_at", l.exit_open_by_handle_at.is_some()),
+            ("sample_syscall", l.sample_syscall.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+
+    fn handle(map: &libbpf_rs::Map<'_>, name: &'static str) -> Result<MapHandle, ProbeError> {
+        MapHandle::try_from(map).map_err(|source| ProbeError::Map { map: name, source })
+    }
+
+    /// The event ring buffer.
+    pub fn events_map(&self) -> Result<MapHandle, ProbeError> {
+        Self::handle(&self.skel.maps.events, "events")
+    }
+
+    /// The watched volume directories and their devices.
+    pub fn volume_maps(&self) -> Result<(MapHandle, MapHandle), ProbeError> {
+        Ok((
+            Self::handle(&self.skel.maps.watched_dirs, "watched_dirs")?,
+            Self::handle(&self.skel.maps.watched_devs, "watched_devs")?,
+        ))
+    }
+
+    /// The sampler's pid -> cgroup map.
+    pub fn pid_samples_map(&self) -> Result<MapHandle, ProbeError> {
+        Self::handle(&self.skel.maps.pid_samples, "pid_samples")
+    }
+
+    /// A reader for the kernel counters.
+    pub fn stats_reader(&self) -> Result<StatsReader, ProbeError> {
+        Ok(StatsReader {
+            map: Self::handle(&self.skel.maps.stats, "stats")?,
+        })
+    }
+}
