@@ -170,6 +170,11 @@ impl Probe {
         &self.options
     }
 
+    /// Detaches every program; maps stay readable until the probe is dropped.
+    pub fn detach(&mut self) {
+        self.skel.links = Default::default();
+    }
+
     /// Names of the attached programs.
     pub fn attached_programs(&self) -> Vec<&'static str> {
         let l = &self.skel.links;

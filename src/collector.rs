@@ -1,0 +1,195 @@
+//! The running collector: probe, volume watcher and ring-buffer reader wired together.
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use libbpf_rs::RingBufferBuilder;
+use serde::Serialize;
+
+use crate::clock::WallClock;
+use crate::config::Config;
+use crate::correlation::CorrelationMaps;
+use crate::event::AccessEvent;
+use crate::pipeline::{Enricher, UserStats, UserStatsSnapshot};
+use crate::probe::{KernelStats, Probe, StatsReader};
+use crate::volumes::{KernelDirs, VolumeRegistry};
+use crate::watcher::{VolumeWatcher, WatchConfig};
+
+/// How often the reader re-measures the monotonic -> wall-clock offset.
+const CLOCK_REFRESH: Duration = Duration::from_secs(1);
+
+/// Counters of the whole pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub kernel: KernelStats,
+    pub user: UserStatsSnapshot,
+}
+
+/// A started collector. Events arrive on the receiver returned by [`Collector::start`].
+pub struct Collector {
+    probe: Option<Probe>,
+    watcher: VolumeWatcher,
+    reader: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    kernel_stats: StatsReader,
+    user_stats: Arc<UserStats>,
+    registry: Arc<VolumeRegistry>,
+    correlation: Arc<CorrelationMaps>,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector").field("probe", &self.probe).finish_non_exhaustive()
+    }
+}
+
+/// Inode of the host's mount namespace (that of pid 1).
+fn host_mnt_ns() -> u32 {
+    std::fs::metadata("/proc/1/ns/mnt")
+        .map(|m| m.ino() as u32)
+        .unwrap_or(0)
+}
+
+impl Collector {
+    /// Loads the programs, fills the volume map, and starts reading events.
+    pub fn start(config: &Config) -> crate::Result<(Self, Receiver<AccessEvent>)> {
+        let probe = Probe::load(&config.probe_options())?;
+        let registry = Arc::new(VolumeRegistry::new());
+        let correlation = Arc::new(CorrelationMaps::new());
+        let (dirs, devs) = probe.volume_maps()?;
+        let watcher = VolumeWatcher::start(
+            WatchConfig {
+                kubelet_root: config.kubelet_root.clone(),
+                types: config.volume_types(),
+                rescan_interval: Duration::from_millis(config.rescan_interval_ms),
+                debounce: Duration::from_millis(50),
+            },
+            Arc::clone(&registry),
+            KernelDirs::new(dirs, devs),
+            Arc::clone(&correlation),
+        )?;
+        let (sink, events) = sync_channel(config.buffer_size);
+        let user_stats = Arc::new(UserStats::default());
+        let enricher = Enricher {
+            registry: Arc::clone(&registry),
+            stats: Arc::clone(&user_stats),
+            clock: WallClock::new(),
+            kubelet_names: config.kubelet_process_names.clone(),
+            host_mnt_ns: host_mnt_ns(),
+            kubelet_writes: config.kubelet_writes,
+            sink,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let ring = probe.events_map()?;
+        let flush = Duration::from_millis(config.flush_interval_ms);
+        let stop_reader = Arc::clone(&stop);
+        let reader = std::thread::Builder::new()
+            .name("ringbuf-reader".into())
+            .spawn(move || read_loop(ring, enricher, flush, &stop_reader))
+            .map_err(crate::Error::Thread)?;
+        tracing::info!(
+            programs = ?probe.attached_programs(),
+            volumes = registry.volumes().len(),
+            kubelet_root = %config.kubelet_root.display(),
+            "collector started"
+        );
+        Ok((
+            Self {
+                kernel_stats: probe.stats_reader()?,
+                probe: Some(probe),
+                watcher,
+                reader: Some(reader),
+                stop,
+                user_stats,
+                registry,
+                correlation,
+            },
+            events,
+        ))
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            kernel: self.kernel_stats.read().unwrap_or_default(),
+            user: self.user_stats.snapshot(),
+        }
+    }
+
+    /// The watched volumes.
+    pub fn registry(&self) -> &Arc<VolumeRegistry> {
+        &self.registry
+    }
+
+    /// The correlation maps served to sibling collectors.
+    pub fn correlation(&self) -> &Arc<CorrelationMaps> {
+        &self.correlation
+    }
+
+    /// Stops intake, drains what the kernel delivered, and detaches the programs.
+    pub fn stop(mut self) -> Stats {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Stats {
+        self.watcher.stop();
+        if let Some(probe) = &mut self.probe {
+            // Detach first so no new events arrive, then drain the ring.
+            probe.detach();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let stats = self.stats();
+        self.probe.take();
+        stats
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if self.reader.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+fn read_loop(ring: libbpf_rs::MapHandle, mut enricher: Enricher, flush: Duration, stop: &AtomicBool) {
+    let mut refreshed = Instant::now();
+    let cell = std::cell::RefCell::new(&mut enricher);
+    let mut builder = RingBufferBuilder::new();
+    let added = builder.add(&ring, |data: &[u8]| {
+        cell.borrow().handle_record(data);
+        0
+    });
+    let rb = match added.map(|_| ()).and_then(|()| builder.build()) {
+        Ok(rb) => rb,
+        Err(e) => {
+            tracing::error!("cannot read the event ring buffer: {e}");
+            return;
+        }
+    };
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        // Events are written without wakeups (see the BPF design notes), so
+        // the poll mostly times out: consume() is what drains the ring.
+        if !stopping {
+            let _ = rb.poll(flush);
+        }
+        if let Err(e) = rb.consume() {
+            tracing::warn!("ring buffer consume failed: {e}");
+        }
+        if stopping {
+            return;
+        }
+        if refreshed.elapsed() >= CLOCK_REFRESH {
+            cell.borrow_mut().clock.refresh();
+            refreshed = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Configuration: a YAML file, overridden by environment variables and flags.
+//!
+//! Precedence, lowest first: built-in defaults, the file's `kernel_collector:`
+//! block (the published collector's keys), the file's own top-level keys,
+//! then `CAC_*` environment variables and command-line flags (merged by clap).
+//! Unknown keys and bad values are errors that name the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::KubeletWrites;
+use crate::probe::ProbeOptions;
+use crate::volumes::VolumeType;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The published collector's `kernel_collector:` block, accepted as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelCollectorBlock {
+    pub name: Option<String>,
+    pub buffer_size: Option<usize>,
+    pub enable_ebpf: Option<bool>,
+    pub monitor_configmaps: Option<bool>,
+    pub monitor_secrets: Option<bool>,
+    pub enable_pod_correlation: Option<bool>,
+    pub syscall_sampling_rate: Option<u32>,
+    pub kubelet_pods_path: Option<PathBuf>,
+    pub configmap_volume_pattern: Option<String>,
+    pub secret_volume_pattern: Option<String>,
+}
+
+/// The config file's own keys (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub name: Option<String>,
+    pub kubelet_root: Option<PathBuf>,
+    pub monitor_secrets: Option<bool>,
+    pub monitor_configmaps: Option<bool>,
+    pub monitor_projected: Option<bool>,
+    pub monitor_downward_api: Option<bool>,
+    pub syscall_sampling_rate: Option<u32>,
+    pub ring_buffer_bytes: Option<u32>,
+    pub wakeup_bytes: Option<u64>,
+    pub flush_interval_ms: Option<u64>,
+    pub buffer_size: Option<usize>,
+    pub report_failed_opens: Option<bool>,
+    pub kubelet_writes: Option<KubeletWrites>,
+    pub kubelet_process_names: Option<Vec<String>>,
+    pub rescan_interval_ms: Option<u64>,
+    pub cgroup_v1_controller: Option<String>,
+    pub log_level: Option<String>,
+    pub kernel_collector: Option<KernelCollectorBlock>,
+}
+
+/// Resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// Collector name, used in logs.
+    pub name: String,
+    /// Directory holding the kubelet's `pods/`.
+    pub kubelet_root: PathBuf,
+    pub monitor_secrets: bool,
+    pub monitor_configmaps: bool,
+    pub monitor_projected: bool,
+    pub monitor_downward_api: bool,
+    /// Record 1 in N syscalls for pid -> cgroup correlation; 0 disables.
+    pub syscall_sampling_rate: u32,
+    /// Kernel ring buffer size in bytes (power of two, >= 4096).
+    pub ring_buffer_bytes: u32,
+    /// Pending ring-buffer bytes that wake the reader at once.
+    pub wakeup_bytes: u64,
+    /// Longest delay between an access and its delivery to user space, in ms.
+    pub flush_interval_ms: u64,
+    /// Capacity of the output queue, in events.
+    pub buffer_size: usize,
+    /// Report failed opens on kubelet volume paths.
+    pub report_failed_opens: bool,
+    pub kubelet_writes: KubeletWrites,
+    /// Command names that identify the kubelet (in the host mount namespace).
+    pub kubelet_process_names: Vec<String>,
+    /// Interval of the safety-net volume rescan, in ms.
+    pub rescan_interval_ms: u64,
+    /// cgroup v1 controller for the fallback cgroup id: `auto`, `none` or a controller name.
+    pub cgroup_v1_controller: String,
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: "config-access-collector".into(),
+            kubelet_root: PathBuf::from("/var/lib/kubelet"),
+            monitor_secrets: true,
+            monitor_configmaps: true,
+            monitor_projected: true,
+            monitor_downward_api: true,
+            syscall_sampling_rate: 100,
+            ring_buffer_bytes: 4 << 20,
+            wakeup_bytes: 256 << 10,
+            flush_interval_ms: 50,
+            buffer_size: 16384,
+            report_failed_opens: true,
+            kubelet_writes: KubeletWrites::Report,
+            kubelet_process_names: vec!["kubelet".into()],
+            rescan_interval_ms: 10_000,
+            cgroup_v1_controller: "auto".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Parses config YAML; errors name the offending key path.
+pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "(top level)".to_string() } else { key };
+        invalid(&key, e.into_inner().to_string())
+    })
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+impl Config {
+    /// Reads and resolves a config file (defaults when `path` is `None`).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = match path {
+            None => FileConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                parse_file_config(&text)?
+            }
+        };
+        let mut c = Config::default();
+        c.merge(file)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Applies a parsed file over `self`.
+    pub fn merge(&mut self, f: FileConfig) -> Result<(), ConfigError> {
+        if let Some(k) = f.kernel_collector {
+            if k.enable_ebpf == Some(false) {
+                return Err(invalid(
+                    "kernel_collector.enable_ebpf",
+                    "this collector works only through eBPF; remove the key or set it to true",
+                ));
+            }
+            for (key, value, want) in [
+                ("kernel_collector.configmap_volume_pattern", &k.configmap_volume_pattern, VolumeType::ConfigMap),
+                ("kernel_collector.secret_volume_pattern", &k.secret_volume_pattern, VolumeType::Secret),
+            ] {
+                if let Some(v) = value {
+                    if v != want.plugin_dir() {
+                        return Err(invalid(key, format!("the kubelet names this directory `{}`, not `{v}`", want.plugin_dir())));
+                    }
+                }
+            }
+            if let Some(pods) = k.kubelet_pods_path {
+                if pods.file_name().is_none_or(|n| n != "pods") {
+                    return Err(invalid("kernel_collector.kubelet_pods_path", format!("must end in /pods, got {}", pods.display())));
+                }
+                self.kubelet_root = pods.parent().map(Path::to_path_buf).unwrap_or_default();
+            }
+            set(&mut self.name, k.name);
+            set(&mut self.buffer_size, k.buffer_size);
+            set(&mut self.monitor_configmaps, k.monitor_configmaps);
+            set(&mut self.monitor_secrets, k.monitor_secrets);
+            set(&mut self.syscall_sampling_rate, k.syscall_sampling_rate);
+            if k.enable_pod_correlation == Some(false) {
+                self.syscall_sampling_rate = 0;
+            }
+        }
+        set(&mut self.name, f.name);
+        set(&mut self.kubelet_root, f.kubelet_root);
+        set(&mut self.monitor_secrets, f.monitor_secrets);
+        set(&mut self.monitor_configmaps, f.monitor_configmaps);
+        set(&mut self.monitor_projected, f.monitor_projected);
+        set(&mut self.monitor_downward_api, f.monitor_downward_api);
+        set(&mut self.syscall_sampling_rate, f.syscall_sampling_rate);
+        set(&mut self.ring_buffer_bytes, f.ring_buffer_bytes);
+        set(&mut self.wakeup_bytes, f.wakeup_bytes);
+        set(&mut self.flush_interval_ms, f.flush_interval_ms);
+        set(&mut self.buffer_size, f.buffer_size);
+        set(&mut self.report_failed_opens, f.report_failed_opens);
+        set(&mut self.kubelet_writes, f.kubelet_writes);
+        set(&mut self.kubelet_process_names, f.kubelet_process_names);
+        set(&mut self.rescan_interval_ms, f.rescan_interval_ms);
+        set(&mut self.cgroup_v1_controller, f.cgroup_v1_controller);
+        set(&mut self.log_level, f.log_level);
+        Ok(())
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rb = self.ring_buffer_bytes;
+        if rb < 4096 || !rb.is_power_of_two() {
+            return Err(invalid("ring_buffer_bytes", format!("must be a power of two of at least 4096, got {rb}")));
+        }
+        if self.wakeup_bytes == 0 || self.wakeup_bytes > u64::from(rb) {
+            return Err(invalid("wakeup_bytes", format!("must be between 1 and ring_buffer_bytes ({rb}), got {}", self.wakeup_bytes)));
+        }
+        if !(1..=10_000).contains(&self.flush_interval_ms) {
+            return Err(invalid("flush_interval_ms", format!("must be 1..=10000, got {}", self.flush_interval_ms)));
+        }
+        if self.buffer_size == 0 {
+            return Err(invalid("buffer_size", "must be at least 1"));
+        }
+        if self.rescan_interval_ms < 100 {
+            return Err(invalid("rescan_interval_ms", format!("must be at least 100, got {}", self.rescan_interval_ms)));
+        }
+        if !self.kubelet_root.is_absolute() {
+            return Err(invalid("kubelet_root", format!("must be an absolute path, got {}", self.kubelet_root.display())));
+        }
+        if self.volume_types().is_empty() {
+            return Err(invalid("monitor_secrets", "every monitor_* key is false: nothing to watch"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(invalid("log_level", format!("not a log filter: {}", self.log_level)));
+        }
+        Ok(())
+    }
+
+    /// Volume plugins to watch.
+    pub fn volume_types(&self) -> Vec<VolumeType> {
+        [
+            (self.monitor_secrets, VolumeType::Secret),
+            (self.monitor_configmaps, VolumeType::ConfigMap),
+            (self.monitor_projected, VolumeType::Projected),
+            (self.monitor_downward_api, VolumeType::DownwardApi),
+        ]
+        .into_iter()
+        .filter_map(|(on, t)| on.then_some(t))
+        .collect()
+    }
+
+    /// Load-time settings of the BPF programs.
+    pub fn probe_options(&self) -> ProbeOptions {
+        ProbeOptions {
+            sample_every: self.syscall_sampling_rate,
+            ring_bytes: self.ring_buffer_bytes,
+            wakeup_bytes: self.wakeup_bytes,
+            report_failed_opens: self.report_failed_opens,
+            cgroup_v1_subsys: crate::cgroup::detect_v1_subsys(&self.cgroup_v1_controller),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        c.merge(parse_file_config(text)?)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn accepts_published_kernel_collector_block() {
+        let c = load_str(
+            "kernel_collector:\n  name: kernel-config-monitor\n  buffer_size: 1000\n  enable_ebpf: true\n  monitor_configmaps: true\n  monitor_secrets: false\n  enable_pod_correlation: true\n  syscall_sampling_rate: 50\n  kubelet_pods_path: /data/kubelet/pods\n  configmap_volume_pattern: kubernetes.io~configmap\n  secret_volume_pattern: kubernetes.io~secret\n",
+        )
+        .unwrap();
+        assert_eq!(c.name, "kernel-config-monitor");
+        assert_eq!(c.buffer_size, 1000);
+        assert_eq!(c.syscall_sampling_rate, 50);
+        assert_eq!(c.kubelet_root, Path::new("/data/kubelet"));
+        assert!(!c.monitor_secrets);
+        assert!(!c.volume_types().contains(&VolumeType::Secret));
+    }
+
+    #[test]
+    fn top_level_keys_win_over_the_block() {
+        let c = load_str("syscall_sampling_rate: 7\nkernel_collector:\n  syscall_sampling_rate: 50\n").unwrap();
+        assert_eq!(c.syscall_sampling_rate, 7);
+        let c = load_str("kernel_collector:\n  enable_pod_correlation: false\n").unwrap();
+        assert_eq!(c.syscall_sampling_rate, 0);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let key = |text: &str| match load_str(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an error for {text:?}, got {other:?}"),
+        };
+        assert_eq!(key("ring_buffer_bytes: 5000\n"), "ring_buffer_bytes");
+        assert_eq!(key("syscall_sampling_rate: lots\n"), "syscall_sampling_rate");
+        assert_eq!(key("kernel_collector:\n  buffer_size: -1\n"), "kernel_collector.buffer_size");
+        assert_eq!(key("kernel_collector:\n  enable_ebpf: false\n"), "kernel_collector.enable_ebpf");
+        assert_eq!(key("kernel_collector:\n  secret_volume_pattern: secrets\n"), "kernel_collector.secret_volume_pattern");
+        assert_eq!(key("kubelet_writes: sometimes\n"), "kubelet_writes");
+        assert_eq!(key("kubelet_root: relative/dir\n"), "kubelet_root");
+        assert_eq!(key("monitor_secrets: false\nmonitor_configmaps: false\nmonitor_projected: false\nmonitor_downward_api: false\n"), "monitor_secrets");
+        let unknown = load_str("no_such_key: 1\n").unwrap_err().to_string();
+        assert!(unknown.contains("no_such_key"), "{unknown}");
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.yaml")).unwrap();
+        let c = load_str(&text).unwrap();
+        assert_eq!(c.kubelet_root, Path::new("/var/lib/kubelet"));
+    }
+}
+
+/// Command-line flags and `CAC_*` environment variables; each overrides the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// YAML config file.
+    #[arg(long, env = "CAC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory that holds the kubelet's pods/ (default /var/lib/kubelet).
+    #[arg(long, env = "CAC_KUBELET_ROOT")]
+    pub kubelet_root: Option<PathBuf>,
+    /// Record 1 in N syscalls for pid -> cgroup correlation; 0 disables.
+    #[arg(long, env = "CAC_SYSCALL_SAMPLING_RATE")]
+    pub syscall_sampling_rate: Option<u32>,
+    /// Kernel ring buffer size in bytes (power of two).
+    #[arg(long, env = "CAC_RING_BUFFER_BYTES")]
+    pub ring_buffer_bytes: Option<u32>,
+    /// The kubelet's own writes: report or drop.
+    #[arg(long, env = "CAC_KUBELET_WRITES", value_parser = ["report", "drop"])]
+    pub kubelet_writes: Option<String>,
+    /// Log filter (error, warn, info, debug, trace, or a tracing filter).
+    #[arg(long, env = "CAC_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Loads `overrides.config` and applies the other overrides on top.
+    pub fn resolve(o: &Overrides) -> Result<Self, ConfigError> {
+        let mut c = Self::load(o.config.as_deref())?;
+        c.merge(FileConfig {
+            kubelet_root: o.kubelet_root.clone(),
+            syscall_sampling_rate: o.syscall_sampling_rate,
+            ring_buffer_bytes: o.ring_buffer_bytes,
+            kubelet_writes: o.kubelet_writes.as_deref().map(|w| {
+                if w == "drop" {
+                    KubeletWrites::Drop
+                } else {
+                    KubeletWrites::Report
+                }
+            }),
+            log_level: o.log_level.clone(),
+            ..FileConfig::default()
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+}

@@ -1,0 +1,148 @@
+//! `demo`: the whole pipeline on a kubelet-like sandbox, for machines without a kubelet.
+//!
+//! Builds a pod with a tmpfs Secret volume, an AtomicWriter ConfigMap volume
+//! and a projected service-account token volume, starts the collector on it,
+//! then runs a "container" (its own mount namespace, bind mounts at container
+//! paths, a pod-like cgroup) that opens files the way applications do. Prints
+//! every event, and fails when an expected one does not arrive.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::collector::Collector;
+use crate::config::Config;
+use crate::container::{ContainerProc, ExecArgs};
+use crate::event::AccessEvent;
+use crate::sandbox::Sandbox;
+use crate::volumes::VolumeType;
+
+/// The demo pod's UID.
+pub const POD_UID: &str = "d3m0c0de-0000-4000-8000-00000000cafe";
+/// Container id of the demo container.
+pub const CONTAINER_ID: &str = "0d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f70";
+
+/// An event the demo waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub event_type: &'static str,
+    pub volume_name: &'static str,
+    pub key: &'static str,
+    pub path: &'static str,
+    pub result: &'static str,
+}
+
+/// The demo pod's cgroup, relative to the cgroup2 mount (systemd driver, containerd).
+pub fn pod_cgroup() -> String {
+    let uid = POD_UID.replace('-', "_");
+    format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice/cri-containerd-{CONTAINER_ID}.scope"
+    )
+}
+
+/// Builds the demo pod's volumes in `sb`; returns (secret, configmap, projected) directories.
+pub fn build_pod(sb: &mut Sandbox) -> std::io::Result<(PathBuf, PathBuf, PathBuf)> {
+    let secret = sb.add_volume(POD_UID, VolumeType::Secret, "db-creds", true)?;
+    sb.write_atomic(&secret, &[("username", b"app", 0o644), ("password", b"s3cret", 0o644), ("api-key", b"k", 0o600)])?;
+    let config = sb.add_volume(POD_UID, VolumeType::ConfigMap, "app-config", false)?;
+    sb.write_atomic(&config, &[("app.yaml", b"level: info\n", 0o644)])?;
+    let token = sb.add_volume(POD_UID, VolumeType::Projected, "kube-api-access-x7k2p", true)?;
+    sb.write_atomic(&token, &[("token", b"eyJ", 0o644), ("ca.crt", b"-----", 0o644), ("namespace", b"demo", 0o644)])?;
+    Ok((secret, config, token))
+}
+
+fn matches(ev: &AccessEvent, pid: u32, want: &Expected) -> bool {
+    ev.process.pid == pid
+        && ev.event_type == want.event_type
+        && ev.volume_name.as_deref() == Some(want.volume_name)
+        && ev.key.as_deref() == Some(want.key)
+        && ev.path.as_deref() == Some(want.path)
+        && ev.result == want.result
+}
+
+/// Runs the demo; returns the process exit code.
+pub fn run(exe: &Path) -> crate::Result<i32> {
+    let mut sb = Sandbox::new().map_err(crate::Error::Demo)?;
+    let (secret, config, token) = build_pod(&mut sb).map_err(crate::Error::Demo)?;
+    let cgroup = sb.make_cgroup(&pod_cgroup()).map_err(crate::Error::Demo)?;
+    let cfg = Config {
+        kubelet_root: sb.kubelet_root(),
+        flush_interval_ms: 20,
+        ..Config::default()
+    };
+    let (collector, events) = Collector::start(&cfg)?;
+
+    let mounts = |root: &Path| ExecArgs {
+        cgroup: Some(cgroup.clone()),
+        unshare_mount: true,
+        binds: vec![
+            format!("{}:/etc/db", secret.display()),
+            format!("{}:/etc/config", config.display()),
+            format!("{}:/var/run/secrets/kubernetes.io/serviceaccount", token.display()),
+        ],
+        chroot: Some(root.to_path_buf()),
+        ..ExecArgs::default()
+    };
+    let app = ExecArgs {
+        steps: vec![
+            "open:/etc/db/password".into(),
+            "chdir:/etc/config".into(),
+            "open:app.yaml".into(),
+            "open:/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            "wait".into(),
+        ],
+        comm: Some("app-server".into()),
+        ..mounts(&sb.container_root())
+    };
+    let nobody = ExecArgs {
+        uid: Some(65534),
+        steps: vec!["open:/etc/db/api-key".into(), "wait".into()],
+        comm: Some("intruder".into()),
+        ..mounts(&sb.container_root())
+    };
+    let expected_app = [
+        Expected { event_type: "secret_access", volume_name: "db-creds", key: "password", path: "/etc/db/password", result: "ok" },
+        Expected { event_type: "configmap_access", volume_name: "app-config", key: "app.yaml", path: "app.yaml", result: "ok" },
+        Expected {
+            event_type: "projected_access",
+            volume_name: "kube-api-access-x7k2p",
+            key: "token",
+            path: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            result: "ok",
+        },
+    ];
+    let expected_nobody = [Expected { event_type: "secret_access", volume_name: "db-creds", key: "api-key", path: "/etc/db/api-key", result: "EACCES" }];
+
+    let mut p1 = ContainerProc::spawn(exe, &app).map_err(crate::Error::Demo)?;
+    let mut p2 = ContainerProc::spawn(exe, &nobody).map_err(crate::Error::Demo)?;
+    let mut pending: Vec<(u32, &Expected)> =
+        expected_app.iter().map(|e| (p1.pid, e)).chain(expected_nobody.iter().map(|e| (p2.pid, e))).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pending.is_empty() && Instant::now() < deadline {
+        let Ok(ev) = events.recv_timeout(Duration::from_millis(100)) else { continue };
+        if let Ok(line) = serde_json::to_string(&ev) {
+            println!("{line}");
+        }
+        pending.retain(|(pid, want)| !matches(&ev, *pid, want));
+    }
+    p1.release();
+    p2.release();
+    let _ = p1.finish();
+    let _ = p2.finish();
+    let stats = collector.stop();
+    while let Ok(ev) = events.try_recv() {
+        if let Ok(line) = serde_json::to_string(&ev) {
+            println!("{line}");
+        }
+    }
+    drop(sb);
+    tracing::info!(?stats, "demo finished");
+    if pending.is_empty() {
+        eprintln!("demo: all {} expected accesses were reported", expected_app.len() + expected_nobody.len());
+        Ok(0)
+    } else {
+        for (pid, want) in &pending {
+            eprintln!("demo: MISSING event for pid {pid}: {want:?}");
+        }
+        Ok(1)
+    }
+}
