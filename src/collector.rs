@@ -47,11 +47,19 @@ impl std::fmt::Debug for Collector {
     }
 }
 
-/// Inode of the host's mount namespace (that of pid 1).
+/// Inode of the host's mount namespace: that of pid 1 (the chart runs the
+/// collector with the host's pid namespace), else our own.
 fn host_mnt_ns() -> u32 {
-    std::fs::metadata("/proc/1/ns/mnt")
-        .map(|m| m.ino() as u32)
-        .unwrap_or(0)
+    let of = |pid: &str| -> Option<u32> {
+        let path = format!("/proc/{pid}/ns/mnt");
+        if let Ok(m) = std::fs::metadata(&path) {
+            return u32::try_from(m.ino()).ok();
+        }
+        // stat() of another process's namespace can be refused where readlink() is not.
+        let link = std::fs::read_link(&path).ok()?;
+        link.to_str()?.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+    };
+    of("1").or_else(|| of("self")).unwrap_or(0)
 }
 
 impl Collector {
@@ -118,6 +126,11 @@ impl Collector {
             kernel: self.kernel_stats.read().unwrap_or_default(),
             user: self.user_stats.snapshot(),
         }
+    }
+
+    /// Kernel ids of the loaded programs and maps.
+    pub fn object_ids(&self) -> (Vec<u32>, Vec<u32>) {
+        self.probe.as_ref().map(Probe::object_ids).unwrap_or_default()
     }
 
     /// The watched volumes.

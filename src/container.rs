@@ -36,7 +36,7 @@ pub struct ExecArgs {
     /// Command name (comm) to take, as a container's process would have.
     #[arg(long)]
     pub comm: Option<String>,
-    /// Steps: open:P, openat2:P, write:P, opath:P, odir:P, at:DIR:P (openat relative
+    /// Steps: open:P, sys_open:P (open(2) itself), openat2:P, write:P, opath:P, odir:P, at:DIR:P (openat relative
     /// to a dirfd of DIR), chdir:D, sleep:MS, wait (until stdin has a line or closes).
     pub steps: Vec<String>,
 }
@@ -52,6 +52,20 @@ fn report(out: &mut impl Write, step: &str, result: Result<OwnedFd, nix::Error>)
     };
     let _ = writeln!(out, "{}", serde_json::json!({"step": step, "result": result}));
     let _ = out.flush();
+}
+
+/// open(2) itself (not openat), which the C library no longer uses.
+fn legacy_open(path: &str) -> Result<OwnedFd, nix::Error> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(path).map_err(|_| nix::Error::EINVAL)?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let fd = unsafe { libc::syscall(libc::SYS_open, c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = i32::try_from(fd).map_err(|_| nix::Error::EINVAL)?;
+    if fd < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn setup(args: &ExecArgs) -> Result<(), String> {
@@ -106,6 +120,7 @@ fn step(out: &mut impl Write, s: &str) -> Result<(), String> {
             let dirfd = open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).map_err(|e| format!("{dir}: {e}"))?;
             report(out, s, openat(&dirfd, path, ro, Mode::empty()));
         }
+        "sys_open" => report(out, s, legacy_open(arg)),
         "chdir" => chdir(arg).map_err(|e| format!("chdir {arg}: {e}"))?,
         "sleep" => std::thread::sleep(std::time::Duration::from_millis(arg.parse().map_err(|_| format!("{s}: bad ms"))?)),
         "wait" => {

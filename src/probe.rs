@@ -175,6 +175,24 @@ impl Probe {
         self.skel.links = Default::default();
     }
 
+    /// Kernel ids of the loaded programs and maps (to check that they go away).
+    pub fn object_ids(&self) -> (Vec<u32>, Vec<u32>) {
+        use std::os::fd::AsFd;
+        let progs = self
+            .skel
+            .object()
+            .progs()
+            .filter_map(|p| libbpf_rs::Program::id_from_fd(p.as_fd()).ok())
+            .collect();
+        let maps = self
+            .skel
+            .object()
+            .maps()
+            .filter_map(|m| libbpf_rs::MapInfo::new(m.as_fd()).ok().map(|i| i.info.id))
+            .collect();
+        (progs, maps)
+    }
+
     /// Names of the attached programs.
     pub fn attached_programs(&self) -> Vec<&'static str> {
         let l = &self.skel.links;

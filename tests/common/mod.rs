@@ -1,0 +1,148 @@
+//! Shared helpers of the integration tests: root checks, a collector on a
+//! sandbox, and event collection per process.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use config_access_collector::collector::Collector;
+use config_access_collector::config::Config;
+use config_access_collector::container::{ContainerProc, ExecArgs};
+use config_access_collector::event::AccessEvent;
+use config_access_collector::sandbox::Sandbox;
+use config_access_collector::volumes::VolumeType;
+
+pub const POD: &str = "7f3c2a10-5b6d-4e8f-9a01-23456789abcd";
+pub const EXE: &str = env!("CARGO_BIN_EXE_config-access-collector");
+
+/// True when the test may use BPF. Off CI a non-root run skips with a reason;
+/// with CI=true a missing privilege is a failure, never a skip.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: CI=true but not running as root; BPF tests must run in CI");
+    }
+    eprintln!("SKIPPED {test}: needs root to load BPF programs");
+    false
+}
+
+/// A sandbox pod with three volumes and a running collector.
+pub struct Harness {
+    pub sb: Sandbox,
+    pub collector: Option<Collector>,
+    pub events: Receiver<AccessEvent>,
+    pub secret: PathBuf,
+    pub config: PathBuf,
+    pub token: PathBuf,
+    pub backlog: Vec<AccessEvent>,
+}
+
+pub fn default_config(sb: &Sandbox) -> Config {
+    Config {
+        kubelet_root: sb.kubelet_root(),
+        flush_interval_ms: 10,
+        ..Config::default()
+    }
+}
+
+impl Harness {
+    /// Builds the pod, then starts the collector with `edit` applied to the config.
+    pub fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
+        let mut sb = Sandbox::new().expect("sandbox");
+        let secret = sb.add_volume(POD, VolumeType::Secret, "db-creds", true).unwrap();
+        sb.write_atomic(&secret, &[("username", b"app", 0o644), ("password", b"pw", 0o644), ("api-key", b"k", 0o600)]).unwrap();
+        let config = sb.add_volume(POD, VolumeType::ConfigMap, "app-config", false).unwrap();
+        sb.write_atomic(&config, &[("app.yaml", b"a: 1\n", 0o644)]).unwrap();
+        let token = sb.add_volume(POD, VolumeType::Projected, "kube-api-access-abcde", true).unwrap();
+        sb.write_atomic(&token, &[("token", b"t", 0o644), ("ca.crt", b"c", 0o644), ("namespace", b"n", 0o644)]).unwrap();
+        let mut cfg = default_config(&sb);
+        edit(&mut cfg);
+        let (collector, events) = Collector::start(&cfg).expect("collector starts (BPF must load)");
+        Self { sb, collector: Some(collector), events, secret, config, token, backlog: Vec::new() }
+    }
+
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    pub fn collector(&self) -> &Collector {
+        self.collector.as_ref().expect("running")
+    }
+
+    /// Container-like args: own mount namespace, the three volumes bound at
+    /// their usual container paths, chrooted.
+    pub fn container(&self, steps: &[&str]) -> ExecArgs {
+        ExecArgs {
+            unshare_mount: true,
+            binds: vec![
+                format!("{}:/etc/db", self.secret.display()),
+                format!("{}:/etc/config", self.config.display()),
+                format!("{}:/var/run/secrets/kubernetes.io/serviceaccount", self.token.display()),
+            ],
+            chroot: Some(self.sb.container_root()),
+            steps: steps.iter().map(|s| s.to_string()).collect(),
+            ..ExecArgs::default()
+        }
+    }
+
+    /// Runs a sandboxed process to completion; returns its pid and step results.
+    pub fn run(&self, args: &ExecArgs) -> (u32, Vec<(String, String)>) {
+        let mut p = ContainerProc::spawn(Path::new(EXE), args).expect("spawn sandbox-exec");
+        let pid = p.pid;
+        let n = args.steps.iter().filter(|s| !matches!(s.split(':').next(), Some("chdir" | "sleep" | "wait"))).count();
+        let results = (0..n).map(|_| p.next_result().expect("step result")).collect();
+        assert_eq!(p.finish().unwrap(), 0, "sandbox-exec failed");
+        (pid, results)
+    }
+
+    /// Every event, until `quiet` passes without one (or `limit` passes).
+    pub fn drain(&mut self, quiet: Duration, limit: Duration) -> Vec<AccessEvent> {
+        let end = Instant::now() + limit;
+        let mut out = std::mem::take(&mut self.backlog);
+        while Instant::now() < end {
+            match self.events.recv_timeout(quiet) {
+                Ok(ev) => out.push(ev),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Events of process `pid` once the pipeline has gone quiet.
+    pub fn events_of(&mut self, pid: u32) -> Vec<AccessEvent> {
+        let all = self.drain(Duration::from_millis(300), Duration::from_secs(5));
+        let (mine, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.process.pid == pid);
+        self.backlog = rest;
+        mine
+    }
+
+    /// Waits until `pred` holds for the registry or `limit` passes.
+    pub fn wait_for(&self, limit: Duration, pred: impl Fn(&Collector) -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if pred(self.collector()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(c) = self.collector.take() {
+            c.stop();
+        }
+    }
+}
+
+/// Asserts exactly one event and returns it.
+pub fn exactly_one(events: Vec<AccessEvent>, what: &str) -> AccessEvent {
+    assert_eq!(events.len(), 1, "{what}: expected exactly one event, got {events:#?}");
+    events.into_iter().next().unwrap()
+}
