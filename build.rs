@@ -45,7 +45,6 @@ fn main() {
 
 /// Whether `cmd` is an executable on PATH.
 fn which(cmd: &str) -> bool {
-    env::var_os("PATH").is_some_and(|paths| {
-        env::split_paths(&paths).any(|dir| dir.join(cmd).is_file())
-    })
+    env::var_os("PATH")
+        .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(cmd).is_file()))
 }

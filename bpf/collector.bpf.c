@@ -150,8 +150,8 @@ static __always_inline __u64 cgroup_v1_id(struct task_struct *task)
 }
 
 /* Fill the fields every event carries. */
-static __always_inline void fill_task(struct cac_event *ev, struct task_struct *task,
-				      long ret, enum cac_syscall sc, enum cac_event_kind kind)
+static __always_inline void fill_task(struct cac_event *ev, struct task_struct *task, long ret,
+				      enum cac_syscall sc, enum cac_event_kind kind)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
@@ -175,8 +175,7 @@ static __always_inline void fill_task(struct cac_event *ev, struct task_struct *
  * Copy the path argument and the open flags from the syscall's saved user
  * registers (x86_64 syscall ABI: di, si, dx, r10).
  */
-static __always_inline void fill_args(struct cac_event *ev, struct task_struct *task,
-				      enum cac_syscall sc)
+static __always_inline void fill_args(struct cac_event *ev, struct task_struct *task, enum cac_syscall sc)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	const char *path = NULL;
@@ -299,8 +298,8 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 	ev->depth = depth;
 	ev->name_len = 0;
 	{
-		long n = bpf_probe_read_kernel_str(ev->name, sizeof(ev->name),
-						   file->f_path.dentry->d_name.name);
+		long n =
+		    bpf_probe_read_kernel_str(ev->name, sizeof(ev->name), file->f_path.dentry->d_name.name);
 
 		ev->name_len = n > 0 ? n : 0;
 	}

@@ -43,7 +43,8 @@ mod tests {
     const HYBRID: &str = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
 cpuset\t3\t1\t1\ncpu\t1\t1\t1\ncpuacct\t2\t1\t1\nblkio\t7\t1\t1\nmemory\t4\t1\t1\n\
 devices\t5\t41\t1\nfreezer\t6\t1\t1\npids\t8\t1\t1\n";
-    const UNIFIED: &str = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t0\t1\t1\nmemory\t0\t1\t1\n";
+    const UNIFIED: &str =
+        "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t0\t1\t1\nmemory\t0\t1\t1\n";
 
     #[test]
     fn picks_memory_row() {

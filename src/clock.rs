@@ -54,7 +54,8 @@ impl WallClock {
 
     /// RFC 3339 UTC with nanoseconds, e.g. `2024-01-21T10:30:45.123456789Z`.
     pub fn rfc3339(&self, mono_ns: u64) -> String {
-        self.wall(mono_ns).to_rfc3339_opts(SecondsFormat::Nanos, true)
+        self.wall(mono_ns)
+            .to_rfc3339_opts(SecondsFormat::Nanos, true)
     }
 }
 
@@ -70,6 +71,9 @@ mod tests {
         let diff = (Utc::now() - wall).num_milliseconds().abs();
         assert!(diff < 1000, "wall clock off by {diff} ms");
         let s = c.rfc3339(mono);
-        assert!(s.ends_with('Z') && s.len() == "2024-01-21T10:30:45.123456789Z".len(), "{s}");
+        assert!(
+            s.ends_with('Z') && s.len() == "2024-01-21T10:30:45.123456789Z".len(),
+            "{s}"
+        );
     }
 }

@@ -43,7 +43,9 @@ pub struct Collector {
 
 impl std::fmt::Debug for Collector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Collector").field("probe", &self.probe).finish_non_exhaustive()
+        f.debug_struct("Collector")
+            .field("probe", &self.probe)
+            .finish_non_exhaustive()
     }
 }
 
@@ -57,7 +59,11 @@ fn host_mnt_ns() -> u32 {
         }
         // stat() of another process's namespace can be refused where readlink() is not.
         let link = std::fs::read_link(&path).ok()?;
-        link.to_str()?.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+        link.to_str()?
+            .strip_prefix("mnt:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
     };
     of("1").or_else(|| of("self")).unwrap_or(0)
 }
@@ -130,7 +136,10 @@ impl Collector {
 
     /// Kernel ids of the loaded programs and maps.
     pub fn object_ids(&self) -> (Vec<u32>, Vec<u32>) {
-        self.probe.as_ref().map(Probe::object_ids).unwrap_or_default()
+        self.probe
+            .as_ref()
+            .map(Probe::object_ids)
+            .unwrap_or_default()
     }
 
     /// The watched volumes.
@@ -172,7 +181,12 @@ impl Drop for Collector {
     }
 }
 
-fn read_loop(ring: libbpf_rs::MapHandle, mut enricher: Enricher, flush: Duration, stop: &AtomicBool) {
+fn read_loop(
+    ring: libbpf_rs::MapHandle,
+    mut enricher: Enricher,
+    flush: Duration,
+    stop: &AtomicBool,
+) {
     let mut refreshed = Instant::now();
     let cell = std::cell::RefCell::new(&mut enricher);
     let mut builder = RingBufferBuilder::new();

@@ -138,7 +138,11 @@ pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." { "(top level)".to_string() } else { key };
+        let key = if key == "." {
+            "(top level)".to_string()
+        } else {
+            key
+        };
         invalid(&key, e.into_inner().to_string())
     })
 }
@@ -178,18 +182,35 @@ impl Config {
                 ));
             }
             for (key, value, want) in [
-                ("kernel_collector.configmap_volume_pattern", &k.configmap_volume_pattern, VolumeType::ConfigMap),
-                ("kernel_collector.secret_volume_pattern", &k.secret_volume_pattern, VolumeType::Secret),
+                (
+                    "kernel_collector.configmap_volume_pattern",
+                    &k.configmap_volume_pattern,
+                    VolumeType::ConfigMap,
+                ),
+                (
+                    "kernel_collector.secret_volume_pattern",
+                    &k.secret_volume_pattern,
+                    VolumeType::Secret,
+                ),
             ] {
                 if let Some(v) = value {
                     if v != want.plugin_dir() {
-                        return Err(invalid(key, format!("the kubelet names this directory `{}`, not `{v}`", want.plugin_dir())));
+                        return Err(invalid(
+                            key,
+                            format!(
+                                "the kubelet names this directory `{}`, not `{v}`",
+                                want.plugin_dir()
+                            ),
+                        ));
                     }
                 }
             }
             if let Some(pods) = k.kubelet_pods_path {
                 if pods.file_name().is_none_or(|n| n != "pods") {
-                    return Err(invalid("kernel_collector.kubelet_pods_path", format!("must end in /pods, got {}", pods.display())));
+                    return Err(invalid(
+                        "kernel_collector.kubelet_pods_path",
+                        format!("must end in /pods, got {}", pods.display()),
+                    ));
                 }
                 self.kubelet_root = pods.parent().map(Path::to_path_buf).unwrap_or_default();
             }
@@ -226,28 +247,55 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let rb = self.ring_buffer_bytes;
         if rb < 4096 || !rb.is_power_of_two() {
-            return Err(invalid("ring_buffer_bytes", format!("must be a power of two of at least 4096, got {rb}")));
+            return Err(invalid(
+                "ring_buffer_bytes",
+                format!("must be a power of two of at least 4096, got {rb}"),
+            ));
         }
         if self.wakeup_bytes == 0 || self.wakeup_bytes > u64::from(rb) {
-            return Err(invalid("wakeup_bytes", format!("must be between 1 and ring_buffer_bytes ({rb}), got {}", self.wakeup_bytes)));
+            return Err(invalid(
+                "wakeup_bytes",
+                format!(
+                    "must be between 1 and ring_buffer_bytes ({rb}), got {}",
+                    self.wakeup_bytes
+                ),
+            ));
         }
         if !(1..=10_000).contains(&self.flush_interval_ms) {
-            return Err(invalid("flush_interval_ms", format!("must be 1..=10000, got {}", self.flush_interval_ms)));
+            return Err(invalid(
+                "flush_interval_ms",
+                format!("must be 1..=10000, got {}", self.flush_interval_ms),
+            ));
         }
         if self.buffer_size == 0 {
             return Err(invalid("buffer_size", "must be at least 1"));
         }
         if self.rescan_interval_ms < 100 {
-            return Err(invalid("rescan_interval_ms", format!("must be at least 100, got {}", self.rescan_interval_ms)));
+            return Err(invalid(
+                "rescan_interval_ms",
+                format!("must be at least 100, got {}", self.rescan_interval_ms),
+            ));
         }
         if !self.kubelet_root.is_absolute() {
-            return Err(invalid("kubelet_root", format!("must be an absolute path, got {}", self.kubelet_root.display())));
+            return Err(invalid(
+                "kubelet_root",
+                format!(
+                    "must be an absolute path, got {}",
+                    self.kubelet_root.display()
+                ),
+            ));
         }
         if self.volume_types().is_empty() {
-            return Err(invalid("monitor_secrets", "every monitor_* key is false: nothing to watch"));
+            return Err(invalid(
+                "monitor_secrets",
+                "every monitor_* key is false: nothing to watch",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            return Err(invalid("log_level", format!("not a log filter: {}", self.log_level)));
+            return Err(invalid(
+                "log_level",
+                format!("not a log filter: {}", self.log_level),
+            ));
         }
         Ok(())
     }
@@ -304,7 +352,9 @@ mod tests {
 
     #[test]
     fn top_level_keys_win_over_the_block() {
-        let c = load_str("syscall_sampling_rate: 7\nkernel_collector:\n  syscall_sampling_rate: 50\n").unwrap();
+        let c =
+            load_str("syscall_sampling_rate: 7\nkernel_collector:\n  syscall_sampling_rate: 50\n")
+                .unwrap();
         assert_eq!(c.syscall_sampling_rate, 7);
         let c = load_str("kernel_collector:\n  enable_pod_correlation: false\n").unwrap();
         assert_eq!(c.syscall_sampling_rate, 0);
@@ -317,10 +367,22 @@ mod tests {
             other => panic!("expected an error for {text:?}, got {other:?}"),
         };
         assert_eq!(key("ring_buffer_bytes: 5000\n"), "ring_buffer_bytes");
-        assert_eq!(key("syscall_sampling_rate: lots\n"), "syscall_sampling_rate");
-        assert_eq!(key("kernel_collector:\n  buffer_size: -1\n"), "kernel_collector.buffer_size");
-        assert_eq!(key("kernel_collector:\n  enable_ebpf: false\n"), "kernel_collector.enable_ebpf");
-        assert_eq!(key("kernel_collector:\n  secret_volume_pattern: secrets\n"), "kernel_collector.secret_volume_pattern");
+        assert_eq!(
+            key("syscall_sampling_rate: lots\n"),
+            "syscall_sampling_rate"
+        );
+        assert_eq!(
+            key("kernel_collector:\n  buffer_size: -1\n"),
+            "kernel_collector.buffer_size"
+        );
+        assert_eq!(
+            key("kernel_collector:\n  enable_ebpf: false\n"),
+            "kernel_collector.enable_ebpf"
+        );
+        assert_eq!(
+            key("kernel_collector:\n  secret_volume_pattern: secrets\n"),
+            "kernel_collector.secret_volume_pattern"
+        );
         assert_eq!(key("kubelet_writes: sometimes\n"), "kubelet_writes");
         assert_eq!(key("kubelet_root: relative/dir\n"), "kubelet_root");
         assert_eq!(key("monitor_secrets: false\nmonitor_configmaps: false\nmonitor_projected: false\nmonitor_downward_api: false\n"), "monitor_secrets");
@@ -330,7 +392,9 @@ mod tests {
 
     #[test]
     fn shipped_example_config_is_valid() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.yaml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.yaml"))
+                .unwrap();
         let c = load_str(&text).unwrap();
         assert_eq!(c.kubelet_root, Path::new("/var/lib/kubelet"));
     }

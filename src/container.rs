@@ -50,7 +50,11 @@ fn report(out: &mut impl Write, step: &str, result: Result<OwnedFd, nix::Error>)
         Ok(_) => "ok".to_string(),
         Err(e) => errno_name(e),
     };
-    let _ = writeln!(out, "{}", serde_json::json!({"step": step, "result": result}));
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::json!({"step": step, "result": result})
+    );
     let _ = out.flush();
 }
 
@@ -70,7 +74,8 @@ fn legacy_open(path: &str) -> Result<OwnedFd, nix::Error> {
 
 fn setup(args: &ExecArgs) -> Result<(), String> {
     if let Some(comm) = &args.comm {
-        let name = std::ffi::CString::new(comm.as_str()).map_err(|_| "--comm has a NUL byte".to_string())?;
+        let name = std::ffi::CString::new(comm.as_str())
+            .map_err(|_| "--comm has a NUL byte".to_string())?;
         nix::sys::prctl::set_name(&name).map_err(|e| format!("naming the process: {e}"))?;
     }
     if let Some(cg) = &args.cgroup {
@@ -79,18 +84,33 @@ fn setup(args: &ExecArgs) -> Result<(), String> {
     }
     if args.unshare_mount {
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-            .map_err(|e| format!("making / private: {e}"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making / private: {e}"))?;
     }
     for b in &args.binds {
-        let (src, dst) = b.split_once(':').ok_or_else(|| format!("--bind {b}: expected SRC:DST"))?;
+        let (src, dst) = b
+            .split_once(':')
+            .ok_or_else(|| format!("--bind {b}: expected SRC:DST"))?;
         let dst = match &args.chroot {
             Some(root) => root.join(dst.trim_start_matches('/')),
             None => PathBuf::from(dst),
         };
-        crate::sandbox::make_mountpoint(Path::new(src), &dst).map_err(|e| format!("mountpoint {}: {e}", dst.display()))?;
-        mount(Some(src), &dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| format!("bind {src} -> {}: {e}", dst.display()))?;
+        crate::sandbox::make_mountpoint(Path::new(src), &dst)
+            .map_err(|e| format!("mountpoint {}: {e}", dst.display()))?;
+        mount(
+            Some(src),
+            &dst,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind {src} -> {}: {e}", dst.display()))?;
     }
     if let Some(root) = &args.chroot {
         chroot(root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
@@ -108,21 +128,35 @@ fn step(out: &mut impl Write, s: &str) -> Result<(), String> {
     let ro = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     match op {
         "open" => report(out, s, open(arg, ro, Mode::empty())),
-        "write" => report(out, s, open(arg, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())),
-        "opath" => report(out, s, open(arg, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())),
+        "write" => report(
+            out,
+            s,
+            open(arg, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty()),
+        ),
+        "opath" => report(
+            out,
+            s,
+            open(arg, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()),
+        ),
         "odir" => report(out, s, open(arg, ro | OFlag::O_DIRECTORY, Mode::empty())),
         "openat2" => {
-            let cwd = open(".", OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).map_err(|e| e.to_string())?;
+            let cwd = open(".", OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
+                .map_err(|e| e.to_string())?;
             report(out, s, openat2(&cwd, arg, OpenHow::new().flags(ro)))
         }
         "at" => {
-            let (dir, path) = arg.split_once(':').ok_or_else(|| format!("{s}: expected at:DIR:PATH"))?;
-            let dirfd = open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).map_err(|e| format!("{dir}: {e}"))?;
+            let (dir, path) = arg
+                .split_once(':')
+                .ok_or_else(|| format!("{s}: expected at:DIR:PATH"))?;
+            let dirfd = open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+                .map_err(|e| format!("{dir}: {e}"))?;
             report(out, s, openat(&dirfd, path, ro, Mode::empty()));
         }
         "sys_open" => report(out, s, legacy_open(arg)),
         "chdir" => chdir(arg).map_err(|e| format!("chdir {arg}: {e}"))?,
-        "sleep" => std::thread::sleep(std::time::Duration::from_millis(arg.parse().map_err(|_| format!("{s}: bad ms"))?)),
+        "sleep" => std::thread::sleep(std::time::Duration::from_millis(
+            arg.parse().map_err(|_| format!("{s}: bad ms"))?,
+        )),
         "wait" => {
             let mut line = String::new();
             let _ = std::io::stdin().lock().read_line(&mut line);
@@ -183,14 +217,19 @@ impl ContainerProc {
             cmd.arg("--comm").arg(c);
         }
         cmd.arg("--").args(&args.steps);
-        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
         let mut child = cmd.spawn()?;
         let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line)?;
-        let ready: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|_| std::io::Error::other(format!("sandbox-exec failed to start (said {line:?})")))?;
-        let pid = ready["ready"].as_u64().and_then(|p| u32::try_from(p).ok()).ok_or_else(|| std::io::Error::other("no pid"))?;
+        let ready: serde_json::Value = serde_json::from_str(&line).map_err(|_| {
+            std::io::Error::other(format!("sandbox-exec failed to start (said {line:?})"))
+        })?;
+        let pid = ready["ready"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or_else(|| std::io::Error::other("no pid"))?;
         Ok(Self { child, stdout, pid })
     }
 
@@ -198,8 +237,12 @@ impl ContainerProc {
     pub fn next_result(&mut self) -> std::io::Result<(String, String)> {
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;
-        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| std::io::Error::other(format!("{e}: {line:?}")))?;
-        Ok((v["step"].as_str().unwrap_or_default().to_string(), v["result"].as_str().unwrap_or_default().to_string()))
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| std::io::Error::other(format!("{e}: {line:?}")))?;
+        Ok((
+            v["step"].as_str().unwrap_or_default().to_string(),
+            v["result"].as_str().unwrap_or_default().to_string(),
+        ))
     }
 
     /// Releases a `wait` step.

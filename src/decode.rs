@@ -139,7 +139,12 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
         k if k == cac_event_kind::CAC_KIND_VOLUME_OPEN.0 => EventKind::VolumeOpen,
         k if k == cac_event_kind::CAC_KIND_VOLUME_PATH_FAILED.0 => EventKind::VolumePathFailed,
         k if k == cac_event_kind::CAC_KIND_DENIED.0 => EventKind::Denied,
-        value => return Err(DecodeError::Unknown { field: "kind", value }),
+        value => {
+            return Err(DecodeError::Unknown {
+                field: "kind",
+                value,
+            })
+        }
     };
     let syscall = match u32::from(raw.syscall) {
         s if s == cac_syscall::CAC_SYS_OPENAT.0 => Syscall::Openat,
@@ -252,23 +257,44 @@ mod tests {
         assert_eq!(ev.kind, EventKind::VolumeOpen);
         assert_eq!(ev.syscall, Syscall::Openat);
         assert_eq!(ev.comm, "cat");
-        assert_eq!(ev.path.as_deref(), Some(std::path::Path::new("/etc/db/password")));
+        assert_eq!(
+            ev.path.as_deref(),
+            Some(std::path::Path::new("/etc/db/password"))
+        );
         assert_eq!(ev.name.as_deref(), Some("password"));
         assert_eq!(ev.dirfd, Some(-100));
         assert_eq!(
             ev.volume,
-            Some((3, FileId { dev: 0x0fe0_0001, ino: 7 }))
+            Some((
+                3,
+                FileId {
+                    dev: 0x0fe0_0001,
+                    ino: 7
+                }
+            ))
         );
-        assert_eq!(ev.file, Some(FileId { dev: 0x0fe0_0001, ino: 42 }));
+        assert_eq!(
+            ev.file,
+            Some(FileId {
+                dev: 0x0fe0_0001,
+                ino: 42
+            })
+        );
     }
 
     #[test]
     fn rejects_bad_records() {
-        assert!(matches!(decode_event(&[0u8; 10]), Err(DecodeError::Size { .. })));
+        assert!(matches!(
+            decode_event(&[0u8; 10]),
+            Err(DecodeError::Size { .. })
+        ));
         let bad_kind = record(|ev| ev.kind = 99);
         assert!(matches!(
             decode_event(&bad_kind),
-            Err(DecodeError::Unknown { field: "kind", value: 99 })
+            Err(DecodeError::Unknown {
+                field: "kind",
+                value: 99
+            })
         ));
         let no_dirfd = record(|ev| ev.dirfd = -1000);
         assert_eq!(decode_event(&no_dirfd).unwrap().dirfd, None);

@@ -42,11 +42,30 @@ pub fn pod_cgroup() -> String {
 /// Builds the demo pod's volumes in `sb`; returns (secret, configmap, projected) directories.
 pub fn build_pod(sb: &mut Sandbox) -> std::io::Result<(PathBuf, PathBuf, PathBuf)> {
     let secret = sb.add_volume(POD_UID, VolumeType::Secret, "db-creds", true)?;
-    sb.write_atomic(&secret, &[("username", b"app", 0o644), ("password", b"s3cret", 0o644), ("api-key", b"k", 0o600)])?;
+    sb.write_atomic(
+        &secret,
+        &[
+            ("username", b"app", 0o644),
+            ("password", b"s3cret", 0o644),
+            ("api-key", b"k", 0o600),
+        ],
+    )?;
     let config = sb.add_volume(POD_UID, VolumeType::ConfigMap, "app-config", false)?;
     sb.write_atomic(&config, &[("app.yaml", b"level: info\n", 0o644)])?;
-    let token = sb.add_volume(POD_UID, VolumeType::Projected, "kube-api-access-x7k2p", true)?;
-    sb.write_atomic(&token, &[("token", b"eyJ", 0o644), ("ca.crt", b"-----", 0o644), ("namespace", b"demo", 0o644)])?;
+    let token = sb.add_volume(
+        POD_UID,
+        VolumeType::Projected,
+        "kube-api-access-x7k2p",
+        true,
+    )?;
+    sb.write_atomic(
+        &token,
+        &[
+            ("token", b"eyJ", 0o644),
+            ("ca.crt", b"-----", 0o644),
+            ("namespace", b"demo", 0o644),
+        ],
+    )?;
     Ok((secret, config, token))
 }
 
@@ -77,7 +96,10 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
         binds: vec![
             format!("{}:/etc/db", secret.display()),
             format!("{}:/etc/config", config.display()),
-            format!("{}:/var/run/secrets/kubernetes.io/serviceaccount", token.display()),
+            format!(
+                "{}:/var/run/secrets/kubernetes.io/serviceaccount",
+                token.display()
+            ),
         ],
         chroot: Some(root.to_path_buf()),
         ..ExecArgs::default()
@@ -100,8 +122,20 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
         ..mounts(&sb.container_root())
     };
     let expected_app = [
-        Expected { event_type: "secret_access", volume_name: "db-creds", key: "password", path: "/etc/db/password", result: "ok" },
-        Expected { event_type: "configmap_access", volume_name: "app-config", key: "app.yaml", path: "app.yaml", result: "ok" },
+        Expected {
+            event_type: "secret_access",
+            volume_name: "db-creds",
+            key: "password",
+            path: "/etc/db/password",
+            result: "ok",
+        },
+        Expected {
+            event_type: "configmap_access",
+            volume_name: "app-config",
+            key: "app.yaml",
+            path: "app.yaml",
+            result: "ok",
+        },
         Expected {
             event_type: "projected_access",
             volume_name: "kube-api-access-x7k2p",
@@ -110,15 +144,26 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
             result: "ok",
         },
     ];
-    let expected_nobody = [Expected { event_type: "secret_access", volume_name: "db-creds", key: "api-key", path: "/etc/db/api-key", result: "EACCES" }];
+    let expected_nobody = [Expected {
+        event_type: "secret_access",
+        volume_name: "db-creds",
+        key: "api-key",
+        path: "/etc/db/api-key",
+        result: "EACCES",
+    }];
 
     let mut p1 = ContainerProc::spawn(exe, &app).map_err(crate::Error::Demo)?;
     let mut p2 = ContainerProc::spawn(exe, &nobody).map_err(crate::Error::Demo)?;
-    let mut pending: Vec<(u32, &Expected)> =
-        expected_app.iter().map(|e| (p1.pid, e)).chain(expected_nobody.iter().map(|e| (p2.pid, e))).collect();
+    let mut pending: Vec<(u32, &Expected)> = expected_app
+        .iter()
+        .map(|e| (p1.pid, e))
+        .chain(expected_nobody.iter().map(|e| (p2.pid, e)))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !pending.is_empty() && Instant::now() < deadline {
-        let Ok(ev) = events.recv_timeout(Duration::from_millis(100)) else { continue };
+        let Ok(ev) = events.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
         if let Ok(line) = serde_json::to_string(&ev) {
             println!("{line}");
         }
@@ -137,7 +182,10 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
     drop(sb);
     tracing::info!(?stats, "demo finished");
     if pending.is_empty() {
-        eprintln!("demo: all {} expected accesses were reported", expected_app.len() + expected_nobody.len());
+        eprintln!(
+            "demo: all {} expected accesses were reported",
+            expected_app.len() + expected_nobody.len()
+        );
         Ok(0)
     } else {
         for (pid, want) in &pending {

@@ -26,7 +26,12 @@ const AT_FDCWD: i32 = -100;
 const MAX_PEER_SCAN: usize = 65536;
 
 fn open_dir(path: &Path) -> Option<OwnedFd> {
-    open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).ok()
+    open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
 }
 
 fn identity(fd: &OwnedFd) -> Option<FileId> {
@@ -44,7 +49,9 @@ fn resolve_in(pid: u32, dirfd: Option<i32>, path: &Path) -> Option<FileId> {
     if path.is_absolute() {
         let root = open_dir(&proc.join("root"))?;
         let rel = path.strip_prefix("/").unwrap_or(path);
-        let how = OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+        let how = OpenHow::new()
+            .flags(flags)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT);
         let fd = openat2(&root, rel, how).ok()?;
         return identity(&fd);
     }

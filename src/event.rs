@@ -101,7 +101,10 @@ mod tests {
         assert_eq!(access_from_fmode(0x2), "write");
         assert_eq!(access_from_fmode(0x3), "read_write");
         assert_eq!(access_from_flags(libc::O_RDONLY as u32), "read");
-        assert_eq!(access_from_flags((libc::O_WRONLY | libc::O_CREAT) as u32), "write");
+        assert_eq!(
+            access_from_flags((libc::O_WRONLY | libc::O_CREAT) as u32),
+            "write"
+        );
         assert_eq!(access_from_flags(libc::O_RDWR as u32), "read_write");
         assert_eq!(result_name(3), "ok");
         assert_eq!(result_name(-13), "EACCES");

@@ -55,7 +55,9 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let (collector, events) = Collector::start(&config).context("starting the collector")?;
     let writer = output::spawn_stdout_writer(events)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -65,7 +67,9 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     })?;
     tracing::info!("shutting down");
     let stats = collector.stop();
-    let written = writer.join().map_err(|_| anyhow::anyhow!("stdout writer panicked"))??;
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("stdout writer panicked"))??;
     tracing::info!(?stats, written, "stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -81,7 +85,9 @@ fn main() -> ExitCode {
                 .and_then(|exe| Ok(demo::run(&exe)?))
                 .map(|code| ExitCode::from(code as u8))
         }
-        Command::SandboxExec(args) => Ok(ExitCode::from(config_access_collector::container::run(&args) as u8)),
+        Command::SandboxExec(args) => Ok(ExitCode::from(config_access_collector::container::run(
+            &args,
+        ) as u8)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("config-access-collector: error: {e:#}");

@@ -25,7 +25,9 @@ pub fn write_json_lines<W: Write>(events: &Receiver<AccessEvent>, out: W) -> std
 }
 
 /// [`write_json_lines`] to stdout on its own thread.
-pub fn spawn_stdout_writer(events: Receiver<AccessEvent>) -> std::io::Result<JoinHandle<std::io::Result<u64>>> {
+pub fn spawn_stdout_writer(
+    events: Receiver<AccessEvent>,
+) -> std::io::Result<JoinHandle<std::io::Result<u64>>> {
     std::thread::Builder::new()
         .name("json-stdout".into())
         .spawn(move || write_json_lines(&events, std::io::stdout().lock()))
@@ -54,7 +56,16 @@ mod tests {
             access: "read".into(),
             result: "ok".into(),
             syscall: "openat".into(),
-            process: ProcessInfo { pid: 1, tid: 1, command: "cat".into(), uid: 0, gid: 0, cgroup_id: 9, cgroup_v1_id: 0, mnt_ns: 4 },
+            process: ProcessInfo {
+                pid: 1,
+                tid: 1,
+                command: "cat".into(),
+                uid: 0,
+                gid: 0,
+                cgroup_id: 9,
+                cgroup_v1_id: 0,
+                mnt_ns: 4,
+            },
         };
         tx.send(ev.clone()).unwrap();
         tx.send(ev.clone()).unwrap();

@@ -13,7 +13,9 @@ use serde::Serialize;
 use crate::clock::WallClock;
 use crate::decode::{decode_event, EventKind, KernelEvent};
 use crate::denied;
-use crate::event::{access_from_flags, access_from_fmode, result_name, AccessEvent, ProcessInfo, KUBELET_WRITE};
+use crate::event::{
+    access_from_flags, access_from_fmode, result_name, AccessEvent, ProcessInfo, KUBELET_WRITE,
+};
 use crate::volumes::{parse_volume_path, VolumeRegistry};
 
 /// What to do with the kubelet's own accesses to volume files.
@@ -145,7 +147,11 @@ impl Enricher {
                         key: Some(key),
                     });
                 }
-                let parsed = ev.path.as_deref().filter(|p| p.is_absolute()).and_then(parse_volume_path);
+                let parsed = ev
+                    .path
+                    .as_deref()
+                    .filter(|p| p.is_absolute())
+                    .and_then(parse_volume_path);
                 let Some(p) = parsed else {
                     bump(&self.stats.denied_other);
                     return None;
@@ -162,7 +168,7 @@ impl Enricher {
     }
 
     fn is_kubelet(&self, ev: &KernelEvent) -> bool {
-        ev.mnt_ns == self.host_mnt_ns && self.kubelet_names.iter().any(|n| *n == ev.comm)
+        ev.mnt_ns == self.host_mnt_ns && self.kubelet_names.contains(&ev.comm)
     }
 
     /// Builds and emits the event for a decoded record.
@@ -179,7 +185,12 @@ impl Enricher {
             access_from_flags(ev.open_flags)
         };
         let event = AccessEvent {
-            event_type: if kubelet { KUBELET_WRITE } else { t.volume_type.event_type() }.to_string(),
+            event_type: if kubelet {
+                KUBELET_WRITE
+            } else {
+                t.volume_type.event_type()
+            }
+            .to_string(),
             timestamp: self.clock.rfc3339(ev.ts_ns),
             config_name: Some(t.volume_name.clone()),
             pod_uid: Some(t.pod_uid),
@@ -188,7 +199,10 @@ impl Enricher {
             volume_name: Some(t.volume_name),
             volume_type: Some(t.volume_type.as_str().to_string()),
             key: t.key,
-            path: ev.path.as_deref().map(|p: &Path| p.to_string_lossy().into_owned()),
+            path: ev
+                .path
+                .as_deref()
+                .map(|p: &Path| p.to_string_lossy().into_owned()),
             mount_path: Some(t.mount_path),
             access: access.to_string(),
             result: result_name(ev.ret),

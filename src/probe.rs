@@ -128,7 +128,8 @@ impl Probe {
         crate::logging::route_libbpf_output();
         // The skeleton borrows its object storage for its whole life; one
         // small allocation per load is leaked to give it a 'static home.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = CollectorSkelBuilder::default()
             .open(storage)
             .map_err(ProbeError::Open)?;

@@ -74,7 +74,13 @@ impl Sandbox {
 
     /// Creates a volume directory; `tmpfs` mounts a tmpfs on it as the kubelet
     /// does for Secret, projected and downward-API volumes.
-    pub fn add_volume(&mut self, pod_uid: &str, kind: VolumeType, name: &str, tmpfs: bool) -> io::Result<PathBuf> {
+    pub fn add_volume(
+        &mut self,
+        pod_uid: &str,
+        kind: VolumeType,
+        name: &str,
+        tmpfs: bool,
+    ) -> io::Result<PathBuf> {
         let dir = self.volume_dir(pod_uid, kind, name);
         fs::create_dir_all(&dir)?;
         if tmpfs {
@@ -85,7 +91,13 @@ impl Sandbox {
 
     /// Mounts a tmpfs on `dir` (unmounted on drop).
     pub fn mount_tmpfs(&mut self, dir: &Path) -> io::Result<()> {
-        mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755,size=1m"))?;
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755,size=1m"),
+        )?;
         self.mounts.push(dir.to_path_buf());
         Ok(())
     }
@@ -113,9 +125,16 @@ impl Sandbox {
     /// `kubelet`, so the collector sees the writes as the kubelet's.
     pub fn write_atomic(&mut self, dir: &Path, files: &[(&str, &[u8], u32)]) -> io::Result<()> {
         self.generation += 1;
-        let ts = format!("..2024_01_21_10_30_{:02}.{:09}", self.generation % 60, self.generation);
+        let ts = format!(
+            "..2024_01_21_10_30_{:02}.{:09}",
+            self.generation % 60,
+            self.generation
+        );
         let dir = dir.to_path_buf();
-        let files: Vec<(String, Vec<u8>, u32)> = files.iter().map(|(k, v, m)| (k.to_string(), v.to_vec(), *m)).collect();
+        let files: Vec<(String, Vec<u8>, u32)> = files
+            .iter()
+            .map(|(k, v, m)| (k.to_string(), v.to_vec(), *m))
+            .collect();
         std::thread::Builder::new()
             .name("kubelet".into())
             .spawn(move || atomic_write(&dir, &ts, &files))?
@@ -176,7 +195,12 @@ pub fn make_mountpoint(src: &Path, dst: &Path) -> io::Result<()> {
         if let Some(p) = dst.parent() {
             fs::create_dir_all(p)?;
         }
-        fs::OpenOptions::new().create(true).truncate(false).write(true).open(dst).map(drop)
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dst)
+            .map(drop)
     }
 }
 

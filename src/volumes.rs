@@ -40,7 +40,9 @@ pub enum VolumeError {
 }
 
 /// Kubelet volume plugins whose files the collector watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum VolumeType {
     Secret,
@@ -123,7 +125,9 @@ pub fn file_id(path: &Path) -> std::io::Result<FileId> {
 /// blake3 hash (hex) of a volume's host path: the key of the mount correlation map.
 pub fn path_hash(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    blake3::hash(path.as_os_str().as_bytes()).to_hex().to_string()
+    blake3::hash(path.as_os_str().as_bytes())
+        .to_hex()
+        .to_string()
 }
 
 /// A watched volume directory.
@@ -271,7 +275,11 @@ impl KernelDirs {
             volume_type: volume.volume_type.abi(),
         };
         self.dirs
-            .update(bytes_of(&dir_key(volume.dir)), bytes_of(&info), MapFlags::ANY)
+            .update(
+                bytes_of(&dir_key(volume.dir)),
+                bytes_of(&info),
+                MapFlags::ANY,
+            )
             .map_err(|source| VolumeError::Map {
                 map: "watched_dirs",
                 source,
@@ -279,7 +287,11 @@ impl KernelDirs {
         let refs = self.dev_refs.entry(volume.dir.dev).or_insert(0);
         *refs += 1;
         self.devs
-            .update(&volume.dir.dev.to_ne_bytes(), &refs.to_ne_bytes(), MapFlags::ANY)
+            .update(
+                &volume.dir.dev.to_ne_bytes(),
+                &refs.to_ne_bytes(),
+                MapFlags::ANY,
+            )
             .map_err(|source| VolumeError::Map {
                 map: "watched_devs",
                 source,
@@ -327,13 +339,20 @@ impl VolumeRegistry {
     /// The volume whose host path is `path`.
     pub fn by_mount_path(&self, path: &Path) -> Option<Arc<Volume>> {
         let inner = self.inner.read().ok()?;
-        inner.by_path.get(path).and_then(|id| inner.by_id.get(id)).cloned()
+        inner
+            .by_path
+            .get(path)
+            .and_then(|id| inner.by_id.get(id))
+            .cloned()
     }
 
     /// The volume holding the file with this identity, and the file's key.
     pub fn find_file(&self, file: FileId) -> Option<(Arc<Volume>, String)> {
         let inner = self.inner.read().ok()?;
-        let volume = inner.by_file.get(&file).and_then(|id| inner.by_id.get(id))?;
+        let volume = inner
+            .by_file
+            .get(&file)
+            .and_then(|id| inner.by_id.get(id))?;
         let key = volume.files.get(&file.ino)?.clone();
         Some((Arc::clone(volume), key))
     }
@@ -343,16 +362,28 @@ impl VolumeRegistry {
         let Ok(inner) = self.inner.read() else {
             return Vec::new();
         };
-        inner.by_path.values().filter_map(|id| inner.by_id.get(id).cloned()).collect()
+        inner
+            .by_path
+            .values()
+            .filter_map(|id| inner.by_id.get(id).cloned())
+            .collect()
     }
 
     /// Makes the registry and the kernel map match a fresh scan.
-    pub fn apply(&self, found: Vec<FoundVolume>, kernel: &mut KernelDirs) -> Result<Changes, VolumeError> {
+    pub fn apply(
+        &self,
+        found: Vec<FoundVolume>,
+        kernel: &mut KernelDirs,
+    ) -> Result<Changes, VolumeError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let mut changes = Changes::default();
         let mut seen = HashMap::with_capacity(found.len());
         for f in found {
-            let old = inner.by_path.get(&f.mount_path).and_then(|id| inner.by_id.get(id)).cloned();
+            let old = inner
+                .by_path
+                .get(&f.mount_path)
+                .and_then(|id| inner.by_id.get(id))
+                .cloned();
             let id = match &old {
                 Some(v) => v.id,
                 None => {
@@ -384,24 +415,49 @@ impl VolumeRegistry {
             }
             if let Some(o) = &old {
                 for ino in o.files.keys() {
-                    inner.by_file.remove(&FileId { dev: o.dir.dev, ino: *ino });
+                    inner.by_file.remove(&FileId {
+                        dev: o.dir.dev,
+                        ino: *ino,
+                    });
                 }
             }
             for ino in volume.files.keys() {
-                inner.by_file.insert(FileId { dev: volume.dir.dev, ino: *ino }, id);
+                inner.by_file.insert(
+                    FileId {
+                        dev: volume.dir.dev,
+                        ino: *ino,
+                    },
+                    id,
+                );
             }
             seen.insert(volume.mount_path.clone(), ());
             inner.by_path.insert(volume.mount_path.clone(), id);
             inner.by_id.insert(id, volume);
         }
-        let gone: Vec<PathBuf> = inner.by_path.keys().filter(|p| !seen.contains_key(*p)).cloned().collect();
+        let gone: Vec<PathBuf> = inner
+            .by_path
+            .keys()
+            .filter(|p| !seen.contains_key(*p))
+            .cloned()
+            .collect();
         for path in gone {
-            let Some(id) = inner.by_path.remove(&path) else { continue };
-            let Some(volume) = inner.by_id.remove(&id) else { continue };
+            let Some(id) = inner.by_path.remove(&path) else {
+                continue;
+            };
+            let Some(volume) = inner.by_id.remove(&id) else {
+                continue;
+            };
             kernel.remove(volume.dir)?;
             for ino in volume.files.keys() {
-                if inner.by_file.get(&FileId { dev: volume.dir.dev, ino: *ino }) == Some(&id) {
-                    inner.by_file.remove(&FileId { dev: volume.dir.dev, ino: *ino });
+                if inner.by_file.get(&FileId {
+                    dev: volume.dir.dev,
+                    ino: *ino,
+                }) == Some(&id)
+                {
+                    inner.by_file.remove(&FileId {
+                        dev: volume.dir.dev,
+                        ino: *ino,
+                    });
                 }
             }
             changes.removed.push(volume);
@@ -500,7 +556,10 @@ mod tests {
         assert_eq!(p.pod_uid, "abc");
         assert_eq!(p.volume_type, VolumeType::Secret);
         assert_eq!(p.volume_name, "db");
-        assert_eq!(p.mount_path, Path::new("/var/lib/kubelet/pods/abc/volumes/kubernetes.io~secret/db"));
+        assert_eq!(
+            p.mount_path,
+            Path::new("/var/lib/kubelet/pods/abc/volumes/kubernetes.io~secret/db")
+        );
         assert_eq!(p.key.as_deref(), Some("password"));
         assert!(parse_volume_path(Path::new("/etc/passwd")).is_none());
         assert!(parse_volume_path(Path::new("/x/volumes/kubernetes.io~secret/db")).is_none());
@@ -509,8 +568,15 @@ mod tests {
 
     #[test]
     fn path_hash_is_blake3_hex() {
-        let h = path_hash(Path::new("/var/lib/kubelet/pods/a/volumes/kubernetes.io~secret/s"));
+        let h = path_hash(Path::new(
+            "/var/lib/kubelet/pods/a/volumes/kubernetes.io~secret/s",
+        ));
         assert_eq!(h.len(), 64);
-        assert_eq!(h, blake3::hash(b"/var/lib/kubelet/pods/a/volumes/kubernetes.io~secret/s").to_hex().to_string());
+        assert_eq!(
+            h,
+            blake3::hash(b"/var/lib/kubelet/pods/a/volumes/kubernetes.io~secret/s")
+                .to_hex()
+                .to_string()
+        );
     }
 }

@@ -62,7 +62,8 @@ impl State {
         let found = scan(&self.config.kubelet_root, &self.config.types);
         let changes = self.registry.apply(found, &mut self.kernel)?;
         for v in changes.added.iter().chain(&changes.rekeyed) {
-            self.correlation.add_mount_info(&v.path_hash, MountInfo::from_volume(v));
+            self.correlation
+                .add_mount_info(&v.path_hash, MountInfo::from_volume(v));
         }
         for v in &changes.removed {
             self.correlation.remove_mount_info(&v.path_hash);

@@ -26,7 +26,11 @@ fn assert_volume(ev: &AccessEvent, event_type: &str, volume: &str, key: &str, mo
     assert!(ev.namespace.is_none() && ev.pod_name.is_none());
     let ts = chrono::DateTime::parse_from_rfc3339(&ev.timestamp).expect("RFC 3339 timestamp");
     let age = chrono::Utc::now().signed_duration_since(ts);
-    assert!(age.num_seconds().abs() < 60, "timestamp {} is not now", ev.timestamp);
+    assert!(
+        age.num_seconds().abs() < 60,
+        "timestamp {} is not now",
+        ev.timestamp
+    );
 }
 
 #[test]
@@ -46,10 +50,16 @@ fn host_path_open_through_the_key_symlink() {
     let ev = exactly_one(h.events_of(pid), "host path");
     assert_volume(&ev, "secret_access", "db-creds", "password", &h.secret);
     assert_eq!(ev.path.as_deref(), Some(path.to_str().unwrap()));
-    assert_eq!((ev.access.as_str(), ev.result.as_str(), ev.syscall.as_str()), ("read", "ok", "openat"));
+    assert_eq!(
+        (ev.access.as_str(), ev.result.as_str(), ev.syscall.as_str()),
+        ("read", "ok", "openat")
+    );
     assert_eq!(ev.volume_type.as_deref(), Some("secret"));
     assert_eq!(ev.process.command, "reader");
-    assert_eq!((ev.process.pid, ev.process.tid, ev.process.uid), (pid, pid, 0));
+    assert_eq!(
+        (ev.process.pid, ev.process.tid, ev.process.uid),
+        (pid, pid, 0)
+    );
     assert_eq!(ev.process.mnt_ns, host_mnt_ns());
 }
 
@@ -71,8 +81,15 @@ fn bind_mount_in_a_new_mount_namespace_and_pod_cgroup() {
     let ev = exactly_one(h.events_of(pid), "bind mount");
     assert_volume(&ev, "secret_access", "db-creds", "password", &h.secret);
     assert_eq!(ev.path.as_deref(), Some("/etc/db/password"));
-    assert_eq!(ev.process.cgroup_id, cgroup_id, "cgroup v2 id is the cgroup directory's inode");
-    assert_ne!(ev.process.mnt_ns, host_mnt_ns(), "the reader ran in its own mount namespace");
+    assert_eq!(
+        ev.process.cgroup_id, cgroup_id,
+        "cgroup v2 id is the cgroup directory's inode"
+    );
+    assert_ne!(
+        ev.process.mnt_ns,
+        host_mnt_ns(),
+        "the reader ran in its own mount namespace"
+    );
 }
 
 #[test]
@@ -100,13 +117,23 @@ fn openat2_and_legacy_open_are_seen() {
         return;
     }
     let mut h = Harness::start();
-    let (pid, results) = h.run(&h.container(&["chdir:/etc/db", "openat2:password", "sys_open:/etc/db/username"]));
+    let (pid, results) = h.run(&h.container(&[
+        "chdir:/etc/db",
+        "openat2:password",
+        "sys_open:/etc/db/username",
+    ]));
     assert!(results.iter().all(|r| r.1 == "ok"), "{results:?}");
     let mut evs = h.events_of(pid);
     evs.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
     assert_eq!(evs.len(), 2, "{evs:#?}");
-    assert_eq!((evs[0].syscall.as_str(), evs[0].key.as_deref()), ("openat2", Some("password")));
-    assert_eq!((evs[1].syscall.as_str(), evs[1].key.as_deref()), ("open", Some("username")));
+    assert_eq!(
+        (evs[0].syscall.as_str(), evs[0].key.as_deref()),
+        ("openat2", Some("password"))
+    );
+    assert_eq!(
+        (evs[1].syscall.as_str(), evs[1].key.as_deref()),
+        ("open", Some("username"))
+    );
 }
 
 #[test]
@@ -117,8 +144,16 @@ fn atomic_writer_key_after_an_update_of_data() {
     let mut h = Harness::start();
     let old_ino = std::fs::metadata(h.secret.join("password")).unwrap().ino();
     let secret = h.secret.clone();
-    h.sb.write_atomic(&secret, &[("username", b"app2", 0o644), ("password", b"pw2", 0o644)]).unwrap();
-    assert_ne!(std::fs::metadata(h.secret.join("password")).unwrap().ino(), old_ino, "the update made a new file");
+    h.sb.write_atomic(
+        &secret,
+        &[("username", b"app2", 0o644), ("password", b"pw2", 0o644)],
+    )
+    .unwrap();
+    assert_ne!(
+        std::fs::metadata(h.secret.join("password")).unwrap().ino(),
+        old_ino,
+        "the update made a new file"
+    );
     let (pid, results) = h.run(&h.container(&["open:/etc/db/password"]));
     assert_eq!(results[0].1, "ok");
     let ev = exactly_one(h.events_of(pid), "after ..data swap");
@@ -132,19 +167,30 @@ fn kubelet_writes_are_their_own_class_or_dropped() {
     }
     let mut h = Harness::start();
     let secret = h.secret.clone();
-    h.sb.write_atomic(&secret, &[("password", b"new", 0o644)]).unwrap();
-    let evs: Vec<_> = h.drain(Duration::from_millis(300), Duration::from_secs(5)).into_iter().filter(|e| e.process.command == "kubelet").collect();
+    h.sb.write_atomic(&secret, &[("password", b"new", 0o644)])
+        .unwrap();
+    let evs: Vec<_> = h
+        .drain(Duration::from_millis(300), Duration::from_secs(5))
+        .into_iter()
+        .filter(|e| e.process.command == "kubelet")
+        .collect();
     assert!(!evs.is_empty(), "the kubelet's write was not reported");
     for e in &evs {
         assert_eq!(e.event_type, "kubelet_write", "{e:#?}");
         assert_eq!(e.access, "write");
     }
 
-    let mut h = Harness::start_with(|c| c.kubelet_writes = config_access_collector::pipeline::KubeletWrites::Drop);
+    let mut h = Harness::start_with(|c| {
+        c.kubelet_writes = config_access_collector::pipeline::KubeletWrites::Drop
+    });
     let secret = h.secret.clone();
-    h.sb.write_atomic(&secret, &[("password", b"new", 0o644)]).unwrap();
+    h.sb.write_atomic(&secret, &[("password", b"new", 0o644)])
+        .unwrap();
     let evs = h.drain(Duration::from_millis(300), Duration::from_secs(5));
-    assert!(evs.iter().all(|e| e.process.command != "kubelet"), "{evs:#?}");
+    assert!(
+        evs.iter().all(|e| e.process.command != "kubelet"),
+        "{evs:#?}"
+    );
     assert!(h.collector().stats().user.kubelet_dropped > 0);
 }
 
@@ -154,10 +200,15 @@ fn tmpfs_volume_created_after_start() {
         return;
     }
     let mut h = Harness::start();
-    let dir = h.sb.add_volume(POD, VolumeType::Secret, "late-secret", true).unwrap();
-    h.sb.write_atomic(&dir, &[("tls.key", b"k", 0o644)]).unwrap();
+    let dir =
+        h.sb.add_volume(POD, VolumeType::Secret, "late-secret", true)
+            .unwrap();
+    h.sb.write_atomic(&dir, &[("tls.key", b"k", 0o644)])
+        .unwrap();
     let found = h.wait_for(Duration::from_secs(2), |c| {
-        c.registry().by_mount_path(&dir).is_some_and(|v| v.dir.ino == 1 && v.files.values().any(|k| k == "tls.key"))
+        c.registry()
+            .by_mount_path(&dir)
+            .is_some_and(|v| v.dir.ino == 1 && v.files.values().any(|k| k == "tls.key"))
     });
     assert!(found, "the new tmpfs volume was not picked up within 2 s");
     let mut args = h.container(&["open:/etc/late/tls.key"]);
@@ -176,7 +227,9 @@ fn subpath_single_file_bind_mount() {
     let mut h = Harness::start();
     // The kubelet resolves the subPath and bind-mounts the file under volume-subpaths/.
     let real = std::fs::canonicalize(h.config.join("app.yaml")).unwrap();
-    let subpath = h.sb.kubelet_root().join(format!("pods/{POD}/volume-subpaths/app-config/app/0"));
+    let subpath =
+        h.sb.kubelet_root()
+            .join(format!("pods/{POD}/volume-subpaths/app-config/app/0"));
     h.sb.bind(&real, &subpath).unwrap();
     let mut args = h.container(&["open:/srv/app.yaml"]);
     args.binds = vec![format!("{}:/srv/app.yaml", subpath.display())];
@@ -193,10 +246,17 @@ fn projected_service_account_token() {
         return;
     }
     let mut h = Harness::start();
-    let (pid, results) = h.run(&h.container(&["open:/var/run/secrets/kubernetes.io/serviceaccount/token"]));
+    let (pid, results) =
+        h.run(&h.container(&["open:/var/run/secrets/kubernetes.io/serviceaccount/token"]));
     assert_eq!(results[0].1, "ok");
     let ev = exactly_one(h.events_of(pid), "projected token");
-    assert_volume(&ev, "projected_access", "kube-api-access-abcde", "token", &h.token);
+    assert_volume(
+        &ev,
+        "projected_access",
+        "kube-api-access-abcde",
+        "token",
+        &h.token,
+    );
     assert_eq!(ev.volume_type.as_deref(), Some("projected"));
 }
 
@@ -212,7 +272,10 @@ fn denied_open_as_non_root_through_container_and_host_paths() {
     assert_eq!(results[0].1, "EACCES");
     let ev = exactly_one(h.events_of(pid), "denied in container");
     assert_volume(&ev, "secret_access", "db-creds", "api-key", &h.secret);
-    assert_eq!((ev.result.as_str(), ev.access.as_str(), ev.process.uid), ("EACCES", "read", 65534));
+    assert_eq!(
+        (ev.result.as_str(), ev.access.as_str(), ev.process.uid),
+        ("EACCES", "read", 65534)
+    );
     assert_eq!(ev.path.as_deref(), Some("/etc/db/api-key"));
 
     // Host path, by a process that exits at once: resolved through its mount namespace.
@@ -236,7 +299,10 @@ fn failed_open_on_a_kubelet_volume_path_is_reported() {
     }
     let mut h = Harness::start();
     let missing = h.secret.join("no-such-key");
-    let args = config_access_collector::container::ExecArgs { steps: vec![format!("open:{}", missing.display())], ..Default::default() };
+    let args = config_access_collector::container::ExecArgs {
+        steps: vec![format!("open:{}", missing.display())],
+        ..Default::default()
+    };
     let (pid, results) = h.run(&args);
     assert_eq!(results[0].1, "ENOENT");
     let ev = exactly_one(h.events_of(pid), "ENOENT on volume path");
@@ -244,7 +310,10 @@ fn failed_open_on_a_kubelet_volume_path_is_reported() {
     assert_eq!(ev.result, "ENOENT");
     // A failure elsewhere is not reported.
     let elsewhere = h.sb.scratch().join("no-such-file");
-    let args = config_access_collector::container::ExecArgs { steps: vec![format!("open:{}", elsewhere.display())], ..Default::default() };
+    let args = config_access_collector::container::ExecArgs {
+        steps: vec![format!("open:{}", elsewhere.display())],
+        ..Default::default()
+    };
     let (pid, _) = h.run(&args);
     assert!(h.events_of(pid).is_empty());
 }
@@ -257,12 +326,21 @@ fn negative_controls_yield_nothing() {
     let mut h = Harness::start();
     let outside = h.sb.scratch().join("not-a-volume");
     std::fs::write(&outside, "x").unwrap();
-    let mut args = h.container(&["open:/etc/plain", "opath:/etc/db/password", "odir:/etc/db", "odir:/etc/config", "opath:/etc/config/app.yaml"]);
+    let mut args = h.container(&[
+        "open:/etc/plain",
+        "opath:/etc/db/password",
+        "odir:/etc/db",
+        "odir:/etc/config",
+        "opath:/etc/config/app.yaml",
+    ]);
     args.binds.push(format!("{}:/etc/plain", outside.display()));
     let (pid, results) = h.run(&args);
     assert!(results.iter().all(|r| r.1 == "ok"), "{results:?}");
     let evs = h.events_of(pid);
-    assert!(evs.is_empty(), "outside file, O_PATH and directory opens must not be reported: {evs:#?}");
+    assert!(
+        evs.is_empty(),
+        "outside file, O_PATH and directory opens must not be reported: {evs:#?}"
+    );
 }
 
 #[test]
@@ -275,9 +353,16 @@ fn removed_volume_is_forgotten() {
     let mut p = ContainerProc::spawn(Path::new(common::EXE), &args).unwrap();
     let secret = h.secret.clone();
     h.sb.remove_volume(&secret).unwrap();
-    let gone = h.wait_for(Duration::from_secs(2), |c| c.registry().by_mount_path(&secret).is_none());
+    let gone = h.wait_for(Duration::from_secs(2), |c| {
+        c.registry().by_mount_path(&secret).is_none()
+    });
     assert!(gone, "removed volume still watched after 2 s");
-    assert!(h.collector().correlation().mounts().iter().all(|(_, m)| !m.mount_path.ends_with("db-creds")));
+    assert!(h
+        .collector()
+        .correlation()
+        .mounts()
+        .iter()
+        .all(|(_, m)| !m.mount_path.ends_with("db-creds")));
     p.release();
     let (_, result) = p.next_result().unwrap();
     assert_eq!(result, "ok", "the container still holds the detached tmpfs");
@@ -285,7 +370,10 @@ fn removed_volume_is_forgotten() {
     let pid = p.pid;
     p.finish().unwrap();
     let evs = h.events_of(pid);
-    assert!(evs.is_empty(), "a removed volume's stale key must be gone: {evs:#?}");
+    assert!(
+        evs.is_empty(),
+        "a removed volume's stale key must be gone: {evs:#?}"
+    );
 }
 
 #[test]
@@ -297,7 +385,12 @@ fn correlation_map_holds_blake3_of_each_mount_path() {
     let mounts = h.collector().correlation().mounts();
     assert_eq!(mounts.len(), 3);
     for (hash, info) in &mounts {
-        assert_eq!(*hash, blake3::hash(info.mount_path.as_bytes()).to_hex().to_string());
+        assert_eq!(
+            *hash,
+            blake3::hash(info.mount_path.as_bytes())
+                .to_hex()
+                .to_string()
+        );
         assert_eq!(info.pod_uid, POD);
         assert_eq!(info.is_secret, info.volume_type == "secret");
     }
@@ -316,7 +409,14 @@ fn shutdown_leaves_no_programs_or_maps() {
     }
     h.collector.take().unwrap().stop();
     let end = std::time::Instant::now() + Duration::from_secs(5);
-    let alive = || progs.iter().any(|id| libbpf_rs::Program::fd_from_id(*id).is_ok()) || maps.iter().any(|id| libbpf_rs::MapHandle::from_map_id(*id).is_ok());
+    let alive = || {
+        progs
+            .iter()
+            .any(|id| libbpf_rs::Program::fd_from_id(*id).is_ok())
+            || maps
+                .iter()
+                .any(|id| libbpf_rs::MapHandle::from_map_id(*id).is_ok())
+    };
     while alive() && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -329,8 +429,12 @@ fn cgroup_v1_fallback_id_is_carried() {
         return;
     }
     let v1 = Path::new("/sys/fs/cgroup/memory");
-    if config_access_collector::cgroup::detect_v1_subsys("auto").is_none() || !v1.join("cgroup.procs").exists() {
-        eprintln!("SKIPPED cgroup_v1_fallback_id_is_carried: no cgroup v1 memory hierarchy on this host");
+    if config_access_collector::cgroup::detect_v1_subsys("auto").is_none()
+        || !v1.join("cgroup.procs").exists()
+    {
+        eprintln!(
+            "SKIPPED cgroup_v1_fallback_id_is_carried: no cgroup v1 memory hierarchy on this host"
+        );
         return;
     }
     let mut h = Harness::start();
@@ -343,5 +447,8 @@ fn cgroup_v1_fallback_id_is_carried() {
     let _ = std::fs::remove_dir(&dir);
     assert_eq!(results[0].1, "ok");
     let ev = exactly_one(h.events_of(pid), "v1 cgroup");
-    assert_eq!(ev.process.cgroup_v1_id, v1_id, "v1 id is the kernfs id of the v1 cgroup directory");
+    assert_eq!(
+        ev.process.cgroup_v1_id, v1_id,
+        "v1 id is the kernfs id of the v1 cgroup directory"
+    );
 }

@@ -18,12 +18,16 @@ use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 /// A sandbox with one secret volume registered in `probe`'s maps.
 fn watched_volume(probe: &Probe) -> (Sandbox, std::path::PathBuf, KernelDirs) {
     let mut sb = Sandbox::new().unwrap();
-    let dir = sb.add_volume(POD, VolumeType::Secret, "flood", true).unwrap();
+    let dir = sb
+        .add_volume(POD, VolumeType::Secret, "flood", true)
+        .unwrap();
     sb.write_atomic(&dir, &[("key", b"v", 0o644)]).unwrap();
     let (dirs, devs) = probe.volume_maps().unwrap();
     let mut kernel = KernelDirs::new(dirs, devs);
     let registry = Arc::new(VolumeRegistry::new());
-    registry.apply(scan(&sb.kubelet_root(), &VolumeType::ALL), &mut kernel).unwrap();
+    registry
+        .apply(scan(&sb.kubelet_root(), &VolumeType::ALL), &mut kernel)
+        .unwrap();
     (sb, dir, kernel)
 }
 
@@ -33,7 +37,13 @@ fn overflowing_the_ring_buffer_is_fully_accounted() {
         return;
     }
     // One page of ring: a handful of 624-byte records fit.
-    let mut probe = Probe::load(&ProbeOptions { ring_bytes: 4096, sample_every: 0, wakeup_bytes: 4096, ..ProbeOptions::default() }).unwrap();
+    let mut probe = Probe::load(&ProbeOptions {
+        ring_bytes: 4096,
+        sample_every: 0,
+        wakeup_bytes: 4096,
+        ..ProbeOptions::default()
+    })
+    .unwrap();
     let (_sb, dir, _kernel) = watched_volume(&probe);
     const OPENS: u64 = 500;
     for _ in 0..OPENS {
@@ -43,9 +53,16 @@ fn overflowing_the_ring_buffer_is_fully_accounted() {
     probe.detach();
     let stats = probe.stats_reader().unwrap().read().unwrap();
     assert!(stats.matched >= OPENS, "{stats:?}");
-    assert!(stats.dropped_ringbuf > 0, "the ring should have overflowed: {stats:?}");
+    assert!(
+        stats.dropped_ringbuf > 0,
+        "the ring should have overflowed: {stats:?}"
+    );
     assert!(stats.delivered > 0, "{stats:?}");
-    assert_eq!(stats.delivered + stats.dropped_ringbuf, stats.matched, "{stats:?}");
+    assert_eq!(
+        stats.delivered + stats.dropped_ringbuf,
+        stats.matched,
+        "{stats:?}"
+    );
 
     let ring = probe.events_map().unwrap();
     let mut records = 0u64;
@@ -60,7 +77,10 @@ fn overflowing_the_ring_buffer_is_fully_accounted() {
     let rb = b.build().unwrap();
     rb.consume().unwrap();
     drop(rb);
-    assert_eq!(records, stats.delivered, "every delivered record is in the ring");
+    assert_eq!(
+        records, stats.delivered,
+        "every delivered record is in the ring"
+    );
     assert_eq!(decoded, records, "every record decodes");
 }
 
@@ -69,24 +89,48 @@ fn sampler_records_pid_to_cgroup() {
     if !privileged("sampler_records_pid_to_cgroup") {
         return;
     }
-    let probe = Probe::load(&ProbeOptions { sample_every: 1, ..ProbeOptions::default() }).unwrap();
+    let probe = Probe::load(&ProbeOptions {
+        sample_every: 1,
+        ..ProbeOptions::default()
+    })
+    .unwrap();
     assert!(probe.attached_programs().contains(&"sample_syscall"));
     let mut sb = Sandbox::new().unwrap();
-    let cg = sb.make_cgroup(&format!("kubepods/besteffort/pod{POD}/{}", "cd".repeat(32))).unwrap();
+    let cg = sb
+        .make_cgroup(&format!("kubepods/besteffort/pod{POD}/{}", "cd".repeat(32)))
+        .unwrap();
     let cgroup_id = std::fs::metadata(&cg).unwrap().ino();
-    let args = ExecArgs { cgroup: Some(cg), steps: vec!["sleep:20".into(), "open:/proc/self/stat".into(), "wait".into()], ..ExecArgs::default() };
+    let args = ExecArgs {
+        cgroup: Some(cg),
+        steps: vec![
+            "sleep:20".into(),
+            "open:/proc/self/stat".into(),
+            "wait".into(),
+        ],
+        ..ExecArgs::default()
+    };
     let mut p = ContainerProc::spawn(Path::new(common::EXE), &args).unwrap();
     p.next_result().unwrap();
     let samples = probe.pid_samples_map().unwrap();
-    let value = samples.lookup(&p.pid.to_ne_bytes(), MapFlags::ANY).unwrap().expect("the process was sampled");
+    let value = samples
+        .lookup(&p.pid.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .expect("the process was sampled");
     let sample = decode_sample(&value).unwrap();
     assert_eq!(sample.cgroup_id, cgroup_id);
     assert_eq!(sample.tid, p.pid);
     p.finish().unwrap();
     assert!(probe.stats_reader().unwrap().read().unwrap().sampled > 0);
 
-    let off = Probe::load(&ProbeOptions { sample_every: 0, ..ProbeOptions::default() }).unwrap();
-    assert!(!off.attached_programs().contains(&"sample_syscall"), "sampling rate 0 must not attach the sampler");
+    let off = Probe::load(&ProbeOptions {
+        sample_every: 0,
+        ..ProbeOptions::default()
+    })
+    .unwrap();
+    assert!(
+        !off.attached_programs().contains(&"sample_syscall"),
+        "sampling rate 0 must not attach the sampler"
+    );
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(off.stats_reader().unwrap().read().unwrap().sampled, 0);
 }

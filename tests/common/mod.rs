@@ -53,16 +53,47 @@ impl Harness {
     /// Builds the pod, then starts the collector with `edit` applied to the config.
     pub fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
         let mut sb = Sandbox::new().expect("sandbox");
-        let secret = sb.add_volume(POD, VolumeType::Secret, "db-creds", true).unwrap();
-        sb.write_atomic(&secret, &[("username", b"app", 0o644), ("password", b"pw", 0o644), ("api-key", b"k", 0o600)]).unwrap();
-        let config = sb.add_volume(POD, VolumeType::ConfigMap, "app-config", false).unwrap();
-        sb.write_atomic(&config, &[("app.yaml", b"a: 1\n", 0o644)]).unwrap();
-        let token = sb.add_volume(POD, VolumeType::Projected, "kube-api-access-abcde", true).unwrap();
-        sb.write_atomic(&token, &[("token", b"t", 0o644), ("ca.crt", b"c", 0o644), ("namespace", b"n", 0o644)]).unwrap();
+        let secret = sb
+            .add_volume(POD, VolumeType::Secret, "db-creds", true)
+            .unwrap();
+        sb.write_atomic(
+            &secret,
+            &[
+                ("username", b"app", 0o644),
+                ("password", b"pw", 0o644),
+                ("api-key", b"k", 0o600),
+            ],
+        )
+        .unwrap();
+        let config = sb
+            .add_volume(POD, VolumeType::ConfigMap, "app-config", false)
+            .unwrap();
+        sb.write_atomic(&config, &[("app.yaml", b"a: 1\n", 0o644)])
+            .unwrap();
+        let token = sb
+            .add_volume(POD, VolumeType::Projected, "kube-api-access-abcde", true)
+            .unwrap();
+        sb.write_atomic(
+            &token,
+            &[
+                ("token", b"t", 0o644),
+                ("ca.crt", b"c", 0o644),
+                ("namespace", b"n", 0o644),
+            ],
+        )
+        .unwrap();
         let mut cfg = default_config(&sb);
         edit(&mut cfg);
         let (collector, events) = Collector::start(&cfg).expect("collector starts (BPF must load)");
-        Self { sb, collector: Some(collector), events, secret, config, token, backlog: Vec::new() }
+        Self {
+            sb,
+            collector: Some(collector),
+            events,
+            secret,
+            config,
+            token,
+            backlog: Vec::new(),
+        }
     }
 
     pub fn start() -> Self {
@@ -81,7 +112,10 @@ impl Harness {
             binds: vec![
                 format!("{}:/etc/db", self.secret.display()),
                 format!("{}:/etc/config", self.config.display()),
-                format!("{}:/var/run/secrets/kubernetes.io/serviceaccount", self.token.display()),
+                format!(
+                    "{}:/var/run/secrets/kubernetes.io/serviceaccount",
+                    self.token.display()
+                ),
             ],
             chroot: Some(self.sb.container_root()),
             steps: steps.iter().map(|s| s.to_string()).collect(),
@@ -93,8 +127,14 @@ impl Harness {
     pub fn run(&self, args: &ExecArgs) -> (u32, Vec<(String, String)>) {
         let mut p = ContainerProc::spawn(Path::new(EXE), args).expect("spawn sandbox-exec");
         let pid = p.pid;
-        let n = args.steps.iter().filter(|s| !matches!(s.split(':').next(), Some("chdir" | "sleep" | "wait"))).count();
-        let results = (0..n).map(|_| p.next_result().expect("step result")).collect();
+        let n = args
+            .steps
+            .iter()
+            .filter(|s| !matches!(s.split(':').next(), Some("chdir" | "sleep" | "wait")))
+            .count();
+        let results = (0..n)
+            .map(|_| p.next_result().expect("step result"))
+            .collect();
         assert_eq!(p.finish().unwrap(), 0, "sandbox-exec failed");
         (pid, results)
     }
@@ -143,6 +183,10 @@ impl Drop for Harness {
 
 /// Asserts exactly one event and returns it.
 pub fn exactly_one(events: Vec<AccessEvent>, what: &str) -> AccessEvent {
-    assert_eq!(events.len(), 1, "{what}: expected exactly one event, got {events:#?}");
+    assert_eq!(
+        events.len(),
+        1,
+        "{what}: expected exactly one event, got {events:#?}"
+    );
     events.into_iter().next().unwrap()
 }

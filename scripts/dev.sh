@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Sets up a Debian 12 machine (as root) and runs the collector or its test suite.
+#   bash scripts/dev.sh run    build, then watch this node's kubelet (or run the demo sandbox without one)
+#   bash scripts/dev.sh test   build, lint, and run every test (BPF tests need root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-run}
+APT_PACKAGES=(clang-19 llvm-19 clang-format libelf-dev zlib1g-dev pkg-config make)
+
+setup() {
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "dev.sh: run as root (BPF programs, mounts and cgroups need it)" >&2
+		exit 1
+	fi
+	local missing=()
+	for p in "${APT_PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+	done
+	if [ "${#missing[@]}" -gt 0 ]; then
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	fi
+	if ! command -v cargo >/dev/null; then
+		echo "dev.sh: cargo not found; install a Rust toolchain (1.85 or newer) first" >&2
+		exit 1
+	fi
+	# The programs attach to tracepoints (tracefs); bpffs is mounted for tools such as bpftool.
+	mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+	mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+	if [ ! -r /sys/kernel/btf/vmlinux ]; then
+		echo "dev.sh: this kernel has no BTF (/sys/kernel/btf/vmlinux); CO-RE programs cannot load" >&2
+		exit 1
+	fi
+}
+
+case "$mode" in
+run)
+	setup
+	cargo build --release --locked
+	bin=target/release/config-access-collector
+	root=${CAC_KUBELET_ROOT:-/var/lib/kubelet}
+	if [ -d "$root/pods" ]; then
+		exec "$bin" run --config config/config.yaml --kubelet-root "$root"
+	else
+		echo "dev.sh: no kubelet at $root: running the built-in demo sandbox" >&2
+		exec "$bin" demo
+	fi
+	;;
+test)
+	setup
+	export CI=${CI:-true}
+	cargo fmt --all -- --check
+	clang-format --dry-run --Werror bpf/*.c bpf/*.h
+	cargo clippy --locked --all-targets -- -D warnings
+	cargo build --release --locked
+	cargo test --locked -- --test-threads=2
+	;;
+*)
+	echo "usage: $0 run|test" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,159 @@
+//! The binary as a user runs it: config errors, the demo, and `run` with a clean SIGTERM shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{privileged, EXE, POD};
+use config_access_collector::sandbox::Sandbox;
+use config_access_collector::volumes::VolumeType;
+
+#[test]
+fn invalid_config_exits_non_zero_and_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("ring_buffer_bytes: 1000\n", "ring_buffer_bytes"),
+        (
+            "kernel_collector:\n  syscall_sampling_rate: often\n",
+            "kernel_collector.syscall_sampling_rate",
+        ),
+        ("bogus_key: true\n", "bogus_key"),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(EXE)
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(key),
+            "error for {text:?} does not name {key}: {err}"
+        );
+    }
+    let out = Command::new(EXE)
+        .args(["run", "--ring-buffer-bytes", "12345"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ring_buffer_bytes"));
+}
+
+#[test]
+fn flags_and_env_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "syscall_sampling_rate: 5\nkubelet_root: /from/file\n",
+    )
+    .unwrap();
+    let out = Command::new(EXE)
+        .args(["--print-config", "--config"])
+        .arg(&path)
+        .args(["--kubelet-root", "/from/flag"])
+        .env("CAC_SYSCALL_SAMPLING_RATE", "9")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kubelet_root"], "/from/flag");
+    assert_eq!(v["syscall_sampling_rate"], 9);
+}
+
+#[test]
+fn demo_reports_every_expected_access() {
+    if !privileged("demo_reports_every_expected_access") {
+        return;
+    }
+    let out = Command::new(EXE).arg("demo").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("stdout is JSON lines"))
+        .collect();
+    for (kind, key) in [
+        ("secret_access", "password"),
+        ("configmap_access", "app.yaml"),
+        ("projected_access", "token"),
+        ("secret_access", "api-key"),
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event_type"] == kind && e["key"] == key),
+            "no {kind} {key} in {events:#?}"
+        );
+    }
+}
+
+#[test]
+fn run_prints_json_lines_and_stops_cleanly_on_sigterm() {
+    if !privileged("run_prints_json_lines_and_stops_cleanly_on_sigterm") {
+        return;
+    }
+    let mut sb = Sandbox::new().unwrap();
+    let dir = sb
+        .add_volume(POD, VolumeType::Secret, "creds", true)
+        .unwrap();
+    sb.write_atomic(&dir, &[("password", b"x", 0o644)]).unwrap();
+    let mut child = Command::new(EXE)
+        .arg("run")
+        .arg("--kubelet-root")
+        .arg(sb.kubelet_root())
+        .env("CAC_LOG_LEVEL", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("collector started")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "collector did not start: {log:#?}"
+        );
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            log.push(l);
+        }
+    }
+    let target = dir.join("password");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).map(|_| line)
+    });
+    drop(std::fs::File::open(&target).unwrap());
+    let line = reader.join().unwrap().unwrap();
+    let ev: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(ev["event_type"], "secret_access");
+    assert_eq!(ev["key"], "password");
+    assert_eq!(ev["path"], target.to_str().unwrap());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    log.extend(rx.try_iter());
+    assert!(log.iter().any(|l| l.contains("stopped")), "{log:#?}");
+}
