@@ -54,7 +54,13 @@ test)
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo build --release --locked
-	cargo test --locked -- --test-threads=2
+	log=$(mktemp)
+	cargo test --locked -- --test-threads=2 2>&1 | tee "$log"
+	awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s; exit (f > 0) }' "$log"
+	if grep -q '^SKIPPED' "$log"; then
+		grep '^SKIPPED' "$log"
+	fi
+	rm -f "$log"
 	;;
 *)
 	echo "usage: $0 run|test" >&2
