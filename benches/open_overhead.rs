@@ -22,8 +22,8 @@ use config_access_collector::volumes::VolumeType;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
-const OPS: u32 = 200_000;
-const ROUNDS: usize = 7;
+const OPS: u32 = 100_000;
+const ROUNDS: usize = 9;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -34,17 +34,27 @@ fn ns_per_op(mut op: impl FnMut()) -> f64 {
     for _ in 0..OPS / 10 {
         op();
     }
-    median(
-        (0..ROUNDS)
-            .map(|_| {
-                let t = Instant::now();
-                for _ in 0..OPS {
-                    op();
-                }
-                t.elapsed().as_nanos() as f64 / f64::from(OPS)
-            })
-            .collect(),
-    )
+    let t = Instant::now();
+    for _ in 0..OPS {
+        op();
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(OPS)
+}
+
+/// (run count, run time ns) of the given programs, summed; the kernel keeps
+/// these while `kernel.bpf_stats_enabled` is 1.
+fn bpf_run_stats(ids: &[u32]) -> (u64, u64) {
+    libbpf_rs::query::ProgInfoIter::default()
+        .filter(|p| ids.contains(&p.id))
+        .fold((0, 0), |(c, t), p| (c + p.run_cnt, t + p.run_time_ns))
+}
+
+/// Runs `measure`, returning its result and the programs' mean ns per run meanwhile.
+fn with_bpf_time(ids: &[u32], measure: impl FnOnce() -> f64) -> (f64, f64) {
+    let (c0, t0) = bpf_run_stats(ids);
+    let wall = measure();
+    let (c1, t1) = bpf_run_stats(ids);
+    (wall, (t1 - t0) as f64 / (c1 - c0).max(1) as f64)
 }
 
 fn open_close(path: &Path) -> f64 {
@@ -78,40 +88,57 @@ fn main() {
     std::fs::write(&other_dev, "x").unwrap();
     let volume_file = cm.join("app.yaml");
 
-    let rows: Vec<(&str, f64)> = {
-        let base_open = open_close(&same_dev);
-        let base_syscall = getppid();
-        let (unmatched_other, unmatched_same, matched) = {
+    let stats_switch = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_before = std::fs::read_to_string(stats_switch).unwrap_or_else(|_| "0".into());
+    std::fs::write(stats_switch, "1").expect("enable BPF run-time stats");
+    // Rounds interleave the configurations so drift hits them all alike.
+    let mut m: [Vec<f64>; 8] = Default::default();
+    let mut b: [Vec<f64>; 8] = Default::default();
+    for _ in 0..ROUNDS {
+        // Let the previous round's programs and maps be freed first.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        m[0].push(open_close(&other_dev));
+        m[1].push(open_close(&same_dev));
+        m[2].push(getppid());
+        {
             let cfg = Config { kubelet_root: sb.kubelet_root(), syscall_sampling_rate: 0, flush_interval_ms: 10, ..Config::default() };
             let (collector, events) = Collector::start(&cfg).expect("collector");
-            let sink = std::thread::spawn(move || {
-                config_access_collector::output::write_json_lines(&events, std::io::sink()).unwrap()
-            });
-            let r = (open_close(&other_dev), open_close(&same_dev), open_close(&volume_file));
+            let sink = std::thread::spawn(move || config_access_collector::output::write_json_lines(&events, std::io::sink()).unwrap());
+            let (progs, _) = collector.object_ids();
+            for (slot, file) in [(3, &other_dev), (4, &same_dev), (5, &volume_file)] {
+                let (wall, bpf) = with_bpf_time(&progs, || open_close(file));
+                m[slot].push(wall);
+                b[slot].push(bpf);
+            }
             let stats = collector.stop();
             let written = sink.join().unwrap();
-            eprintln!("matched-open run: {stats:?}, {written} JSON lines written");
-            r
-        };
-        let sampled = |every| {
-            let _p = Probe::load(&ProbeOptions { sample_every: every, ..ProbeOptions::default() }).expect("probe");
-            getppid()
-        };
-        let s100 = sampled(100);
-        let s1 = sampled(1);
-        vec![
-            ("openat+close, nothing attached", base_open),
-            ("openat+close, attached, file on another device", unmatched_other),
-            ("openat+close, attached, file on a volume's device", unmatched_same),
-            ("openat+close, watched volume file (event emitted)", matched),
-            ("getppid, nothing attached", base_syscall),
-            ("getppid, sampler 1/100", s100),
-            ("getppid, sampler 1/1", s1),
-        ]
-    };
-    println!("{:<55} {:>10} {:>10}", "operation", "ns/op", "added");
-    for (i, (name, ns)) in rows.iter().enumerate() {
-        let base = if i < 4 { rows[0].1 } else { rows[4].1 };
-        println!("{name:<55} {ns:>10.0} {:>+10.0}", ns - base);
+            assert_eq!(stats.kernel.matched, stats.kernel.delivered + stats.kernel.dropped_ringbuf);
+            eprintln!("matched-open round: kernel {:?}, {written} JSON lines", stats.kernel);
+        }
+        for (slot, every) in [(6, 100), (7, 1)] {
+            let p = Probe::load(&ProbeOptions { sample_every: every, ..ProbeOptions::default() }).expect("probe");
+            let (progs, _) = p.object_ids();
+            let (wall, bpf) = with_bpf_time(&progs, getppid);
+            m[slot].push(wall);
+            b[slot].push(bpf);
+        }
+    }
+    let _ = std::fs::write(stats_switch, stats_before.trim());
+    let m: Vec<f64> = m.into_iter().map(median).collect();
+    let b: Vec<f64> = b.into_iter().map(|v| if v.is_empty() { f64::NAN } else { median(v) }).collect();
+    let rows = [
+        ("openat+close, nothing attached, tmpfs file", 0, 0),
+        ("openat+close, nothing attached, disk file", 1, 1),
+        ("openat+close, attached, tmpfs without volumes", 3, 0),
+        ("openat+close, attached, disk holding a volume", 4, 1),
+        ("openat+close, watched volume file (event emitted)", 5, 1),
+        ("getppid, nothing attached", 2, 2),
+        ("getppid, sampler 1/100", 6, 2),
+        ("getppid, sampler 1/1", 7, 2),
+    ];
+    println!("{:<52} {:>8} {:>8} {:>12}", "operation (median of rounds)", "ns/op", "added", "BPF ns/run");
+    for (name, i, base) in rows {
+        let bpf = if b[i].is_nan() { "-".to_string() } else { format!("{:.0}", b[i]) };
+        println!("{name:<52} {:>8.0} {:>+8.0} {bpf:>12}", m[i], m[i] - m[base]);
     }
 }

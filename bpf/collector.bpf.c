@@ -35,8 +35,8 @@
  *    serves pid -> cgroup correlation.  It is not attached when sampling is off.
  * 4. Delivery: events are built in a per-CPU scratch record and copied into
  *    the `events` ring buffer without a wakeup; user space drains on a short
- *    timer.  A wakeup is forced once cfg_wakeup_bytes are pending, and for
- *    denied opens, whose process user space must inspect while it lives.
+ *    timer.  A wakeup is forced when the backlog crosses cfg_wakeup_bytes, and
+ *    for denied opens, whose process user space must inspect while it lives.
  *    Per-CPU counters in `stats` make matched == delivered + dropped.
  */
 #include "vmlinux_min.h"
@@ -224,8 +224,15 @@ static __always_inline void fill_args(struct cac_event *ev, struct task_struct *
 static __always_inline void emit(struct cac_event *ev, bool urgent)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u64 pending;
 
-	if (urgent || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
+	/*
+	 * Wake the reader only when this record makes the backlog cross the
+	 * threshold: waking on every record while a slow reader is behind
+	 * would cost an irq_work per event.
+	 */
+	pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (urgent || (pending < cfg_wakeup_bytes && pending + sizeof(*ev) >= cfg_wakeup_bytes))
 		flags = BPF_RB_FORCE_WAKEUP;
 	stat_inc(CAC_STAT_MATCHED);
 	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), flags))

@@ -452,3 +452,25 @@ fn cgroup_v1_fallback_id_is_carried() {
         "v1 id is the kernfs id of the v1 cgroup directory"
     );
 }
+
+#[test]
+fn downward_api_volume_and_nested_item_paths() {
+    if !privileged("downward_api_volume_and_nested_item_paths") {
+        return;
+    }
+    let mut h = Harness::start();
+    let dir = h.sb.add_volume(POD, VolumeType::DownwardApi, "podinfo", true).unwrap();
+    h.sb.write_atomic(&dir, &[("labels", b"app=x", 0o644), ("meta/annotations", b"a=b", 0o644)]).unwrap();
+    let ready = h.wait_for(Duration::from_secs(2), |c| c.registry().by_mount_path(&dir).is_some_and(|v| v.files.len() == 2));
+    assert!(ready, "downward-api volume not picked up");
+    let mut args = h.container(&["open:/etc/podinfo/labels", "open:/etc/podinfo/meta/annotations"]);
+    args.binds.push(format!("{}:/etc/podinfo", dir.display()));
+    let (pid, results) = h.run(&args);
+    assert!(results.iter().all(|r| r.1 == "ok"), "{results:?}");
+    let mut evs = h.events_of(pid);
+    evs.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(evs.len(), 2, "{evs:#?}");
+    assert_volume(&evs[0], "downward_api_access", "podinfo", "labels", &dir);
+    assert_volume(&evs[1], "downward_api_access", "podinfo", "meta/annotations", &dir);
+    assert_eq!(evs[1].volume_type.as_deref(), Some("downward-api"));
+}
