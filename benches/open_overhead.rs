@@ -76,7 +76,9 @@ fn main() {
         std::process::exit(1);
     }
     let mut sb = Sandbox::new().expect("sandbox");
-    let cm = sb.add_volume("bench-pod", VolumeType::ConfigMap, "cfg", false).unwrap();
+    let cm = sb
+        .add_volume("bench-pod", VolumeType::ConfigMap, "cfg", false)
+        .unwrap();
     sb.write_atomic(&cm, &[("app.yaml", b"x", 0o644)]).unwrap();
     // Off the volume tree: one file on the volume's device, one on another device.
     let same_dev = sb.scratch().join("plain");
@@ -101,9 +103,16 @@ fn main() {
         m[1].push(open_close(&same_dev));
         m[2].push(getppid());
         {
-            let cfg = Config { kubelet_root: sb.kubelet_root(), syscall_sampling_rate: 0, flush_interval_ms: 10, ..Config::default() };
+            let cfg = Config {
+                kubelet_root: sb.kubelet_root(),
+                syscall_sampling_rate: 0,
+                flush_interval_ms: 10,
+                ..Config::default()
+            };
             let (collector, events) = Collector::start(&cfg).expect("collector");
-            let sink = std::thread::spawn(move || config_access_collector::output::write_json_lines(&events, std::io::sink()).unwrap());
+            let sink = std::thread::spawn(move || {
+                config_access_collector::output::write_json_lines(&events, std::io::sink()).unwrap()
+            });
             let (progs, _) = collector.object_ids();
             for (slot, file) in [(3, &other_dev), (4, &same_dev), (5, &volume_file)] {
                 let (wall, bpf) = with_bpf_time(&progs, || open_close(file));
@@ -112,11 +121,21 @@ fn main() {
             }
             let stats = collector.stop();
             let written = sink.join().unwrap();
-            assert_eq!(stats.kernel.matched, stats.kernel.delivered + stats.kernel.dropped_ringbuf);
-            eprintln!("matched-open round: kernel {:?}, {written} JSON lines", stats.kernel);
+            assert_eq!(
+                stats.kernel.matched,
+                stats.kernel.delivered + stats.kernel.dropped_ringbuf
+            );
+            eprintln!(
+                "matched-open round: kernel {:?}, {written} JSON lines",
+                stats.kernel
+            );
         }
         for (slot, every) in [(6, 100), (7, 1)] {
-            let p = Probe::load(&ProbeOptions { sample_every: every, ..ProbeOptions::default() }).expect("probe");
+            let p = Probe::load(&ProbeOptions {
+                sample_every: every,
+                ..ProbeOptions::default()
+            })
+            .expect("probe");
             let (progs, _) = p.object_ids();
             let (wall, bpf) = with_bpf_time(&progs, getppid);
             m[slot].push(wall);
@@ -125,7 +144,10 @@ fn main() {
     }
     let _ = std::fs::write(stats_switch, stats_before.trim());
     let m: Vec<f64> = m.into_iter().map(median).collect();
-    let b: Vec<f64> = b.into_iter().map(|v| if v.is_empty() { f64::NAN } else { median(v) }).collect();
+    let b: Vec<f64> = b
+        .into_iter()
+        .map(|v| if v.is_empty() { f64::NAN } else { median(v) })
+        .collect();
     let rows = [
         ("openat+close, nothing attached, tmpfs file", 0, 0),
         ("openat+close, nothing attached, disk file", 1, 1),
@@ -136,9 +158,20 @@ fn main() {
         ("getppid, sampler 1/100", 6, 2),
         ("getppid, sampler 1/1", 7, 2),
     ];
-    println!("{:<52} {:>8} {:>8} {:>12}", "operation (median of rounds)", "ns/op", "added", "BPF ns/run");
+    println!(
+        "{:<52} {:>8} {:>8} {:>12}",
+        "operation (median of rounds)", "ns/op", "added", "BPF ns/run"
+    );
     for (name, i, base) in rows {
-        let bpf = if b[i].is_nan() { "-".to_string() } else { format!("{:.0}", b[i]) };
-        println!("{name:<52} {:>8.0} {:>+8.0} {bpf:>12}", m[i], m[i] - m[base]);
+        let bpf = if b[i].is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.0}", b[i])
+        };
+        println!(
+            "{name:<52} {:>8.0} {:>+8.0} {bpf:>12}",
+            m[i],
+            m[i] - m[base]
+        );
     }
 }

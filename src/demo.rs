@@ -39,8 +39,41 @@ pub fn pod_cgroup() -> String {
     )
 }
 
-/// Builds the demo pod's volumes in `sb`; returns (secret, configmap, projected) directories.
-pub fn build_pod(sb: &mut Sandbox) -> std::io::Result<(PathBuf, PathBuf, PathBuf)> {
+/// Host directories of the demo pod's volumes.
+#[derive(Debug, Clone)]
+pub struct PodVolumes {
+    /// tmpfs Secret volume `db-creds` (username, password, api-key readable by root only).
+    pub secret: PathBuf,
+    /// disk-backed ConfigMap volume `app-config` (app.yaml).
+    pub config: PathBuf,
+    /// tmpfs projected volume `kube-api-access-x7k2p` (token, ca.crt, namespace).
+    pub token: PathBuf,
+}
+
+impl PodVolumes {
+    /// A container of the pod: its own mount namespace, the volumes bound at
+    /// their usual container paths (`/etc/db`, `/etc/config`, the service-account
+    /// directory), chrooted into `root`.
+    pub fn container(&self, root: &Path, steps: &[&str]) -> ExecArgs {
+        ExecArgs {
+            unshare_mount: true,
+            binds: vec![
+                format!("{}:/etc/db", self.secret.display()),
+                format!("{}:/etc/config", self.config.display()),
+                format!(
+                    "{}:/var/run/secrets/kubernetes.io/serviceaccount",
+                    self.token.display()
+                ),
+            ],
+            chroot: Some(root.to_path_buf()),
+            steps: steps.iter().map(|s| s.to_string()).collect(),
+            ..ExecArgs::default()
+        }
+    }
+}
+
+/// Builds the demo pod's volumes in `sb`.
+pub fn build_pod(sb: &mut Sandbox) -> std::io::Result<PodVolumes> {
     let secret = sb.add_volume(POD_UID, VolumeType::Secret, "db-creds", true)?;
     sb.write_atomic(
         &secret,
@@ -66,7 +99,11 @@ pub fn build_pod(sb: &mut Sandbox) -> std::io::Result<(PathBuf, PathBuf, PathBuf
             ("namespace", b"demo", 0o644),
         ],
     )?;
-    Ok((secret, config, token))
+    Ok(PodVolumes {
+        secret,
+        config,
+        token,
+    })
 }
 
 fn matches(ev: &AccessEvent, pid: u32, want: &Expected) -> bool {
@@ -81,7 +118,7 @@ fn matches(ev: &AccessEvent, pid: u32, want: &Expected) -> bool {
 /// Runs the demo; returns the process exit code.
 pub fn run(exe: &Path) -> crate::Result<i32> {
     let mut sb = Sandbox::new().map_err(crate::Error::Demo)?;
-    let (secret, config, token) = build_pod(&mut sb).map_err(crate::Error::Demo)?;
+    let pod = build_pod(&mut sb).map_err(crate::Error::Demo)?;
     let cgroup = sb.make_cgroup(&pod_cgroup()).map_err(crate::Error::Demo)?;
     let cfg = Config {
         kubelet_root: sb.kubelet_root(),
@@ -90,36 +127,25 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
     };
     let (collector, events) = Collector::start(&cfg)?;
 
-    let mounts = |root: &Path| ExecArgs {
-        cgroup: Some(cgroup.clone()),
-        unshare_mount: true,
-        binds: vec![
-            format!("{}:/etc/db", secret.display()),
-            format!("{}:/etc/config", config.display()),
-            format!(
-                "{}:/var/run/secrets/kubernetes.io/serviceaccount",
-                token.display()
-            ),
-        ],
-        chroot: Some(root.to_path_buf()),
-        ..ExecArgs::default()
-    };
     let app = ExecArgs {
-        steps: vec![
-            "open:/etc/db/password".into(),
-            "chdir:/etc/config".into(),
-            "open:app.yaml".into(),
-            "open:/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
-            "wait".into(),
-        ],
+        cgroup: Some(cgroup.clone()),
         comm: Some("app-server".into()),
-        ..mounts(&sb.container_root())
+        ..pod.container(
+            &sb.container_root(),
+            &[
+                "open:/etc/db/password",
+                "chdir:/etc/config",
+                "open:app.yaml",
+                "open:/var/run/secrets/kubernetes.io/serviceaccount/token",
+                "wait",
+            ],
+        )
     };
     let nobody = ExecArgs {
+        cgroup: Some(cgroup),
         uid: Some(65534),
-        steps: vec!["open:/etc/db/api-key".into(), "wait".into()],
         comm: Some("intruder".into()),
-        ..mounts(&sb.container_root())
+        ..pod.container(&sb.container_root(), &["open:/etc/db/api-key", "wait"])
     };
     let expected_app = [
         Expected {

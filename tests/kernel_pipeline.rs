@@ -253,7 +253,7 @@ fn projected_service_account_token() {
     assert_volume(
         &ev,
         "projected_access",
-        "kube-api-access-abcde",
+        "kube-api-access-x7k2p",
         "token",
         &h.token,
     );
@@ -459,11 +459,27 @@ fn downward_api_volume_and_nested_item_paths() {
         return;
     }
     let mut h = Harness::start();
-    let dir = h.sb.add_volume(POD, VolumeType::DownwardApi, "podinfo", true).unwrap();
-    h.sb.write_atomic(&dir, &[("labels", b"app=x", 0o644), ("meta/annotations", b"a=b", 0o644)]).unwrap();
-    let ready = h.wait_for(Duration::from_secs(2), |c| c.registry().by_mount_path(&dir).is_some_and(|v| v.files.len() == 2));
+    let dir =
+        h.sb.add_volume(POD, VolumeType::DownwardApi, "podinfo", true)
+            .unwrap();
+    h.sb.write_atomic(
+        &dir,
+        &[
+            ("labels", b"app=x", 0o644),
+            ("meta/annotations", b"a=b", 0o644),
+        ],
+    )
+    .unwrap();
+    let ready = h.wait_for(Duration::from_secs(2), |c| {
+        c.registry()
+            .by_mount_path(&dir)
+            .is_some_and(|v| v.files.len() == 2)
+    });
     assert!(ready, "downward-api volume not picked up");
-    let mut args = h.container(&["open:/etc/podinfo/labels", "open:/etc/podinfo/meta/annotations"]);
+    let mut args = h.container(&[
+        "open:/etc/podinfo/labels",
+        "open:/etc/podinfo/meta/annotations",
+    ]);
     args.binds.push(format!("{}:/etc/podinfo", dir.display()));
     let (pid, results) = h.run(&args);
     assert!(results.iter().all(|r| r.1 == "ok"), "{results:?}");
@@ -471,6 +487,12 @@ fn downward_api_volume_and_nested_item_paths() {
     evs.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(evs.len(), 2, "{evs:#?}");
     assert_volume(&evs[0], "downward_api_access", "podinfo", "labels", &dir);
-    assert_volume(&evs[1], "downward_api_access", "podinfo", "meta/annotations", &dir);
+    assert_volume(
+        &evs[1],
+        "downward_api_access",
+        "podinfo",
+        "meta/annotations",
+        &dir,
+    );
     assert_eq!(evs[1].volume_type.as_deref(), Some("downward-api"));
 }

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use config_access_collector::collector::Collector;
 use config_access_collector::config::Config;
 use config_access_collector::container::{ContainerProc, ExecArgs};
+use config_access_collector::demo::{build_pod, PodVolumes};
 use config_access_collector::event::AccessEvent;
 use config_access_collector::sandbox::Sandbox;
-use config_access_collector::volumes::VolumeType;
 
-pub const POD: &str = "7f3c2a10-5b6d-4e8f-9a01-23456789abcd";
+pub const POD: &str = config_access_collector::demo::POD_UID;
 pub const EXE: &str = env!("CARGO_BIN_EXE_config-access-collector");
 
 /// True when the test may use BPF. Off CI a non-root run skips with a reason;
@@ -38,6 +38,7 @@ pub struct Harness {
     pub secret: PathBuf,
     pub config: PathBuf,
     pub token: PathBuf,
+    pub pod: PodVolumes,
     pub backlog: Vec<AccessEvent>,
 }
 
@@ -53,45 +54,18 @@ impl Harness {
     /// Builds the pod, then starts the collector with `edit` applied to the config.
     pub fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
         let mut sb = Sandbox::new().expect("sandbox");
-        let secret = sb
-            .add_volume(POD, VolumeType::Secret, "db-creds", true)
-            .unwrap();
-        sb.write_atomic(
-            &secret,
-            &[
-                ("username", b"app", 0o644),
-                ("password", b"pw", 0o644),
-                ("api-key", b"k", 0o600),
-            ],
-        )
-        .unwrap();
-        let config = sb
-            .add_volume(POD, VolumeType::ConfigMap, "app-config", false)
-            .unwrap();
-        sb.write_atomic(&config, &[("app.yaml", b"a: 1\n", 0o644)])
-            .unwrap();
-        let token = sb
-            .add_volume(POD, VolumeType::Projected, "kube-api-access-abcde", true)
-            .unwrap();
-        sb.write_atomic(
-            &token,
-            &[
-                ("token", b"t", 0o644),
-                ("ca.crt", b"c", 0o644),
-                ("namespace", b"n", 0o644),
-            ],
-        )
-        .unwrap();
+        let pod = build_pod(&mut sb).expect("demo pod");
         let mut cfg = default_config(&sb);
         edit(&mut cfg);
         let (collector, events) = Collector::start(&cfg).expect("collector starts (BPF must load)");
         Self {
+            secret: pod.secret.clone(),
+            config: pod.config.clone(),
+            token: pod.token.clone(),
+            pod,
             sb,
             collector: Some(collector),
             events,
-            secret,
-            config,
-            token,
             backlog: Vec::new(),
         }
     }
@@ -104,23 +78,9 @@ impl Harness {
         self.collector.as_ref().expect("running")
     }
 
-    /// Container-like args: own mount namespace, the three volumes bound at
-    /// their usual container paths, chrooted.
+    /// A container of the pod running `steps`.
     pub fn container(&self, steps: &[&str]) -> ExecArgs {
-        ExecArgs {
-            unshare_mount: true,
-            binds: vec![
-                format!("{}:/etc/db", self.secret.display()),
-                format!("{}:/etc/config", self.config.display()),
-                format!(
-                    "{}:/var/run/secrets/kubernetes.io/serviceaccount",
-                    self.token.display()
-                ),
-            ],
-            chroot: Some(self.sb.container_root()),
-            steps: steps.iter().map(|s| s.to_string()).collect(),
-            ..ExecArgs::default()
-        }
+        self.pod.container(&self.sb.container_root(), steps)
     }
 
     /// Runs a sandboxed process to completion; returns its pid and step results.
