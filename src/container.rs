@@ -24,6 +24,9 @@ pub struct ExecArgs {
     /// Enter a new mount namespace.
     #[arg(long)]
     pub unshare_mount: bool,
+    /// Join the mount namespace of this process instead (as `kubectl exec` does).
+    #[arg(long, value_name = "PID")]
+    pub join_mount_ns: Option<u32>,
     /// Bind mounts SRC:DST (DST inside --chroot when given), made in the new namespace.
     #[arg(long = "bind", value_name = "SRC:DST")]
     pub binds: Vec<String>,
@@ -81,6 +84,11 @@ fn setup(args: &ExecArgs) -> Result<(), String> {
     if let Some(cg) = &args.cgroup {
         std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string())
             .map_err(|e| format!("joining cgroup {}: {e}", cg.display()))?;
+    }
+    if let Some(pid) = args.join_mount_ns {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+            .map_err(|e| format!("mount namespace of {pid}: {e}"))?;
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWNS).map_err(|e| format!("setns: {e}"))?;
     }
     if args.unshare_mount {
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
@@ -203,6 +211,9 @@ impl ContainerProc {
         }
         if args.unshare_mount {
             cmd.arg("--unshare-mount");
+        }
+        if let Some(pid) = args.join_mount_ns {
+            cmd.arg("--join-mount-ns").arg(pid.to_string());
         }
         for b in &args.binds {
             cmd.arg("--bind").arg(b);

@@ -82,9 +82,9 @@ fn peer_in_mount_ns(mnt_ns: u32, exclude: u32) -> Option<u32> {
 pub fn resolve(ev: &KernelEvent, registry: &VolumeRegistry) -> Option<(Arc<Volume>, String)> {
     let path = ev.path.as_deref()?;
     let id = resolve_in(ev.tgid, ev.dirfd, path).or_else(|| {
-        // The process is gone (or its view unreadable): only an absolute path
-        // can still be resolved, through a peer in its mount namespace.
-        if !path.is_absolute() || Path::new(&format!("/proc/{}", ev.tgid)).exists() {
+        // The process is gone (or a zombie whose root is unreadable): only an
+        // absolute path can still be resolved, through a peer in its mount namespace.
+        if !path.is_absolute() {
             return None;
         }
         let peer = peer_in_mount_ns(ev.mnt_ns, ev.tgid)?;

@@ -41,8 +41,8 @@ pub struct UserStats {
     pub decode_errors: AtomicU64,
     /// Matched opens whose volume vanished before the record was read.
     pub unknown_volume: AtomicU64,
-    /// Denied opens that did not name a volume file.
-    pub denied_other: AtomicU64,
+    /// Failed opens (denied, or on a volume-like path) that named no watched volume file.
+    pub not_volume: AtomicU64,
     /// Kubelet accesses dropped by configuration.
     pub kubelet_dropped: AtomicU64,
 }
@@ -55,7 +55,7 @@ pub struct UserStatsSnapshot {
     pub shed: u64,
     pub decode_errors: u64,
     pub unknown_volume: u64,
-    pub denied_other: u64,
+    pub not_volume: u64,
     pub kubelet_dropped: u64,
 }
 
@@ -68,7 +68,7 @@ impl UserStats {
             shed: g(&self.shed),
             decode_errors: g(&self.decode_errors),
             unknown_volume: g(&self.unknown_volume),
-            denied_other: g(&self.denied_other),
+            not_volume: g(&self.not_volume),
             kubelet_dropped: g(&self.kubelet_dropped),
         }
     }
@@ -153,7 +153,7 @@ impl Enricher {
                     .filter(|p| p.is_absolute())
                     .and_then(parse_volume_path);
                 let Some(p) = parsed else {
-                    bump(&self.stats.denied_other);
+                    bump(&self.stats.not_volume);
                     return None;
                 };
                 Some(Target {

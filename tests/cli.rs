@@ -154,6 +154,6 @@ fn run_prints_json_lines_and_stops_cleanly_on_sigterm() {
     .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    log.extend(rx.try_iter());
+    log.extend(rx.iter());
     assert!(log.iter().any(|l| l.contains("stopped")), "{log:#?}");
 }

@@ -266,17 +266,39 @@ fn denied_open_as_non_root_through_container_and_host_paths() {
         return;
     }
     let mut h = Harness::start();
-    let mut args = h.container(&["open:/etc/db/api-key"]);
+    // In a container, through a container path.
+    let mut args = h.container(&["open:/etc/db/api-key", "wait"]);
     args.uid = Some(65534);
-    let (pid, results) = h.run(&args);
-    assert_eq!(results[0].1, "EACCES");
-    let ev = exactly_one(h.events_of(pid), "denied in container");
+    let mut p = ContainerProc::spawn(Path::new(common::EXE), &args).unwrap();
+    assert_eq!(p.next_result().unwrap().1, "EACCES");
+    let ev = exactly_one(h.events_of(p.pid), "denied in container");
+    p.finish().unwrap();
     assert_volume(&ev, "secret_access", "db-creds", "api-key", &h.secret);
     assert_eq!(
         (ev.result.as_str(), ev.access.as_str(), ev.process.uid),
         ("EACCES", "read", 65534)
     );
     assert_eq!(ev.path.as_deref(), Some("/etc/db/api-key"));
+
+    // A short-lived process exec'd into a running container: it is gone before
+    // the event is read, and is resolved through the container's main process.
+    let mut main = ContainerProc::spawn(Path::new(common::EXE), &h.container(&["wait"])).unwrap();
+    let exec = config_access_collector::container::ExecArgs {
+        join_mount_ns: Some(main.pid),
+        chroot: Some(h.sb.container_root()),
+        uid: Some(65534),
+        steps: vec!["open:/etc/db/api-key".into()],
+        ..Default::default()
+    };
+    let (pid, results) = h.run(&exec);
+    assert_eq!(results[0].1, "EACCES");
+    let ev = exactly_one(
+        h.events_of(pid),
+        "denied by an exited process in a container",
+    );
+    main.release();
+    main.finish().unwrap();
+    assert_volume(&ev, "secret_access", "db-creds", "api-key", &h.secret);
 
     // Host path, by a process that exits at once: resolved through its mount namespace.
     let host = h.secret.join("api-key");
