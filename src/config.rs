@@ -320,7 +320,8 @@ impl Config {
             ring_bytes: self.ring_buffer_bytes,
             wakeup_bytes: self.wakeup_bytes,
             report_failed_opens: self.report_failed_opens,
-            cgroup_v1_subsys: crate::cgroup::detect_v1_subsys(&self.cgroup_v1_controller),
+            cgroup_v1_subsys: crate::cgroup::detect_v1_subsys(&self.cgroup_v1_controller)
+                .map(|(i, _)| i),
         }
     }
 }

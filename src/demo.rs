@@ -17,7 +17,7 @@ use crate::sandbox::Sandbox;
 use crate::volumes::VolumeType;
 
 /// The demo pod's UID.
-pub const POD_UID: &str = "d3m0c0de-0000-4000-8000-00000000cafe";
+pub const POD_UID: &str = "d3a0c0de-0000-4000-8000-00000000cafe";
 /// Container id of the demo container.
 pub const CONTAINER_ID: &str = "0d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f70";
 

@@ -11,16 +11,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use crate::cgroup::cgroup2_mount;
 use crate::volumes::VolumeType;
-
-/// Where cgroup v2 is mounted on this machine, if anywhere.
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
-    })
-}
 
 /// A temporary kubelet-like tree.
 #[derive(Debug)]
