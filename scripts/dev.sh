@@ -22,7 +22,7 @@ setup() {
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 	fi
 	if ! command -v cargo >/dev/null; then
-		echo "dev.sh: cargo not found; install a Rust toolchain (1.85 or newer) first" >&2
+		echo "dev.sh: cargo not found; install a Rust toolchain (1.89 or newer) first" >&2
 		exit 1
 	fi
 	# The programs attach to tracepoints (tracefs); bpffs is mounted for tools such as bpftool.

@@ -25,6 +25,7 @@ pub mod event;
 pub mod logging;
 pub mod output;
 pub mod pipeline;
+pub mod pods;
 pub mod probe;
 pub mod sandbox;
 pub mod volumes;

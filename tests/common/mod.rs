@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_apiserver;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
