@@ -10,17 +10,21 @@ use std::time::{Duration, Instant};
 use libbpf_rs::RingBufferBuilder;
 use serde::Serialize;
 
+use crate::cgroup::{detect_v1_subsys, CgroupResolver};
 use crate::clock::WallClock;
-use crate::config::Config;
+use crate::config::{Config, KubeMode};
 use crate::correlation::CorrelationMaps;
 use crate::event::AccessEvent;
 use crate::pipeline::{Enricher, UserStats, UserStatsSnapshot};
+use crate::pods::{LabelFilter, PodStore, WatchSettings};
 use crate::probe::{KernelStats, Probe, StatsReader};
 use crate::volumes::{KernelDirs, VolumeRegistry};
 use crate::watcher::{VolumeWatcher, WatchConfig};
 
 /// How often the reader re-measures the monotonic -> wall-clock offset.
 const CLOCK_REFRESH: Duration = Duration::from_secs(1);
+/// How often the cgroup cache drops deleted cgroups.
+const CGROUP_SWEEP: Duration = Duration::from_secs(60);
 
 /// Counters of the whole pipeline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -39,6 +43,8 @@ pub struct Collector {
     user_stats: Arc<UserStats>,
     registry: Arc<VolumeRegistry>,
     correlation: Arc<CorrelationMaps>,
+    pods: Option<Arc<PodStore>>,
+    kube: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -86,6 +92,20 @@ impl Collector {
             KernelDirs::new(dirs, devs),
             Arc::clone(&correlation),
         )?;
+        let pods = match config.kube {
+            KubeMode::Off => {
+                tracing::info!("standalone mode (kube: off): namespace and pod names stay null");
+                None
+            }
+            KubeMode::Auto => Some(Arc::new(PodStore::new(Duration::from_millis(
+                config.deleted_pod_grace_ms,
+            )))),
+        };
+        let kube = match &pods {
+            Some(store) => Some(spawn_kube(config, Arc::clone(store))?),
+            None => None,
+        };
+        let v1_controller = detect_v1_subsys(&config.cgroup_v1_controller).map(|(_, name)| name);
         let (sink, events) = sync_channel(config.buffer_size);
         let user_stats = Arc::new(UserStats::default());
         let enricher = Enricher {
@@ -96,6 +116,8 @@ impl Collector {
             host_mnt_ns: host_mnt_ns(),
             kubelet_writes: config.kubelet_writes,
             sink,
+            cgroups: Arc::new(CgroupResolver::for_host(v1_controller.as_deref())),
+            pods: pods.clone(),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let ring = probe.events_map()?;
@@ -121,6 +143,8 @@ impl Collector {
                 user_stats,
                 registry,
                 correlation,
+                pods,
+                kube,
             },
             events,
         ))
@@ -142,6 +166,11 @@ impl Collector {
             .unwrap_or_default()
     }
 
+    /// Pod metadata (`None` in standalone mode).
+    pub fn pods(&self) -> Option<&Arc<PodStore>> {
+        self.pods.as_ref()
+    }
+
     /// The watched volumes.
     pub fn registry(&self) -> &Arc<VolumeRegistry> {
         &self.registry
@@ -159,6 +188,10 @@ impl Collector {
 
     fn shutdown(&mut self) -> Stats {
         self.watcher.stop();
+        if let Some((stop, thread)) = self.kube.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
         if let Some(probe) = &mut self.probe {
             // Detach first so no new events arrive, then drain the ring.
             probe.detach();
@@ -181,6 +214,49 @@ impl Drop for Collector {
     }
 }
 
+/// Runs the pod watcher on its own thread and runtime until told to stop.
+fn spawn_kube(
+    config: &Config,
+    store: Arc<PodStore>,
+) -> crate::Result<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let url = config.kube_api_url.clone();
+    let settings = WatchSettings {
+        node_name: config.node_name.clone(),
+        labels: LabelFilter(config.pod_labels.clone()),
+    };
+    let thread = std::thread::Builder::new()
+        .name("kube-watcher".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("cannot start the pod watcher runtime: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let stop = async move {
+                    let _ = stop_rx.await;
+                };
+                match crate::pods::client(url.as_deref()).await {
+                    Ok(client) => crate::pods::watch_pods(client, settings, store, stop).await,
+                    Err(e) => {
+                        tracing::warn!(
+                            "{e}: running standalone; namespace and pod names stay null"
+                        );
+                        stop.await;
+                    }
+                }
+            });
+        })
+        .map_err(crate::Error::Thread)?;
+    Ok((stop_tx, thread))
+}
+
 fn read_loop(
     ring: libbpf_rs::MapHandle,
     mut enricher: Enricher,
@@ -188,6 +264,7 @@ fn read_loop(
     stop: &AtomicBool,
 ) {
     let mut refreshed = Instant::now();
+    let mut swept = Instant::now();
     let cell = std::cell::RefCell::new(&mut enricher);
     let mut builder = RingBufferBuilder::new();
     let added = builder.add(&ring, |data: &[u8]| {
@@ -217,6 +294,10 @@ fn read_loop(
         if refreshed.elapsed() >= CLOCK_REFRESH {
             cell.borrow_mut().clock.refresh();
             refreshed = Instant::now();
+        }
+        if swept.elapsed() >= CGROUP_SWEEP {
+            cell.borrow().cgroups.forget_deleted();
+            swept = Instant::now();
         }
     }
 }

@@ -70,7 +70,22 @@ pub struct FileConfig {
     pub rescan_interval_ms: Option<u64>,
     pub cgroup_v1_controller: Option<String>,
     pub log_level: Option<String>,
+    pub kube: Option<KubeMode>,
+    pub kube_api_url: Option<String>,
+    pub node_name: Option<String>,
+    pub pod_labels: Option<Vec<String>>,
+    pub deleted_pod_grace_ms: Option<u64>,
     pub kernel_collector: Option<KernelCollectorBlock>,
+}
+
+/// Whether to read pod metadata from the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KubeMode {
+    /// In-cluster service account or kubeconfig when available; standalone otherwise.
+    Auto,
+    /// Never: standalone mode.
+    Off,
 }
 
 /// Resolved configuration.
@@ -104,6 +119,16 @@ pub struct Config {
     /// cgroup v1 controller for the fallback cgroup id: `auto`, `none` or a controller name.
     pub cgroup_v1_controller: String,
     pub log_level: String,
+    /// Pod metadata from the Kubernetes API: `auto` or `off`.
+    pub kube: KubeMode,
+    /// API server URL, overriding the in-cluster and kubeconfig settings (no credentials).
+    pub kube_api_url: Option<String>,
+    /// This node's name; only its pods are watched (all pods when unset).
+    pub node_name: Option<String>,
+    /// Pod labels copied into events: exact keys, or prefixes ending in `*`.
+    pub pod_labels: Vec<String>,
+    /// How long a deleted pod's metadata still serves late events, in ms.
+    pub deleted_pod_grace_ms: u64,
 }
 
 impl Default for Config {
@@ -126,6 +151,11 @@ impl Default for Config {
             rescan_interval_ms: 10_000,
             cgroup_v1_controller: "auto".into(),
             log_level: "info".into(),
+            kube: KubeMode::Auto,
+            kube_api_url: None,
+            node_name: None,
+            pod_labels: vec!["app".into(), "app.kubernetes.io/*".into()],
+            deleted_pod_grace_ms: 60_000,
         }
     }
 }
@@ -240,6 +270,15 @@ impl Config {
         set(&mut self.rescan_interval_ms, f.rescan_interval_ms);
         set(&mut self.cgroup_v1_controller, f.cgroup_v1_controller);
         set(&mut self.log_level, f.log_level);
+        set(&mut self.kube, f.kube);
+        if f.kube_api_url.is_some() {
+            self.kube_api_url = f.kube_api_url;
+        }
+        if f.node_name.is_some() {
+            self.node_name = f.node_name;
+        }
+        set(&mut self.pod_labels, f.pod_labels);
+        set(&mut self.deleted_pod_grace_ms, f.deleted_pod_grace_ms);
         Ok(())
     }
 
@@ -290,6 +329,14 @@ impl Config {
                 "monitor_secrets",
                 "every monitor_* key is false: nothing to watch",
             ));
+        }
+        if let Some(url) = &self.kube_api_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "kube_api_url",
+                    format!("must be an http:// or https:// URL, got {url}"),
+                ));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid(
@@ -422,6 +469,15 @@ pub struct Overrides {
     /// Log filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "CAC_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Do not contact the Kubernetes API (standalone mode).
+    #[arg(long, env = "CAC_NO_KUBE")]
+    pub no_kube: bool,
+    /// Kubernetes API server URL (overrides in-cluster and kubeconfig settings).
+    #[arg(long, env = "CAC_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
+    /// This node's name (from the downward API in the DaemonSet).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 impl Config {
@@ -440,6 +496,9 @@ impl Config {
                 }
             }),
             log_level: o.log_level.clone(),
+            kube: o.no_kube.then_some(KubeMode::Off),
+            kube_api_url: o.kube_api_url.clone(),
+            node_name: o.node_name.clone(),
             ..FileConfig::default()
         })?;
         c.validate()?;

@@ -4,7 +4,11 @@
 //! `timestamp`, `pod_uid`, `namespace`, `config_name`, `mount_path` and
 //! `process {pid, command, cgroup_id}` keep their names and meaning.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use crate::pods::{FileSource, Workload};
 
 /// `event_type` of the kubelet's own writes into volume directories.
 pub const KUBELET_WRITE: &str = "kubelet_write";
@@ -26,6 +30,17 @@ pub struct ProcessInfo {
     pub cgroup_v1_id: u64,
     /// Inode number of the process's mount namespace.
     pub mnt_ns: u32,
+}
+
+/// The container of the process that made an access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRef {
+    /// Runtime container id (64 hex digits), from the process's cgroup.
+    pub id: String,
+    /// Container name from the pod spec; null until pod metadata is known.
+    pub name: Option<String>,
+    /// Image from the pod spec; null until pod metadata is known.
+    pub image: Option<String>,
 }
 
 /// One access to a file of a Secret, ConfigMap, projected or downward-API volume.
@@ -59,6 +74,21 @@ pub struct AccessEvent {
     /// The syscall (`openat`, `openat2`, `open`, `creat`, `open_by_handle_at`).
     pub syscall: String,
     pub process: ProcessInfo,
+    /// The reading process's container (null for host processes).
+    pub container: Option<ContainerRef>,
+    /// UID of the pod the reading process belongs to (from its cgroup); null for host processes.
+    /// Usually `pod_uid`; different when one pod reads another pod's volume through the host path.
+    pub reader_pod_uid: Option<String>,
+    /// The workload owning the volume's pod (`Deployment`, `StatefulSet`, ...).
+    pub workload: Option<Workload>,
+    /// Service account of the volume's pod.
+    pub service_account: Option<String>,
+    /// The configured subset of the volume's pod's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The object the file comes from (for projected volumes, the source that produced the key).
+    pub source: Option<FileSource>,
+    /// True when the file is a projected service-account token.
+    pub service_account_token: bool,
 }
 
 const FMODE_READ: u32 = 0x1;

@@ -66,6 +66,13 @@ mod tests {
                 cgroup_v1_id: 0,
                 mnt_ns: 4,
             },
+            container: None,
+            reader_pod_uid: None,
+            workload: None,
+            service_account: None,
+            labels: Default::default(),
+            source: None,
+            service_account_token: false,
         };
         tx.send(ev.clone()).unwrap();
         tx.send(ev.clone()).unwrap();

@@ -10,12 +10,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::cgroup::{CgroupResolver, Resolution};
 use crate::clock::WallClock;
 use crate::decode::{decode_event, EventKind, KernelEvent};
 use crate::denied;
+use crate::event::ContainerRef;
 use crate::event::{
     access_from_flags, access_from_fmode, result_name, AccessEvent, ProcessInfo, KUBELET_WRITE,
 };
+use crate::pods::{PodStore, SourceKind};
 use crate::volumes::{parse_volume_path, VolumeRegistry};
 
 /// What to do with the kubelet's own accesses to volume files.
@@ -90,6 +93,10 @@ pub struct Enricher {
     pub host_mnt_ns: u32,
     pub kubelet_writes: KubeletWrites,
     pub sink: SyncSender<AccessEvent>,
+    /// cgroup id -> pod and container of the reading process.
+    pub cgroups: Arc<CgroupResolver>,
+    /// Pod metadata; `None` in standalone mode.
+    pub pods: Option<Arc<PodStore>>,
 }
 
 /// Where an event's volume fields come from.
@@ -184,6 +191,31 @@ impl Enricher {
         } else {
             access_from_flags(ev.open_flags)
         };
+        let reader = match self.cgroups.resolve(ev.cgroup_id, ev.cgroup_v1_id) {
+            Resolution::Found(info) => Some(info),
+            Resolution::Unknown => None,
+        };
+        let pods = self.pods.as_deref();
+        let owner = pods.and_then(|p| p.get(&t.pod_uid));
+        let source = match (&owner, &t.key) {
+            (Some(pod), Some(key)) => pod.source_of(&t.volume_name, key),
+            _ => None,
+        };
+        let reader_pod_uid = reader.as_ref().and_then(|r| r.pod_uid.clone());
+        let container = reader
+            .as_ref()
+            .and_then(|r| r.container_id.clone())
+            .map(|id| {
+                let reader_pod = reader_pod_uid.as_deref().and_then(|u| pods?.get(u));
+                let meta = reader_pod
+                    .as_ref()
+                    .and_then(|p| p.container_by_id(&id).cloned());
+                ContainerRef {
+                    name: meta.as_ref().map(|m| m.name.clone()),
+                    image: meta.map(|m| m.image),
+                    id,
+                }
+            });
         let event = AccessEvent {
             event_type: if kubelet {
                 KUBELET_WRITE
@@ -192,10 +224,15 @@ impl Enricher {
             }
             .to_string(),
             timestamp: self.clock.rfc3339(ev.ts_ns),
-            config_name: Some(t.volume_name.clone()),
+            config_name: Some(
+                source
+                    .as_ref()
+                    .and_then(|s| s.name.clone())
+                    .unwrap_or_else(|| t.volume_name.clone()),
+            ),
             pod_uid: Some(t.pod_uid),
-            namespace: None,
-            pod_name: None,
+            namespace: owner.as_ref().map(|p| p.namespace.clone()),
+            pod_name: owner.as_ref().map(|p| p.name.clone()),
             volume_name: Some(t.volume_name),
             volume_type: Some(t.volume_type.as_str().to_string()),
             key: t.key,
@@ -217,6 +254,15 @@ impl Enricher {
                 cgroup_v1_id: ev.cgroup_v1_id,
                 mnt_ns: ev.mnt_ns,
             },
+            container,
+            reader_pod_uid,
+            workload: owner.as_ref().and_then(|p| p.workload.clone()),
+            service_account: owner.as_ref().and_then(|p| p.service_account.clone()),
+            labels: owner.as_ref().map(|p| p.labels.clone()).unwrap_or_default(),
+            service_account_token: source
+                .as_ref()
+                .is_some_and(|s| s.kind == SourceKind::ServiceAccountToken),
+            source,
         };
         match self.sink.try_send(event) {
             Ok(()) => bump(&self.stats.emitted),

@@ -75,7 +75,7 @@ impl VolumeSource {
 }
 
 /// Where a volume file comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FileSource {
     pub kind: SourceKind,
     /// Object name, when the source is an object.

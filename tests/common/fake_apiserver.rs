@@ -217,3 +217,37 @@ pub fn pod(
             "ready": true, "restartCount": 0, "containerID": format!("containerd://{container_id}")}]}
     })
 }
+
+/// Starts a fake API server on its own runtime, for synchronous tests.
+pub fn start_blocking(addr: SocketAddr) -> (FakeApiServer, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = rt.block_on(FakeApiServer::start(addr));
+    (api, rt)
+}
+
+/// The demo pod as the API server would describe it: volume `db-creds` is
+/// Secret `db-credentials`, `app-config` is ConfigMap `app-settings` with key
+/// `config.yaml` remapped to `app.yaml`, and `kube-api-access-x7k2p` is the
+/// usual projected token volume.
+pub fn demo_pod(uid: &str, container_id: &str) -> Value {
+    pod(
+        uid,
+        "payments-api-0",
+        "payments",
+        "node-a",
+        json!([
+            {"name": "db-creds", "secret": {"secretName": "db-credentials"}},
+            {"name": "app-config", "configMap": {"name": "app-settings", "items": [{"key": "config.yaml", "path": "app.yaml"}]}},
+            {"name": "kube-api-access-x7k2p", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}
+            ]}}
+        ]),
+        container_id,
+    )
+}
