@@ -33,6 +33,14 @@ enum cac_limits {
 	CAC_MAX_SUBSYS = 16,
 	/* Value of cac_event.dirfd for syscalls that take no directory fd (open, creat). */
 	CAC_NO_DIRFD = -1000,
+	/* Bytes of a pod UID field (36 characters and the NUL, padded). */
+	CAC_POD_UID_LEN = 40,
+	/* Bytes of a namespace field (a DNS label: 63 characters and the NUL). */
+	CAC_NAMESPACE_LEN = 64,
+	/* Bytes of a pod name field (truncated to 127 characters). */
+	CAC_POD_NAME_LEN = 128,
+	/* Bytes of a container id field (64 hex digits and the NUL, padded). */
+	CAC_CONTAINER_ID_LEN = 72,
 };
 
 /* Why an event was emitted. */
@@ -109,6 +117,26 @@ struct cac_sample {
 	cac_u32 syscall_nr;
 };
 
+/* Value of `pod_info` (key: cgroup v2 id as cac_u64): the pod a cgroup belongs to. */
+struct cac_pod_info {
+	/// Pod UID, NUL-terminated.
+	char pod_uid[CAC_POD_UID_LEN];
+	/// Pod namespace, NUL-terminated; empty until pod metadata is known.
+	char namespace[CAC_NAMESPACE_LEN];
+	/// Pod name, NUL-terminated; empty until pod metadata is known.
+	char pod_name[CAC_POD_NAME_LEN];
+	/// Time the entry was written, Unix seconds.
+	cac_u64 created_at;
+};
+
+/* Value of `container_pids` (LRU, key: tgid as cac_u32): the container of a process. */
+struct cac_container_pid {
+	/// cgroup v2 id of the process's container.
+	cac_u64 cgroup_id;
+	/// Runtime container id (64 hex digits), NUL-terminated; empty when unknown.
+	char container_id[CAC_CONTAINER_ID_LEN];
+};
+
 /* One record of the `events` ring buffer. */
 struct cac_event {
 	/// CLOCK_MONOTONIC time at syscall exit, nanoseconds.
@@ -168,6 +196,8 @@ struct cac_event {
 _Static_assert(sizeof(struct cac_dir_key) == 16, "cac_dir_key layout");
 _Static_assert(sizeof(struct cac_dir_info) == 8, "cac_dir_info layout");
 _Static_assert(sizeof(struct cac_sample) == 32, "cac_sample layout");
+_Static_assert(sizeof(struct cac_pod_info) == 240, "cac_pod_info layout");
+_Static_assert(sizeof(struct cac_container_pid) == 80, "cac_container_pid layout");
 _Static_assert(sizeof(struct cac_event) == 96 + CAC_COMM_LEN + CAC_PATH_LEN + CAC_NAME_LEN,
 	       "cac_event layout");
 

@@ -33,6 +33,10 @@
  * 3. Sampler: tp_btf/sys_enter records 1 in cfg_sample_every syscalls
  *    (tgid -> cgroup ids, syscall nr) into the LRU map `pid_samples`, which
  *    serves pid -> cgroup correlation.  It is not attached when sampling is off.
+ *    Correlation maps for sibling programs: `pod_info` (cgroup id -> pod) and
+ *    `container_pids` (tgid -> container) are filled by user space; a fork
+ *    copies the parent's container entry to the child, and the exit of a
+ *    thread-group leader removes its entries (tp_btf/sched_process_{fork,exit}).
  * 4. Delivery: events are built in a per-CPU scratch record and copied into
  *    the `events` ring buffer without a wakeup; user space drains on a short
  *    timer.  A wakeup is forced when the backlog crosses cfg_wakeup_bytes, and
@@ -99,6 +103,22 @@ struct {
 	__type(key, __u32);
 	__type(value, struct cac_sample);
 } pid_samples SEC(".maps");
+
+/* cgroup v2 id -> the pod it belongs to (written by user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct cac_pod_info);
+} pod_info SEC(".maps");
+
+/* tgid -> container of the process (user space, and fork inheritance here). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct cac_container_pid);
+} container_pids SEC(".maps");
 
 /* Per-CPU countdown of the sampler. */
 struct {
@@ -402,6 +422,34 @@ SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
 int exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_exit(ctx, CAC_SYS_OPEN_BY_HANDLE_AT);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(inherit_container, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 parent_tgid = parent->tgid, child_tgid = child->tgid;
+	struct cac_container_pid *entry;
+
+	/* A new thread shares its process's entry; only new processes get one. */
+	if (child_tgid == parent_tgid)
+		return 0;
+	entry = bpf_map_lookup_elem(&container_pids, &parent_tgid);
+	if (entry)
+		bpf_map_update_elem(&container_pids, &child_tgid, entry, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(forget_process, struct task_struct *task)
+{
+	__u32 tgid = task->tgid;
+
+	/* Only the thread-group leader's exit ends the process. */
+	if (task->pid != task->tgid)
+		return 0;
+	bpf_map_delete_elem(&container_pids, &tgid);
+	bpf_map_delete_elem(&pid_samples, &tgid);
+	return 0;
 }
 
 SEC("tp_btf/sys_enter")

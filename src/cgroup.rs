@@ -323,6 +323,18 @@ impl CgroupResolver {
         }
     }
 
+    /// cgroup v2 id and parsed path of process `pid`, from `/proc/<pid>/cgroup`.
+    pub fn cgroup_of_pid(&self, pid: u32) -> Option<(u64, CgroupInfo)> {
+        use std::os::unix::fs::MetadataExt;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let root = self.v2_root()?;
+        let id = std::fs::metadata(root.join(rel.trim_start_matches('/')))
+            .ok()?
+            .ino();
+        Some((id, parse_cgroup_path(rel)))
+    }
+
     /// Root of the cgroup2 hierarchy used.
     pub fn v2_root(&self) -> Option<PathBuf> {
         self.v2

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::cgroup::{detect_v1_subsys, CgroupResolver};
 use crate::clock::WallClock;
 use crate::config::{Config, KubeMode};
-use crate::correlation::CorrelationMaps;
+use crate::correlation::{CorrelationMaps, KernelMaps};
 use crate::event::AccessEvent;
 use crate::pipeline::{Enricher, UserStats, UserStatsSnapshot};
 use crate::pods::{LabelFilter, PodStore, WatchSettings};
@@ -25,6 +25,8 @@ use crate::watcher::{VolumeWatcher, WatchConfig};
 const CLOCK_REFRESH: Duration = Duration::from_secs(1);
 /// How often the cgroup cache drops deleted cgroups.
 const CGROUP_SWEEP: Duration = Duration::from_secs(60);
+/// How often the kernel correlation maps are filled from the sampler's records.
+const CORRELATION_SYNC: Duration = Duration::from_secs(1);
 
 /// Counters of the whole pipeline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -45,6 +47,7 @@ pub struct Collector {
     correlation: Arc<CorrelationMaps>,
     pods: Option<Arc<PodStore>>,
     kube: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    correlator: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -79,7 +82,12 @@ impl Collector {
     pub fn start(config: &Config) -> crate::Result<(Self, Receiver<AccessEvent>)> {
         let probe = Probe::load(&config.probe_options())?;
         let registry = Arc::new(VolumeRegistry::new());
-        let correlation = Arc::new(CorrelationMaps::new());
+        let (pod_info, container_pids) = probe.correlation_maps()?;
+        let correlation = Arc::new(CorrelationMaps::with_kernel(KernelMaps {
+            pod_info,
+            container_pids,
+            pid_samples: probe.pid_samples_map()?,
+        }));
         let (dirs, devs) = probe.volume_maps()?;
         let watcher = VolumeWatcher::start(
             WatchConfig {
@@ -106,6 +114,10 @@ impl Collector {
             None => None,
         };
         let v1_controller = detect_v1_subsys(&config.cgroup_v1_controller).map(|(_, name)| name);
+        let cgroups = Arc::new(CgroupResolver::for_host(v1_controller.as_deref()));
+        let correlator = (config.syscall_sampling_rate > 0)
+            .then(|| spawn_correlator(Arc::clone(&correlation), Arc::clone(&cgroups), pods.clone()))
+            .transpose()?;
         let (sink, events) = sync_channel(config.buffer_size);
         let user_stats = Arc::new(UserStats::default());
         let enricher = Enricher {
@@ -116,7 +128,7 @@ impl Collector {
             host_mnt_ns: host_mnt_ns(),
             kubelet_writes: config.kubelet_writes,
             sink,
-            cgroups: Arc::new(CgroupResolver::for_host(v1_controller.as_deref())),
+            cgroups,
             pods: pods.clone(),
         };
         let stop = Arc::new(AtomicBool::new(false));
@@ -145,6 +157,7 @@ impl Collector {
                 correlation,
                 pods,
                 kube,
+                correlator,
             },
             events,
         ))
@@ -192,6 +205,10 @@ impl Collector {
             let _ = stop.send(());
             let _ = thread.join();
         }
+        if let Some((stop, thread)) = self.correlator.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
         if let Some(probe) = &mut self.probe {
             // Detach first so no new events arrive, then drain the ring.
             probe.detach();
@@ -212,6 +229,29 @@ impl Drop for Collector {
             self.shutdown();
         }
     }
+}
+
+/// Fills the kernel correlation maps every [`CORRELATION_SYNC`] until told to stop.
+fn spawn_correlator(
+    correlation: Arc<CorrelationMaps>,
+    cgroups: Arc<CgroupResolver>,
+    pods: Option<Arc<PodStore>>,
+) -> crate::Result<(std::sync::mpsc::Sender<()>, JoinHandle<()>)> {
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("correlator".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stop_rx.recv_timeout(CORRELATION_SYNC)
+            {
+                let report = correlation.sync(&cgroups, pods.as_deref());
+                if report != Default::default() {
+                    tracing::debug!(?report, "correlation maps updated");
+                }
+            }
+        })
+        .map_err(crate::Error::Thread)?;
+    Ok((stop_tx, thread))
 }
 
 /// Runs the pod watcher on its own thread and runtime until told to stop.

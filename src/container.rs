@@ -40,7 +40,8 @@ pub struct ExecArgs {
     #[arg(long)]
     pub comm: Option<String>,
     /// Steps: open:P, sys_open:P (open(2) itself), openat2:P, write:P, opath:P, odir:P, at:DIR:P (openat relative
-    /// to a dirfd of DIR), chdir:D, sleep:MS, wait (until stdin has a line or closes).
+    /// to a dirfd of DIR), chdir:D, sleep:MS, wait (until stdin has a line or closes),
+    /// fork (a child that sleeps until this process dies; reports its pid).
     pub steps: Vec<String>,
 }
 
@@ -161,6 +162,26 @@ fn step(out: &mut impl Write, s: &str) -> Result<(), String> {
             report(out, s, openat(&dirfd, path, ro, Mode::empty()));
         }
         "sys_open" => report(out, s, legacy_open(arg)),
+        "fork" => {
+            // SAFETY: sandbox-exec is single-threaded; the child only calls
+            // async-signal-safe functions before it sleeps.
+            match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+                nix::unistd::ForkResult::Child => {
+                    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+                    loop {
+                        nix::unistd::pause();
+                    }
+                }
+                nix::unistd::ForkResult::Parent { child } => {
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"step": s, "result": child.as_raw().to_string()})
+                    );
+                    let _ = out.flush();
+                }
+            }
+        }
         "chdir" => chdir(arg).map_err(|e| format!("chdir {arg}: {e}"))?,
         "sleep" => std::thread::sleep(std::time::Duration::from_millis(
             arg.parse().map_err(|_| format!("{s}: bad ms"))?,

@@ -1,12 +1,60 @@
-//! Correlation maps that sibling collectors query: mount information keyed by
-//! the blake3 hash of a volume's host path (`add_mount_info(path_hash, MountInfo)`).
+//! Correlation maps that sibling collectors query, mirroring the published
+//! collector's API: `add_container_pid`, `add_pod_info(cgroup_id, PodInfo)`,
+//! `add_mount_info(path_hash, MountInfo)`, and their lookups.
+//!
+//! Pod and process entries live in BPF maps (`pod_info`: cgroup id -> pod,
+//! `container_pids`: tgid -> container), so sibling BPF programs can read them
+//! too; mount information (keyed by the blake3 hash of the volume's host path)
+//! lives here. [`CorrelationMaps::sync`] fills the kernel maps from the
+//! sampler's pid -> cgroup records and removes entries whose cgroup is gone;
+//! the kernel itself copies a parent's container entry at fork and drops a
+//! process's entries at exit.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::{CgroupResolver, Resolution};
+use crate::decode::{
+    bytes_of, decode_container_pid, decode_pod_info, decode_sample, encode_container_pid,
+    encode_pod_info,
+};
+pub use crate::decode::{ContainerPid, PodInfo};
+use crate::pods::PodStore;
 use crate::volumes::Volume;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum CorrelationError {
+    #[error("the correlation maps need the loaded BPF programs")]
+    NoKernelMaps,
+    #[error("process {0} not found or not readable")]
+    NoProcess(u32),
+    #[error("BPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+}
+
+/// Handles on the kernel correlation maps.
+#[derive(Debug)]
+pub struct KernelMaps {
+    pub pod_info: MapHandle,
+    pub container_pids: MapHandle,
+    pub pid_samples: MapHandle,
+}
+
+/// What one [`CorrelationMaps::sync`] pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub pids_added: usize,
+    pub pods_added: usize,
+    pub pods_removed: usize,
+}
 
 /// A Secret/ConfigMap mount on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,11 +91,187 @@ impl MountInfo {
 #[derive(Debug, Default)]
 pub struct CorrelationMaps {
     mounts: RwLock<HashMap<String, MountInfo>>,
+    kernel: Option<KernelMaps>,
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> CorrelationError {
+    move |source| CorrelationError::Map { map, source }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl CorrelationMaps {
+    /// Mount information only (no kernel maps).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Backed by the loaded programs' maps.
+    pub fn with_kernel(kernel: KernelMaps) -> Self {
+        Self {
+            mounts: RwLock::default(),
+            kernel: Some(kernel),
+        }
+    }
+
+    fn kernel(&self) -> Result<&KernelMaps, CorrelationError> {
+        self.kernel.as_ref().ok_or(CorrelationError::NoKernelMaps)
+    }
+
+    /// Records the pod of a cgroup.
+    pub fn add_pod_info(&self, cgroup_id: u64, info: PodInfo) -> Result<(), CorrelationError> {
+        self.kernel()?
+            .pod_info
+            .update(
+                &cgroup_id.to_ne_bytes(),
+                bytes_of(&encode_pod_info(&info)),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("pod_info"))
+    }
+
+    /// The pod of a cgroup.
+    pub fn pod_by_cgroup(&self, cgroup_id: u64) -> Option<PodInfo> {
+        let v = self
+            .kernel()
+            .ok()?
+            .pod_info
+            .lookup(&cgroup_id.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        decode_pod_info(&v)
+    }
+
+    /// Forgets a cgroup's pod.
+    pub fn remove_pod_info(&self, cgroup_id: u64) -> Result<(), CorrelationError> {
+        self.kernel()?
+            .pod_info
+            .delete(&cgroup_id.to_ne_bytes())
+            .map_err(map_err("pod_info"))
+    }
+
+    /// Every (cgroup id, pod) entry.
+    pub fn pod_infos(&self) -> Vec<(u64, PodInfo)> {
+        let Ok(k) = self.kernel() else {
+            return Vec::new();
+        };
+        k.pod_info
+            .keys()
+            .filter_map(|key| {
+                let id = u64::from_ne_bytes(key.as_slice().try_into().ok()?);
+                Some((id, self.pod_by_cgroup(id)?))
+            })
+            .collect()
+    }
+
+    /// Records the container of process `pid`.
+    pub fn set_container_pid(
+        &self,
+        pid: u32,
+        container: &ContainerPid,
+    ) -> Result<(), CorrelationError> {
+        self.kernel()?
+            .container_pids
+            .update(
+                &pid.to_ne_bytes(),
+                bytes_of(&encode_container_pid(container)),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("container_pids"))
+    }
+
+    /// Records process `pid` as a container process, resolving its container
+    /// from its cgroup (`/proc/<pid>/cgroup`).
+    pub fn add_container_pid(
+        &self,
+        pid: u32,
+        cgroups: &CgroupResolver,
+    ) -> Result<ContainerPid, CorrelationError> {
+        let (cgroup_id, info) = cgroups
+            .cgroup_of_pid(pid)
+            .ok_or(CorrelationError::NoProcess(pid))?;
+        let c = ContainerPid {
+            cgroup_id,
+            container_id: info.container_id.clone().unwrap_or_default(),
+        };
+        self.set_container_pid(pid, &c)?;
+        Ok(c)
+    }
+
+    /// The container of process `pid`.
+    pub fn container_of_pid(&self, pid: u32) -> Option<ContainerPid> {
+        let v = self
+            .kernel()
+            .ok()?
+            .container_pids
+            .lookup(&pid.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        decode_container_pid(&v)
+    }
+
+    /// Fills the kernel maps from the sampler's records and drops entries
+    /// whose cgroup no longer exists.
+    pub fn sync(&self, cgroups: &CgroupResolver, pods: Option<&PodStore>) -> SyncReport {
+        let mut report = SyncReport::default();
+        let Ok(k) = self.kernel() else { return report };
+        let pod_of = |uid: &str| -> PodInfo {
+            let meta = pods.and_then(|p| p.get(uid));
+            PodInfo {
+                pod_uid: uid.to_string(),
+                namespace: meta
+                    .as_ref()
+                    .map(|m| m.namespace.clone())
+                    .unwrap_or_default(),
+                pod_name: meta.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                created_at: now_secs(),
+            }
+        };
+        for key in k.pid_samples.keys() {
+            let Ok(tgid) = key.as_slice().try_into().map(u32::from_ne_bytes) else {
+                continue;
+            };
+            let Some(sample) = k
+                .pid_samples
+                .lookup(&key, MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| decode_sample(&v))
+            else {
+                continue;
+            };
+            let Resolution::Found(info) = cgroups.resolve(sample.cgroup_id, sample.cgroup_v1_id)
+            else {
+                continue;
+            };
+            let Some(uid) = info.pod_uid.as_deref() else {
+                continue;
+            };
+            if self.container_of_pid(tgid).is_none() {
+                let c = ContainerPid {
+                    cgroup_id: sample.cgroup_id,
+                    container_id: info.container_id.clone().unwrap_or_default(),
+                };
+                report.pids_added += usize::from(self.set_container_pid(tgid, &c).is_ok());
+            }
+            let known = self.pod_by_cgroup(sample.cgroup_id);
+            if known
+                .as_ref()
+                .is_none_or(|p| p.pod_name.is_empty() && pods.and_then(|s| s.get(uid)).is_some())
+            {
+                report.pods_added +=
+                    usize::from(self.add_pod_info(sample.cgroup_id, pod_of(uid)).is_ok());
+            }
+        }
+        for (cgroup_id, _) in self.pod_infos() {
+            if cgroups.resolve(cgroup_id, 0) == Resolution::Unknown {
+                report.pods_removed += usize::from(self.remove_pod_info(cgroup_id).is_ok());
+            }
+        }
+        report
     }
 
     /// Records a mount under the blake3 hash of its path.

@@ -9,7 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::abi::types::{
-    cac_dir_info, cac_dir_key, cac_event, cac_event_kind, cac_limits, cac_sample, cac_syscall,
+    cac_container_pid, cac_dir_info, cac_dir_key, cac_event, cac_event_kind, cac_limits,
+    cac_pod_info, cac_sample, cac_syscall,
 };
 
 // SAFETY: these skeleton types are `#[repr(C)]`, contain only integers and
@@ -23,6 +24,10 @@ unsafe impl bytemuck::Zeroable for cac_dir_info {}
 unsafe impl bytemuck::Pod for cac_dir_info {}
 unsafe impl bytemuck::Zeroable for cac_sample {}
 unsafe impl bytemuck::Pod for cac_sample {}
+unsafe impl bytemuck::Zeroable for cac_pod_info {}
+unsafe impl bytemuck::Pod for cac_pod_info {}
+unsafe impl bytemuck::Zeroable for cac_container_pid {}
+unsafe impl bytemuck::Pod for cac_container_pid {}
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +221,76 @@ pub fn decode_sample(bytes: &[u8]) -> Option<cac_sample> {
     bytemuck::try_pod_read_unaligned(bytes).ok()
 }
 
+/// Copies `s` into a fixed C string field, truncated to leave the NUL.
+fn put_c_str(dst: &mut [i8], s: &str) {
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(dst);
+    bytes.fill(0);
+    let n = s.len().min(bytes.len().saturating_sub(1));
+    bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+}
+
+fn get_c_str(src: &[i8]) -> String {
+    String::from_utf8_lossy(c_bytes(src, 0)).into_owned()
+}
+
+/// The pod a cgroup belongs to, as kept in the `pod_info` map.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PodInfo {
+    pub pod_uid: String,
+    /// Empty until pod metadata is known.
+    pub namespace: String,
+    /// Empty until pod metadata is known.
+    pub pod_name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The container of a process, as kept in the `container_pids` map.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerPid {
+    pub cgroup_id: u64,
+    /// Empty when unknown.
+    pub container_id: String,
+}
+
+/// Encodes a `pod_info` value.
+pub fn encode_pod_info(info: &PodInfo) -> cac_pod_info {
+    let mut raw: cac_pod_info = bytemuck::Zeroable::zeroed();
+    put_c_str(&mut raw.pod_uid, &info.pod_uid);
+    put_c_str(&mut raw.namespace, &info.namespace);
+    put_c_str(&mut raw.pod_name, &info.pod_name);
+    raw.created_at = u64::try_from(info.created_at).unwrap_or(0);
+    raw
+}
+
+/// Decodes a `pod_info` value.
+pub fn decode_pod_info(bytes: &[u8]) -> Option<PodInfo> {
+    let raw: cac_pod_info = bytemuck::try_pod_read_unaligned(bytes).ok()?;
+    Some(PodInfo {
+        pod_uid: get_c_str(&raw.pod_uid),
+        namespace: get_c_str(&raw.namespace),
+        pod_name: get_c_str(&raw.pod_name),
+        created_at: i64::try_from(raw.created_at).unwrap_or(i64::MAX),
+    })
+}
+
+/// Encodes a `container_pids` value.
+pub fn encode_container_pid(c: &ContainerPid) -> cac_container_pid {
+    let mut raw: cac_container_pid = bytemuck::Zeroable::zeroed();
+    raw.cgroup_id = c.cgroup_id;
+    put_c_str(&mut raw.container_id, &c.container_id);
+    raw
+}
+
+/// Decodes a `container_pids` value.
+pub fn decode_container_pid(bytes: &[u8]) -> Option<ContainerPid> {
+    let raw: cac_container_pid = bytemuck::try_pod_read_unaligned(bytes).ok()?;
+    Some(ContainerPid {
+        cgroup_id: raw.cgroup_id,
+        container_id: get_c_str(&raw.container_id),
+    })
+}
+
 /// Decodes a per-CPU `u64` counter value.
 pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_ne_bytes)
@@ -280,6 +355,29 @@ mod tests {
                 ino: 42
             })
         );
+    }
+
+    #[test]
+    fn correlation_values_round_trip_and_truncate() {
+        let info = PodInfo {
+            pod_uid: "u".repeat(36),
+            namespace: "ns".into(),
+            pod_name: "p".repeat(300),
+            created_at: 17,
+        };
+        let back = decode_pod_info(bytes_of(&encode_pod_info(&info))).unwrap();
+        assert_eq!(back.pod_uid, info.pod_uid);
+        assert_eq!(back.pod_name.len(), 127, "truncated, NUL kept");
+        assert_eq!((back.namespace.as_str(), back.created_at), ("ns", 17));
+        let c = ContainerPid {
+            cgroup_id: 9,
+            container_id: "a".repeat(64),
+        };
+        assert_eq!(
+            decode_container_pid(bytes_of(&encode_container_pid(&c))),
+            Some(c)
+        );
+        assert_eq!(decode_pod_info(&[1, 2, 3]), None);
     }
 
     #[test]

@@ -153,10 +153,12 @@ impl Probe {
                 map: "events",
                 source,
             })?;
-        // No sampler: do not even load it, so other syscalls pay nothing.
-        open.progs
-            .sample_syscall
-            .set_autoload(options.sample_every > 0);
+        // No sampler: do not even load it, so other syscalls pay nothing. The
+        // fork/exit bookkeeping of the correlation maps goes with it.
+        let correlation = options.sample_every > 0;
+        open.progs.sample_syscall.set_autoload(correlation);
+        open.progs.inherit_container.set_autoload(correlation);
+        open.progs.forget_process.set_autoload(correlation);
 
         let mut skel = open.load().map_err(ProbeError::Load)?;
         skel.attach().map_err(ProbeError::Attach)?;
@@ -204,6 +206,8 @@ impl Probe {
             ("exit_creat", l.exit_creat.is_some()),
             ("exit_open_by_handle_at", l.exit_open_by_handle_at.is_some()),
             ("sample_syscall", l.sample_syscall.is_some()),
+            ("inherit_container", l.inherit_container.is_some()),
+            ("forget_process", l.forget_process.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
@@ -230,6 +234,14 @@ impl Probe {
     /// The sampler's pid -> cgroup map.
     pub fn pid_samples_map(&self) -> Result<MapHandle, ProbeError> {
         Self::handle(&self.skel.maps.pid_samples, "pid_samples")
+    }
+
+    /// The correlation maps: cgroup id -> pod, and tgid -> container.
+    pub fn correlation_maps(&self) -> Result<(MapHandle, MapHandle), ProbeError> {
+        Ok((
+            Self::handle(&self.skel.maps.pod_info, "pod_info")?,
+            Self::handle(&self.skel.maps.container_pids, "container_pids")?,
+        ))
     }
 
     /// A reader for the kernel counters.

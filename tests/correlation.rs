@@ -1,0 +1,160 @@
+//! Correlation maps in the kernel: filled from the sampler, inherited at fork,
+//! removed at exit and when the cgroup goes, and the library API over them.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::fake_apiserver::{demo_pod, start_blocking};
+use common::{privileged, Harness, POD};
+use config_access_collector::cgroup::CgroupResolver;
+use config_access_collector::container::{ContainerProc, ExecArgs};
+use config_access_collector::correlation::{ContainerPid, MountInfo, PodInfo};
+
+const CID: &str = "77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa";
+
+fn wait(what: &str, cond: impl Fn() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sampler_fills_pod_and_pid_maps_fork_inherits_exit_removes() {
+    if !privileged("sampler_fills_pod_and_pid_maps_fork_inherits_exit_removes") {
+        return;
+    }
+    let (api, _rt) = start_blocking("127.0.0.1:0".parse().unwrap());
+    api.add(demo_pod(POD, CID));
+    let url = api.url();
+    let mut h = Harness::start_with(|c| {
+        c.kube_api_url = Some(url);
+        c.syscall_sampling_rate = 1;
+    });
+    let store = h.collector().pods().unwrap().clone();
+    wait("pod metadata", || store.get(POD).is_some());
+    let rel = format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{CID}.scope", POD.replace('-', "_"));
+    let cg = h.sb.make_cgroup(&rel).unwrap();
+    let cgroup_id = std::fs::metadata(&cg).unwrap().ino();
+    let args = ExecArgs {
+        cgroup: Some(cg),
+        steps: vec!["wait".into(), "fork".into(), "wait".into()],
+        ..ExecArgs::default()
+    };
+    let mut p = ContainerProc::spawn(Path::new(common::EXE), &args).unwrap();
+    let corr = h.collector().correlation().clone();
+
+    wait("pid -> container from the sampler", || {
+        corr.container_of_pid(p.pid).is_some()
+    });
+    assert_eq!(
+        corr.container_of_pid(p.pid),
+        Some(ContainerPid {
+            cgroup_id,
+            container_id: CID.into()
+        })
+    );
+    wait("cgroup -> pod with names", || {
+        corr.pod_by_cgroup(cgroup_id)
+            .is_some_and(|i| !i.pod_name.is_empty())
+    });
+    let info = corr.pod_by_cgroup(cgroup_id).unwrap();
+    assert_eq!(
+        (
+            info.pod_uid.as_str(),
+            info.namespace.as_str(),
+            info.pod_name.as_str()
+        ),
+        (POD, "payments", "payments-api-0")
+    );
+
+    // Mark the parent so the child's entry can only come from the kernel's fork copy.
+    let marker = ContainerPid {
+        cgroup_id,
+        container_id: "f".repeat(64),
+    };
+    corr.set_container_pid(p.pid, &marker).unwrap();
+    p.release();
+    let (_, child) = p.next_result().unwrap();
+    let child: u32 = child.parse().unwrap();
+    assert_eq!(
+        corr.container_of_pid(child),
+        Some(marker),
+        "a fork copies the parent's entry in the kernel"
+    );
+
+    let parent = p.pid;
+    p.release();
+    p.finish().unwrap();
+    wait("exit removes the entries", || {
+        corr.container_of_pid(parent).is_none() && corr.container_of_pid(child).is_none()
+    });
+}
+
+#[test]
+fn library_api_round_trips_and_forgets_deleted_cgroups() {
+    if !privileged("library_api_round_trips_and_forgets_deleted_cgroups") {
+        return;
+    }
+    let mut h = Harness::start_with(|c| c.kube = config_access_collector::config::KubeMode::Off);
+    let corr = h.collector().correlation().clone();
+    let cg =
+        h.sb.make_cgroup(&format!("kubepods/burstable/pod{POD}/{CID}"))
+            .unwrap();
+    let cgroup_id = std::fs::metadata(&cg).unwrap().ino();
+    let info = PodInfo {
+        pod_uid: POD.into(),
+        namespace: "production".into(),
+        pod_name: "nginx-deployment-xyz".into(),
+        created_at: 1_705_833_045,
+    };
+    corr.add_pod_info(cgroup_id, info.clone()).unwrap();
+    assert_eq!(corr.pod_by_cgroup(cgroup_id), Some(info));
+
+    // add_container_pid resolves the process's container from its cgroup.
+    let args = ExecArgs {
+        cgroup: Some(cg.clone()),
+        steps: vec!["wait".into()],
+        ..ExecArgs::default()
+    };
+    let mut p = ContainerProc::spawn(Path::new(common::EXE), &args).unwrap();
+    let resolver = CgroupResolver::for_host(None);
+    let c = corr.add_container_pid(p.pid, &resolver).unwrap();
+    assert_eq!(
+        c,
+        ContainerPid {
+            cgroup_id,
+            container_id: CID.into()
+        }
+    );
+    assert_eq!(corr.container_of_pid(p.pid), Some(c));
+    p.release();
+    p.finish().unwrap();
+    assert!(
+        corr.add_container_pid(999_999_999, &resolver).is_err(),
+        "an unknown pid is an error, not a panic"
+    );
+
+    let mount = MountInfo {
+        name: "app-config".into(),
+        namespace: Some("production".into()),
+        mount_path: "/var/lib/kubelet/pods/x/volumes/kubernetes.io~configmap/app-config".into(),
+        is_secret: false,
+        volume_type: "configmap".into(),
+        pod_uid: POD.into(),
+    };
+    let hash = config_access_collector::volumes::path_hash(Path::new(&mount.mount_path));
+    corr.add_mount_info(&hash, mount.clone());
+    assert_eq!(corr.mount_info(&hash), Some(mount));
+
+    // The cgroup goes away: the next sync drops its pod entry.
+    std::fs::remove_dir(&cg).unwrap();
+    let resolver = CgroupResolver::for_host(None);
+    resolver.forget_deleted();
+    corr.sync(&resolver, None);
+    assert_eq!(corr.pod_by_cgroup(cgroup_id), None);
+}
