@@ -224,9 +224,12 @@ impl CorrelationMaps {
                 pod_uid: uid.to_string(),
                 namespace: meta
                     .as_ref()
-                    .map(|m| m.namespace.clone())
+                    .map(|m| m.namespace.to_string())
                     .unwrap_or_default(),
-                pod_name: meta.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                pod_name: meta
+                    .as_ref()
+                    .map(|m| m.name.to_string())
+                    .unwrap_or_default(),
                 created_at: now_secs(),
             }
         };

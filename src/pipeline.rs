@@ -211,8 +211,8 @@ impl Enricher {
                     .as_ref()
                     .and_then(|p| p.container_by_id(&id).cloned());
                 ContainerRef {
-                    name: meta.as_ref().map(|m| m.name.clone()),
-                    image: meta.map(|m| m.image),
+                    name: meta.as_ref().map(|m| m.name.to_string()),
+                    image: meta.map(|m| m.image.to_string()),
                     id,
                 }
             });
@@ -227,12 +227,12 @@ impl Enricher {
             config_name: Some(
                 source
                     .as_ref()
-                    .and_then(|s| s.name.clone())
+                    .and_then(|s| s.name.as_deref().map(str::to_string))
                     .unwrap_or_else(|| t.volume_name.clone()),
             ),
             pod_uid: Some(t.pod_uid),
-            namespace: owner.as_ref().map(|p| p.namespace.clone()),
-            pod_name: owner.as_ref().map(|p| p.name.clone()),
+            namespace: owner.as_ref().map(|p| p.namespace.to_string()),
+            pod_name: owner.as_ref().map(|p| p.name.to_string()),
             volume_name: Some(t.volume_name),
             volume_type: Some(t.volume_type.as_str().to_string()),
             key: t.key,
@@ -257,8 +257,14 @@ impl Enricher {
             container,
             reader_pod_uid,
             workload: owner.as_ref().and_then(|p| p.workload.clone()),
-            service_account: owner.as_ref().and_then(|p| p.service_account.clone()),
-            labels: owner.as_ref().map(|p| p.labels.clone()).unwrap_or_default(),
+            service_account: owner
+                .as_ref()
+                .and_then(|p| p.service_account.as_deref().map(str::to_string)),
+            labels: owner
+                .iter()
+                .flat_map(|p| p.labels.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             service_account_token: source
                 .as_ref()
                 .is_some_and(|s| s.kind == SourceKind::ServiceAccountToken),

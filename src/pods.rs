@@ -8,7 +8,7 @@
 //! stay resolvable for a grace period, so late events of short-lived pods
 //! still attribute.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -23,21 +23,62 @@ pub enum PodsError {
     Config(String),
 }
 
+/// A shared, immutable string: names repeated across pods (namespaces,
+/// images, object and volume names, label keys and values) are stored once.
+pub type Name = Arc<str>;
+
+/// Interns the strings pods repeat, so 10,000 replicas of a handful of
+/// workloads cost little more than their UIDs and names.
+#[derive(Debug, Default)]
+pub struct Interner {
+    set: std::sync::Mutex<std::collections::HashSet<Name>>,
+}
+
+impl Interner {
+    /// The shared copy of `s`.
+    pub fn get(&self, s: &str) -> Name {
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = set.get(s) {
+            return Arc::clone(n);
+        }
+        let n: Name = Arc::from(s);
+        set.insert(Arc::clone(&n));
+        n
+    }
+
+    /// Drops strings no pod uses any more.
+    pub fn sweep(&self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n| Arc::strong_count(n) > 1);
+    }
+
+    /// Number of distinct strings held.
+    pub fn len(&self) -> usize {
+        self.set.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The workload that owns a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Workload {
     /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `CronJob`, `ReplicaSet`, ...
-    pub kind: String,
-    pub name: String,
+    pub kind: Name,
+    pub name: Name,
 }
 
 /// A container of a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerMeta {
-    pub name: String,
-    pub image: String,
+    pub name: Name,
+    pub image: Name,
     /// Runtime container id (64 hex digits, without the `containerd://` scheme), once running.
-    pub id: Option<String>,
+    pub id: Option<Box<str>>,
 }
 
 /// Kind of object a file of a volume comes from.
@@ -56,21 +97,18 @@ pub enum SourceKind {
 pub struct VolumeSource {
     pub kind: SourceKind,
     /// Object name (Secret/ConfigMap/ClusterTrustBundle); `None` for tokens and downward API.
-    pub name: Option<String>,
+    pub name: Option<Name>,
     /// `(key in the object, path in the volume)`; empty: every key under its own name.
-    pub items: Vec<(String, String)>,
+    pub items: Box<[(Name, Name)]>,
 }
 
 impl VolumeSource {
     /// The object key behind volume path `key`, if this source projects it.
-    fn key_for(&self, key: &str) -> Option<String> {
-        if self.items.is_empty() {
-            return None;
-        }
+    fn key_for(&self, key: &str) -> Option<&Name> {
         self.items
             .iter()
             .find(|(_, path)| path.trim_start_matches("./") == key)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k)
     }
 }
 
@@ -79,24 +117,24 @@ impl VolumeSource {
 pub struct FileSource {
     pub kind: SourceKind,
     /// Object name, when the source is an object.
-    pub name: Option<String>,
+    pub name: Option<Name>,
     /// Key inside the object (differs from the file name when `items[].path` remaps it).
-    pub key: Option<String>,
+    pub key: Option<Name>,
 }
 
-/// What enrichment needs to know about a pod.
+/// What enrichment needs to know about a pod, in compact form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodMeta {
-    pub uid: String,
-    pub name: String,
-    pub namespace: String,
-    /// The configured subset of the pod's labels.
-    pub labels: BTreeMap<String, String>,
+    pub uid: Name,
+    pub name: Box<str>,
+    pub namespace: Name,
+    /// The configured subset of the pod's labels, sorted by key.
+    pub labels: Box<[(Name, Name)]>,
     pub workload: Option<Workload>,
-    pub service_account: Option<String>,
-    pub containers: Vec<ContainerMeta>,
-    /// Volume name -> its sources (one for Secret/ConfigMap/downward API volumes).
-    pub volumes: HashMap<String, Vec<VolumeSource>>,
+    pub service_account: Option<Name>,
+    pub containers: Box<[ContainerMeta]>,
+    /// Volume name and its sources (one for Secret/ConfigMap/downward API volumes).
+    pub volumes: Box<[(Name, Box<[VolumeSource]>)]>,
 }
 
 /// Which labels to keep: exact keys, or prefixes ending in `*`.
@@ -112,20 +150,12 @@ impl LabelFilter {
     }
 }
 
-fn strip_scheme(id: &str) -> String {
-    id.split_once("://")
-        .map(|(_, i)| i)
-        .unwrap_or(id)
-        .to_string()
-}
-
-fn items(list: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>) -> Vec<(String, String)> {
-    list.map(|l| l.iter().map(|i| (i.key.clone(), i.path.clone())).collect())
-        .unwrap_or_default()
+fn strip_scheme(id: &str) -> &str {
+    id.split_once("://").map(|(_, i)| i).unwrap_or(id)
 }
 
 /// The workload of a pod from its controller owner reference.
-fn workload_of(pod: &Pod) -> Option<Workload> {
+fn workload_of(pod: &Pod, names: &Interner) -> Option<Workload> {
     let owner = pod
         .metadata
         .owner_references
@@ -140,33 +170,131 @@ fn workload_of(pod: &Pod) -> Option<Workload> {
     let (kind, name) = match (owner.kind.as_str(), hash) {
         // A Deployment's ReplicaSet is named <deployment>-<pod-template-hash>.
         ("ReplicaSet", Some(h)) => match owner.name.strip_suffix(&format!("-{h}")) {
-            Some(d) => ("Deployment", d.to_string()),
-            None => ("ReplicaSet", owner.name.clone()),
+            Some(d) => ("Deployment", d),
+            None => ("ReplicaSet", owner.name.as_str()),
         },
         // A CronJob's Job is named <cronjob>-<scheduled time in minutes>.
         ("Job", _) => match owner.name.rsplit_once('-') {
             Some((cj, t)) if t.len() >= 8 && t.bytes().all(|b| b.is_ascii_digit()) => {
-                ("CronJob", cj.to_string())
+                ("CronJob", cj)
             }
-            _ => ("Job", owner.name.clone()),
+            _ => ("Job", owner.name.as_str()),
         },
-        (k, _) => (k, owner.name.clone()),
+        (k, _) => (k, owner.name.as_str()),
     };
     Some(Workload {
-        kind: kind.to_string(),
-        name,
+        kind: names.get(kind),
+        name: names.get(name),
     })
+}
+
+/// Builds sources with interned strings.
+struct Sources<'a>(&'a Interner);
+
+impl Sources<'_> {
+    fn items(
+        &self,
+        list: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+    ) -> Box<[(Name, Name)]> {
+        list.iter()
+            .flat_map(|l| l.iter())
+            .map(|i| (self.0.get(&i.key), self.0.get(&i.path)))
+            .collect()
+    }
+
+    fn paths<'p>(&self, paths: impl Iterator<Item = &'p str>) -> Box<[(Name, Name)]> {
+        paths
+            .map(|p| {
+                let n = self.0.get(p);
+                (Arc::clone(&n), n)
+            })
+            .collect()
+    }
+
+    fn source(
+        &self,
+        kind: SourceKind,
+        name: Option<&str>,
+        items: Box<[(Name, Name)]>,
+    ) -> VolumeSource {
+        VolumeSource {
+            kind,
+            name: name.map(|n| self.0.get(n)),
+            items,
+        }
+    }
+
+    fn projected(&self, p: &k8s_openapi::api::core::v1::VolumeProjection) -> Option<VolumeSource> {
+        if let Some(s) = &p.secret {
+            return Some(self.source(
+                SourceKind::Secret,
+                Some(&s.name),
+                self.items(s.items.as_ref()),
+            ));
+        }
+        if let Some(c) = &p.config_map {
+            return Some(self.source(
+                SourceKind::ConfigMap,
+                Some(&c.name),
+                self.items(c.items.as_ref()),
+            ));
+        }
+        if let Some(t) = &p.service_account_token {
+            let items = self.paths(std::iter::once(t.path.as_str()));
+            return Some(self.source(SourceKind::ServiceAccountToken, None, items));
+        }
+        if let Some(d) = &p.downward_api {
+            let items = self.paths(d.items.iter().flatten().map(|i| i.path.as_str()));
+            return Some(self.source(SourceKind::DownwardApi, None, items));
+        }
+        if let Some(b) = &p.cluster_trust_bundle {
+            let name = b.name.as_deref().or(b.signer_name.as_deref());
+            let items = self.paths(std::iter::once(b.path.as_str()));
+            return Some(self.source(SourceKind::ClusterTrustBundle, name, items));
+        }
+        None
+    }
+
+    fn volume(&self, v: &k8s_openapi::api::core::v1::Volume) -> Option<Box<[VolumeSource]>> {
+        let one = |s: VolumeSource| Some(vec![s].into_boxed_slice());
+        if let Some(s) = &v.secret {
+            return one(self.source(
+                SourceKind::Secret,
+                s.secret_name.as_deref(),
+                self.items(s.items.as_ref()),
+            ));
+        }
+        if let Some(c) = &v.config_map {
+            return one(self.source(
+                SourceKind::ConfigMap,
+                Some(&c.name),
+                self.items(c.items.as_ref()),
+            ));
+        }
+        if let Some(d) = &v.downward_api {
+            let items = self.paths(d.items.iter().flatten().map(|i| i.path.as_str()));
+            return one(self.source(SourceKind::DownwardApi, None, items));
+        }
+        let p = v.projected.as_ref()?;
+        Some(
+            p.sources
+                .iter()
+                .flatten()
+                .filter_map(|s| self.projected(s))
+                .collect(),
+        )
+    }
 }
 
 impl PodMeta {
     /// Strips a Pod down to what enrichment needs. `None` without a UID.
-    pub fn from_pod(pod: &Pod, labels: &LabelFilter) -> Option<Self> {
+    pub fn from_pod(pod: &Pod, labels: &LabelFilter, names: &Interner) -> Option<Self> {
         let md = &pod.metadata;
-        let uid = md.uid.clone()?;
+        let uid = names.get(md.uid.as_deref()?);
         let spec = pod.spec.as_ref();
-        let status = pod.status.as_ref();
-        let ids: HashMap<&str, String> = status
-            .into_iter()
+        let ids: HashMap<&str, &str> = pod
+            .status
+            .iter()
             .flat_map(|s| {
                 [
                     &s.container_statuses,
@@ -181,71 +309,47 @@ impl PodMeta {
             .collect();
         let mut containers = Vec::new();
         if let Some(spec) = spec {
-            let all = spec
+            let regular = spec
                 .containers
                 .iter()
                 .chain(spec.init_containers.iter().flatten())
-                .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()));
+                .map(|c| (c.name.as_str(), c.image.as_deref()));
             let ephemeral = spec
                 .ephemeral_containers
                 .iter()
                 .flatten()
-                .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()));
-            for (name, image) in all.chain(ephemeral) {
-                let id = ids.get(name.as_str()).cloned();
-                containers.push(ContainerMeta { name, image, id });
+                .map(|c| (c.name.as_str(), c.image.as_deref()));
+            for (name, image) in regular.chain(ephemeral) {
+                containers.push(ContainerMeta {
+                    name: names.get(name),
+                    image: names.get(image.unwrap_or_default()),
+                    id: ids.get(name).map(|id| Box::from(*id)),
+                });
             }
         }
-        let mut volumes = HashMap::new();
-        for v in spec.and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
-            let sources = if let Some(s) = &v.secret {
-                vec![VolumeSource {
-                    kind: SourceKind::Secret,
-                    name: s.secret_name.clone(),
-                    items: items(s.items.as_ref()),
-                }]
-            } else if let Some(c) = &v.config_map {
-                vec![VolumeSource {
-                    kind: SourceKind::ConfigMap,
-                    name: Some(c.name.clone()),
-                    items: items(c.items.as_ref()),
-                }]
-            } else if let Some(d) = &v.downward_api {
-                let paths = d
-                    .items
-                    .iter()
-                    .flatten()
-                    .map(|i| (i.path.clone(), i.path.clone()));
-                vec![VolumeSource {
-                    kind: SourceKind::DownwardApi,
-                    name: None,
-                    items: paths.collect(),
-                }]
-            } else if let Some(p) = &v.projected {
-                p.sources
-                    .iter()
-                    .flatten()
-                    .filter_map(projected_source)
-                    .collect()
-            } else {
-                continue;
-            };
-            volumes.insert(v.name.clone(), sources);
-        }
+        let sources = Sources(names);
+        let volumes = spec
+            .and_then(|s| s.volumes.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| Some((names.get(&v.name), sources.volume(v)?)))
+            .collect();
         Some(Self {
             uid,
-            name: md.name.clone().unwrap_or_default(),
-            namespace: md.namespace.clone().unwrap_or_default(),
+            name: md.name.as_deref().unwrap_or_default().into(),
+            namespace: names.get(md.namespace.as_deref().unwrap_or_default()),
             labels: md
                 .labels
                 .iter()
                 .flatten()
                 .filter(|(k, _)| labels.keeps(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (names.get(k), names.get(v)))
                 .collect(),
-            workload: workload_of(pod),
-            service_account: spec.and_then(|s| s.service_account_name.clone()),
-            containers,
+            workload: workload_of(pod, names),
+            service_account: spec
+                .and_then(|s| s.service_account_name.as_deref())
+                .map(|s| names.get(s)),
+            containers: containers.into_boxed_slice(),
             volumes,
         })
     }
@@ -255,6 +359,14 @@ impl PodMeta {
         self.containers.iter().find(|c| c.id.as_deref() == Some(id))
     }
 
+    /// The value of label `key`, if kept.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
+    }
+
     /// The object behind file `key` of volume `volume`.
     ///
     /// Sources with `items` are matched by path; a source without items
@@ -262,12 +374,12 @@ impl PodMeta {
     /// to the only such source (ambiguous with several: the first, as
     /// Kubernetes rejects colliding paths only at runtime).
     pub fn source_of(&self, volume: &str, key: &str) -> Option<FileSource> {
-        let sources = self.volumes.get(volume)?;
+        let (_, sources) = self.volumes.iter().find(|(n, _)| &**n == volume)?;
         if let Some((s, k)) = sources.iter().find_map(|s| s.key_for(key).map(|k| (s, k))) {
             return Some(FileSource {
                 kind: s.kind,
                 name: s.name.clone(),
-                key: (s.kind != SourceKind::ServiceAccountToken).then_some(k),
+                key: (s.kind != SourceKind::ServiceAccountToken).then(|| Arc::clone(k)),
             });
         }
         let s = sources.iter().find(|s| {
@@ -276,62 +388,18 @@ impl PodMeta {
         Some(FileSource {
             kind: s.kind,
             name: s.name.clone(),
-            key: Some(key.to_string()),
+            key: Some(Arc::from(key)),
         })
     }
 }
 
-fn projected_source(p: &k8s_openapi::api::core::v1::VolumeProjection) -> Option<VolumeSource> {
-    if let Some(s) = &p.secret {
-        return Some(VolumeSource {
-            kind: SourceKind::Secret,
-            name: Some(s.name.clone()),
-            items: items(s.items.as_ref()),
-        });
-    }
-    if let Some(c) = &p.config_map {
-        return Some(VolumeSource {
-            kind: SourceKind::ConfigMap,
-            name: Some(c.name.clone()),
-            items: items(c.items.as_ref()),
-        });
-    }
-    if let Some(t) = &p.service_account_token {
-        return Some(VolumeSource {
-            kind: SourceKind::ServiceAccountToken,
-            name: None,
-            items: vec![(t.path.clone(), t.path.clone())],
-        });
-    }
-    if let Some(d) = &p.downward_api {
-        let paths = d
-            .items
-            .iter()
-            .flatten()
-            .map(|i| (i.path.clone(), i.path.clone()));
-        return Some(VolumeSource {
-            kind: SourceKind::DownwardApi,
-            name: None,
-            items: paths.collect(),
-        });
-    }
-    if let Some(b) = &p.cluster_trust_bundle {
-        return Some(VolumeSource {
-            kind: SourceKind::ClusterTrustBundle,
-            name: b.name.clone().or_else(|| b.signer_name.clone()),
-            items: vec![(b.path.clone(), b.path.clone())],
-        });
-    }
-    None
-}
-
 #[derive(Debug, Default)]
 struct Inner {
-    live: HashMap<String, Arc<PodMeta>>,
+    live: HashMap<Name, Arc<PodMeta>>,
     /// Deleted pods, with the time they were deleted.
-    deleted: HashMap<String, (Arc<PodMeta>, Instant)>,
+    deleted: HashMap<Name, (Arc<PodMeta>, Instant)>,
     /// Pods seen since the watcher's last `Init`.
-    relist: Option<HashMap<String, Arc<PodMeta>>>,
+    relist: Option<HashMap<Name, Arc<PodMeta>>>,
 }
 
 /// Pod metadata by UID.
@@ -340,6 +408,7 @@ pub struct PodStore {
     inner: RwLock<Inner>,
     grace: Duration,
     synced: AtomicBool,
+    names: Interner,
 }
 
 impl PodStore {
@@ -349,7 +418,13 @@ impl PodStore {
             inner: RwLock::new(Inner::default()),
             grace,
             synced: AtomicBool::new(false),
+            names: Interner::default(),
         }
+    }
+
+    /// The string interner pods of this store share.
+    pub fn names(&self) -> &Interner {
+        &self.names
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
@@ -386,16 +461,18 @@ impl PodStore {
         let mut inner = self.write();
         inner.deleted.remove(&pod.uid);
         if let Some(relist) = inner.relist.as_mut() {
-            relist.insert(pod.uid.clone(), Arc::clone(&pod));
+            relist.insert(Arc::clone(&pod.uid), Arc::clone(&pod));
         }
-        inner.live.insert(pod.uid.clone(), pod);
+        inner.live.insert(Arc::clone(&pod.uid), pod);
     }
 
     /// Marks a pod deleted (it stays resolvable for the grace period).
     pub fn delete(&self, uid: &str) {
         let mut inner = self.write();
         if let Some(p) = inner.live.remove(uid) {
-            inner.deleted.insert(uid.to_string(), (p, Instant::now()));
+            inner
+                .deleted
+                .insert(Arc::clone(&p.uid), (p, Instant::now()));
         }
     }
 
@@ -411,7 +488,7 @@ impl PodStore {
             return;
         };
         let now = Instant::now();
-        let gone: Vec<String> = inner
+        let gone: Vec<Name> = inner
             .live
             .keys()
             .filter(|u| !listed.contains_key(*u))
@@ -476,7 +553,7 @@ pub async fn watch_pods(
                 match event {
                     Event::Init => store.begin_relist(),
                     Event::InitApply(p) | Event::Apply(p) => {
-                        if let Some(meta) = PodMeta::from_pod(&p, &settings.labels) {
+                        if let Some(meta) = PodMeta::from_pod(&p, &settings.labels, store.names()) {
                             store.apply(meta);
                         }
                     }
@@ -566,13 +643,19 @@ mod tests {
 
     #[test]
     fn strips_a_pod_to_what_enrichment_needs() {
-        let m =
-            PodMeta::from_pod(&sample(), &LabelFilter(vec!["app".into(), "team*".into()])).unwrap();
+        let m = PodMeta::from_pod(
+            &sample(),
+            &LabelFilter(vec!["app".into(), "team*".into()]),
+            &Interner::default(),
+        )
+        .unwrap();
         assert_eq!(
-            (m.name.as_str(), m.namespace.as_str()),
+            (&*m.name, &*m.namespace),
             ("api-7d9f8b6c5d-x2x9z", "payments")
         );
-        assert_eq!(m.labels.keys().collect::<Vec<_>>(), ["app", "team"]);
+        let keys: Vec<&str> = m.labels.iter().map(|(k, _)| &**k).collect();
+        assert_eq!(keys, ["app", "team"]);
+        assert_eq!(m.label("team"), Some("pay"));
         assert_eq!(
             m.workload,
             Some(Workload {
@@ -582,17 +665,15 @@ mod tests {
         );
         assert_eq!(m.service_account.as_deref(), Some("api"));
         let app = m.container_by_id(&"a".repeat(64)).unwrap();
-        assert_eq!(
-            (app.name.as_str(), app.image.as_str()),
-            ("app", "registry/app:1.2")
-        );
+        assert_eq!((&*app.name, &*app.image), ("app", "registry/app:1.2"));
         assert_eq!(m.containers[1].id, None);
-        assert!(!m.volumes.contains_key("scratch"));
+        assert!(m.volumes.iter().all(|(n, _)| &**n != "scratch"));
     }
 
     #[test]
     fn maps_files_to_their_objects() {
-        let m = PodMeta::from_pod(&sample(), &LabelFilter::default()).unwrap();
+        let m =
+            PodMeta::from_pod(&sample(), &LabelFilter::default(), &Interner::default()).unwrap();
         let s = m.source_of("creds", "password").unwrap();
         assert_eq!(
             (s.kind, s.name.as_deref(), s.key.as_deref()),
@@ -643,7 +724,8 @@ mod tests {
                 serde_json::json!({"metadata": {"uid": "u", "name": "p", "ownerReferences": [{"apiVersion": "v1", "kind": kind, "name": name, "uid": "o", "controller": true}]}}),
             )
         };
-        let w = |p: &Pod| workload_of(p).map(|w| (w.kind, w.name));
+        let names = Interner::default();
+        let w = |p: &Pod| workload_of(p, &names).map(|w| (w.kind.to_string(), w.name.to_string()));
         assert_eq!(
             w(&with_owner("StatefulSet", "db")),
             Some(("StatefulSet".into(), "db".into()))
@@ -666,7 +748,8 @@ mod tests {
     #[test]
     fn deleted_pods_stay_for_the_grace_period() {
         let store = PodStore::new(Duration::from_millis(200));
-        let m = PodMeta::from_pod(&sample(), &LabelFilter::default()).unwrap();
+        let m =
+            PodMeta::from_pod(&sample(), &LabelFilter::default(), &Interner::default()).unwrap();
         let uid = m.uid.clone();
         store.apply(m);
         store.delete(&uid);
@@ -677,7 +760,9 @@ mod tests {
         store.purge();
 
         // A relist that no longer lists a pod deletes it.
-        store.apply(PodMeta::from_pod(&sample(), &LabelFilter::default()).unwrap());
+        store.apply(
+            PodMeta::from_pod(&sample(), &LabelFilter::default(), &Interner::default()).unwrap(),
+        );
         store.begin_relist();
         store.end_relist();
         assert_eq!(store.len(), 0);

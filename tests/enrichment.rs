@@ -78,9 +78,7 @@ fn events_name_pod_container_and_real_objects() {
     );
     assert_eq!(pw.reader_pod_uid.as_deref(), Some(POD));
     assert_eq!(
-        pw.workload
-            .as_ref()
-            .map(|w| (w.kind.as_str(), w.name.as_str())),
+        pw.workload.as_ref().map(|w| (&*w.kind, &*w.name)),
         Some(("StatefulSet", "payments-api-0"))
     );
     assert_eq!(pw.service_account.as_deref(), Some("default"));

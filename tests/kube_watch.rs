@@ -64,12 +64,12 @@ async fn store_converges_through_watch_events_bookmarks_gone_and_drops() {
         "the field selector keeps other nodes' pods out"
     );
     let p1 = store.get(&uid(1)).unwrap();
-    assert_eq!((p1.name.as_str(), p1.namespace.as_str()), ("web-0", "shop"));
+    assert_eq!((&*p1.name, &*p1.namespace), ("web-0", "shop"));
     assert_eq!(
         p1.source_of("creds", "password").unwrap().name.as_deref(),
         Some("db-credentials")
     );
-    assert_eq!(p1.container_by_id(CID).unwrap().name, "app");
+    assert_eq!(&*p1.container_by_id(CID).unwrap().name, "app");
     let first = api.requests();
     assert!(
         first
@@ -94,7 +94,7 @@ async fn store_converges_through_watch_events_bookmarks_gone_and_drops() {
     until("modified pod", || {
         store
             .get(&uid(1))
-            .is_some_and(|p| p.labels.get("app").map(String::as_str) == Some("web-v2"))
+            .is_some_and(|p| p.label("app") == Some("web-v2"))
     })
     .await;
     assert_eq!(
