@@ -120,9 +120,11 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
     let mut sb = Sandbox::new().map_err(crate::Error::Demo)?;
     let pod = build_pod(&mut sb).map_err(crate::Error::Demo)?;
     let cgroup = sb.make_cgroup(&pod_cgroup()).map_err(crate::Error::Demo)?;
+    // The sandbox has no API server: standalone mode, names stay null.
     let cfg = Config {
         kubelet_root: sb.kubelet_root(),
         flush_interval_ms: 20,
+        kube: crate::config::KubeMode::Off,
         ..Config::default()
     };
     let (collector, events) = Collector::start(&cfg)?;

@@ -30,6 +30,8 @@ pub struct ProcessInfo {
     pub cgroup_v1_id: u64,
     /// Inode number of the process's mount namespace.
     pub mnt_ns: u32,
+    /// The process's cgroup path (relative to the cgroup mount); null when it could not be resolved.
+    pub cgroup_path: Option<String>,
 }
 
 /// The container of the process that made an access.

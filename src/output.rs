@@ -65,6 +65,7 @@ mod tests {
                 cgroup_id: 9,
                 cgroup_v1_id: 0,
                 mnt_ns: 4,
+                cgroup_path: Some("/system.slice/cat.service".into()),
             },
             container: None,
             reader_pod_uid: None,

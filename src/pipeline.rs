@@ -253,6 +253,7 @@ impl Enricher {
                 cgroup_id: ev.cgroup_id,
                 cgroup_v1_id: ev.cgroup_v1_id,
                 mnt_ns: ev.mnt_ns,
+                cgroup_path: reader.as_ref().map(|r| r.path.clone()),
             },
             container,
             reader_pod_uid,

@@ -111,6 +111,16 @@ fn events_name_pod_container_and_real_objects() {
 
     let ca = by_key("ca.crt");
     assert_eq!(ca.config_name.as_deref(), Some("kube-root-ca.crt"));
+    let src = ca.source.as_ref().unwrap();
+    assert_eq!(
+        (src.kind, src.key.as_deref()),
+        (SourceKind::ConfigMap, Some("root-ca.pem")),
+        "projected items remapping is undone"
+    );
+    assert_eq!(
+        pw.process.cgroup_path.as_deref(),
+        Some(format!("/{}", pod_cgroup()).as_str())
+    );
     assert_eq!(ca.event_type, "projected_access");
 
     // A pod deleted a moment before its event is processed still attributes.

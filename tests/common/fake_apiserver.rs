@@ -231,8 +231,9 @@ pub fn start_blocking(addr: SocketAddr) -> (FakeApiServer, tokio::runtime::Runti
 
 /// The demo pod as the API server would describe it: volume `db-creds` is
 /// Secret `db-credentials`, `app-config` is ConfigMap `app-settings` with key
-/// `config.yaml` remapped to `app.yaml`, and `kube-api-access-x7k2p` is the
-/// usual projected token volume.
+/// `config.yaml` remapped to `app.yaml`, and `kube-api-access-x7k2p` is a
+/// projected token volume whose `ca.crt` comes from key `root-ca.pem` of
+/// ConfigMap `kube-root-ca.crt`.
 pub fn demo_pod(uid: &str, container_id: &str) -> Value {
     pod(
         uid,
@@ -244,7 +245,7 @@ pub fn demo_pod(uid: &str, container_id: &str) -> Value {
             {"name": "app-config", "configMap": {"name": "app-settings", "items": [{"key": "config.yaml", "path": "app.yaml"}]}},
             {"name": "kube-api-access-x7k2p", "projected": {"sources": [
                 {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "root-ca.pem", "path": "ca.crt"}]}},
                 {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}
             ]}}
         ]),
