@@ -5,23 +5,14 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::fake_apiserver::{demo_pod, start_blocking};
-use common::{privileged, Harness, POD};
+use common::{pod_cgroup, privileged, wait, Harness, POD};
 use config_access_collector::cgroup::CgroupResolver;
 use config_access_collector::container::{ContainerProc, ExecArgs};
 use config_access_collector::correlation::{ContainerPid, MountInfo, PodInfo};
 
 const CID: &str = "77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa";
-
-fn wait(what: &str, cond: impl Fn() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn sampler_fills_pod_and_pid_maps_fork_inherits_exit_removes() {
@@ -37,7 +28,7 @@ fn sampler_fills_pod_and_pid_maps_fork_inherits_exit_removes() {
     });
     let store = h.collector().pods().unwrap().clone();
     wait("pod metadata", || store.get(POD).is_some());
-    let rel = format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{CID}.scope", POD.replace('-', "_"));
+    let rel = pod_cgroup("besteffort", CID);
     let cg = h.sb.make_cgroup(&rel).unwrap();
     let cgroup_id = std::fs::metadata(&cg).unwrap().ino();
     let args = ExecArgs {

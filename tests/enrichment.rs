@@ -5,26 +5,13 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::fake_apiserver::{demo_pod, start_blocking};
-use common::{exactly_one, privileged, Harness, POD};
+use common::{exactly_one, pod_cgroup, privileged, wait, Harness, POD};
 use config_access_collector::container::ContainerProc;
 use config_access_collector::pods::SourceKind;
 
 const CID: &str = "5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d";
-
-fn pod_cgroup() -> String {
-    format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{CID}.scope", POD.replace('-', "_"))
-}
-
-fn wait(what: &str, cond: impl Fn() -> bool) {
-    let end = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn events_name_pod_container_and_real_objects() {
@@ -42,7 +29,7 @@ fn events_name_pod_container_and_real_objects() {
     wait("pod metadata", || {
         store.synced() && store.get(POD).is_some()
     });
-    let cg = h.sb.make_cgroup(&pod_cgroup()).unwrap();
+    let cg = h.sb.make_cgroup(&pod_cgroup("burstable", CID)).unwrap();
     let mut args = h.container(&[
         "open:/etc/db/password",
         "open:/etc/config/app.yaml",
@@ -119,7 +106,7 @@ fn events_name_pod_container_and_real_objects() {
     );
     assert_eq!(
         pw.process.cgroup_path.as_deref(),
-        Some(format!("/{}", pod_cgroup()).as_str())
+        Some(format!("/{}", pod_cgroup("burstable", CID)).as_str())
     );
     assert_eq!(ca.event_type, "projected_access");
 

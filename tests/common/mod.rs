@@ -143,6 +143,22 @@ impl Drop for Harness {
     }
 }
 
+/// Waits up to 15 s for `cond`, failing the test with `what` otherwise.
+pub fn wait(what: &str, cond: impl Fn() -> bool) {
+    let end = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// cgroup (relative to the cgroup2 mount) of container `cid` of the test pod,
+/// as the systemd driver and containerd name it.
+pub fn pod_cgroup(qos: &str, cid: &str) -> String {
+    let uid = POD.replace('-', "_");
+    format!("kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{uid}.slice/cri-containerd-{cid}.scope")
+}
+
 /// Asserts exactly one event and returns it.
 pub fn exactly_one(events: Vec<AccessEvent>, what: &str) -> AccessEvent {
     assert_eq!(
