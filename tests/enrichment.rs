@@ -48,6 +48,12 @@ fn events_name_pod_container_and_real_objects() {
     };
 
     let pw = by_key("password");
+    let json: serde_json::Value = serde_json::to_value(pw).unwrap();
+    assert_eq!(json["namespace"], "payments");
+    assert_eq!(json["pod_name"], "payments-api-0");
+    assert_eq!(json["config_name"], "db-credentials");
+    assert_eq!(json["container"]["name"], "app");
+    assert_eq!(json["source"]["kind"], "Secret");
     assert_eq!(
         (pw.namespace.as_deref(), pw.pod_name.as_deref()),
         (Some("payments"), Some("payments-api-0"))
