@@ -107,6 +107,8 @@ fn main() {
                 kubelet_root: sb.kubelet_root(),
                 syscall_sampling_rate: 0,
                 flush_interval_ms: 10,
+                health_listen: "off".into(),
+                api_socket: "off".into(),
                 ..Config::default()
             };
             let (collector, events) = Collector::start(&cfg).expect("collector");

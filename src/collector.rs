@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use libbpf_rs::RingBufferBuilder;
 use serde::Serialize;
 
+use crate::api::{ApiServer, ApiState, Heartbeat};
 use crate::cgroup::{detect_v1_subsys, CgroupResolver};
 use crate::clock::WallClock;
 use crate::config::{Config, KubeMode};
@@ -48,6 +49,7 @@ pub struct Collector {
     pods: Option<Arc<PodStore>>,
     kube: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
     correlator: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
+    api: Option<ApiServer>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -135,10 +137,29 @@ impl Collector {
         let ring = probe.events_map()?;
         let flush = Duration::from_millis(config.flush_interval_ms);
         let stop_reader = Arc::clone(&stop);
+        let heartbeat = Arc::new(Heartbeat::default());
+        heartbeat.beat();
+        let beat = Arc::clone(&heartbeat);
+        let cgroups = Arc::clone(&enricher.cgroups);
         let reader = std::thread::Builder::new()
             .name("ringbuf-reader".into())
-            .spawn(move || read_loop(ring, enricher, flush, &stop_reader))
+            .spawn(move || read_loop(ring, enricher, flush, &stop_reader, &beat))
             .map_err(crate::Error::Thread)?;
+        let (program_ids, _) = probe.object_ids();
+        let api_state = Arc::new(ApiState {
+            kernel_stats: probe.stats_reader()?,
+            user_stats: Arc::clone(&user_stats),
+            program_ids,
+            heartbeat,
+            stall_after: (flush * 10).max(Duration::from_secs(5)),
+            pods: pods.clone(),
+            correlation: Arc::clone(&correlation),
+            cgroups,
+        });
+        let api = ApiServer::start(&config.listeners()?, api_state)?;
+        if let Some(addr) = api.health_addr {
+            tracing::info!(%addr, "health endpoints listening");
+        }
         tracing::info!(
             programs = ?probe.attached_programs(),
             volumes = registry.volumes().len(),
@@ -158,6 +179,7 @@ impl Collector {
                 pods,
                 kube,
                 correlator,
+                api: Some(api),
             },
             events,
         ))
@@ -177,6 +199,11 @@ impl Collector {
             .as_ref()
             .map(Probe::object_ids)
             .unwrap_or_default()
+    }
+
+    /// The API and health servers (bound addresses).
+    pub fn api(&self) -> Option<&ApiServer> {
+        self.api.as_ref()
     }
 
     /// Pod metadata (`None` in standalone mode).
@@ -200,6 +227,9 @@ impl Collector {
     }
 
     fn shutdown(&mut self) -> Stats {
+        if let Some(mut api) = self.api.take() {
+            api.stop();
+        }
         self.watcher.stop();
         if let Some((stop, thread)) = self.kube.take() {
             let _ = stop.send(());
@@ -302,6 +332,7 @@ fn read_loop(
     mut enricher: Enricher,
     flush: Duration,
     stop: &AtomicBool,
+    heartbeat: &Heartbeat,
 ) {
     let mut refreshed = Instant::now();
     let mut swept = Instant::now();
@@ -331,6 +362,7 @@ fn read_loop(
         if stopping {
             return;
         }
+        heartbeat.beat();
         if refreshed.elapsed() >= CLOCK_REFRESH {
             cell.borrow_mut().clock.refresh();
             refreshed = Instant::now();

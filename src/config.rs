@@ -75,6 +75,11 @@ pub struct FileConfig {
     pub node_name: Option<String>,
     pub pod_labels: Option<Vec<String>>,
     pub deleted_pod_grace_ms: Option<u64>,
+    pub health_listen: Option<String>,
+    pub api_socket: Option<String>,
+    pub api_socket_mode: Option<String>,
+    pub api_listen: Option<String>,
+    pub api_token_file: Option<PathBuf>,
     pub kernel_collector: Option<KernelCollectorBlock>,
 }
 
@@ -129,6 +134,16 @@ pub struct Config {
     pub pod_labels: Vec<String>,
     /// How long a deleted pod's metadata still serves late events, in ms.
     pub deleted_pod_grace_ms: u64,
+    /// Address of the health endpoints (`/healthz`, `/readyz`), or `off`.
+    pub health_listen: String,
+    /// Unix socket of the correlation API (reads and writes), or `off`.
+    pub api_socket: String,
+    /// File mode of the API socket, octal.
+    pub api_socket_mode: String,
+    /// Optional TCP address of the correlation API (reads; writes with the token).
+    pub api_listen: Option<String>,
+    /// File holding the bearer token that allows writes over TCP.
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -156,6 +171,11 @@ impl Default for Config {
             node_name: None,
             pod_labels: vec!["app".into(), "app.kubernetes.io/*".into()],
             deleted_pod_grace_ms: 60_000,
+            health_listen: "0.0.0.0:9890".into(),
+            api_socket: "/run/config-access-collector/api.sock".into(),
+            api_socket_mode: "0660".into(),
+            api_listen: None,
+            api_token_file: None,
         }
     }
 }
@@ -279,6 +299,15 @@ impl Config {
         }
         set(&mut self.pod_labels, f.pod_labels);
         set(&mut self.deleted_pod_grace_ms, f.deleted_pod_grace_ms);
+        set(&mut self.health_listen, f.health_listen);
+        set(&mut self.api_socket, f.api_socket);
+        set(&mut self.api_socket_mode, f.api_socket_mode);
+        if f.api_listen.is_some() {
+            self.api_listen = f.api_listen;
+        }
+        if f.api_token_file.is_some() {
+            self.api_token_file = f.api_token_file;
+        }
         Ok(())
     }
 
@@ -338,6 +367,7 @@ impl Config {
                 ));
             }
         }
+        self.listeners()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid(
                 "log_level",
@@ -345,6 +375,52 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The API and health listeners, validated.
+    pub fn listeners(&self) -> Result<crate::api::Listeners, ConfigError> {
+        let addr = |key: &str, v: &str| -> Result<std::net::SocketAddr, ConfigError> {
+            v.parse()
+                .map_err(|_| invalid(key, format!("not an address like 0.0.0.0:9890: {v}")))
+        };
+        let health = match self.health_listen.as_str() {
+            "off" => None,
+            v => Some(addr("health_listen", v)?),
+        };
+        let mode = u32::from_str_radix(self.api_socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                invalid(
+                    "api_socket_mode",
+                    format!("not an octal file mode like 0660: {}", self.api_socket_mode),
+                )
+            })?;
+        let socket = match self.api_socket.as_str() {
+            "off" => None,
+            p if p.starts_with('/') => Some((PathBuf::from(p), mode)),
+            p => {
+                return Err(invalid(
+                    "api_socket",
+                    format!("must be an absolute path or off, got {p}"),
+                ))
+            }
+        };
+        let tcp = match &self.api_listen {
+            None => None,
+            Some(v) => Some((addr("api_listen", v)?, self.api_token_file.clone())),
+        };
+        if self.api_token_file.is_some() && tcp.is_none() {
+            return Err(invalid(
+                "api_token_file",
+                "set api_listen too: the token guards writes over TCP",
+            ));
+        }
+        Ok(crate::api::Listeners {
+            health,
+            socket,
+            tcp,
+        })
     }
 
     /// Volume plugins to watch.
@@ -433,6 +509,10 @@ mod tests {
         );
         assert_eq!(key("kubelet_writes: sometimes\n"), "kubelet_writes");
         assert_eq!(key("kubelet_root: relative/dir\n"), "kubelet_root");
+        assert_eq!(key("health_listen: 9890\n"), "health_listen");
+        assert_eq!(key("api_socket_mode: \"rw\"\n"), "api_socket_mode");
+        assert_eq!(key("api_socket: relative.sock\n"), "api_socket");
+        assert_eq!(key("api_token_file: /etc/token\n"), "api_token_file");
         assert_eq!(key("monitor_secrets: false\nmonitor_configmaps: false\nmonitor_projected: false\nmonitor_downward_api: false\n"), "monitor_secrets");
         let unknown = load_str("no_such_key: 1\n").unwrap_err().to_string();
         assert!(unknown.contains("no_such_key"), "{unknown}");
@@ -478,6 +558,12 @@ pub struct Overrides {
     /// This node's name (from the downward API in the DaemonSet).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Address of /healthz and /readyz, or `off`.
+    #[arg(long, env = "CAC_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
+    /// Unix socket of the correlation API, or `off`.
+    #[arg(long, env = "CAC_API_SOCKET")]
+    pub api_socket: Option<String>,
 }
 
 impl Config {
@@ -499,6 +585,8 @@ impl Config {
             kube: o.no_kube.then_some(KubeMode::Off),
             kube_api_url: o.kube_api_url.clone(),
             node_name: o.node_name.clone(),
+            health_listen: o.health_listen.clone(),
+            api_socket: o.api_socket.clone(),
             ..FileConfig::default()
         })?;
         c.validate()?;

@@ -57,7 +57,7 @@ pub struct SyncReport {
 }
 
 /// A Secret/ConfigMap mount on this node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MountInfo {
     /// Object name when known, else the pod's volume name.
     pub name: String,

@@ -234,7 +234,7 @@ fn get_c_str(src: &[i8]) -> String {
 }
 
 /// The pod a cgroup belongs to, as kept in the `pod_info` map.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PodInfo {
     pub pod_uid: String,
     /// Empty until pod metadata is known.
@@ -246,7 +246,7 @@ pub struct PodInfo {
 }
 
 /// The container of a process, as kept in the `container_pids` map.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ContainerPid {
     pub cgroup_id: u64,
     /// Empty when unknown.

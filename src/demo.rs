@@ -125,6 +125,8 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
         kubelet_root: sb.kubelet_root(),
         flush_interval_ms: 20,
         kube: crate::config::KubeMode::Off,
+        health_listen: "off".into(),
+        api_socket: "off".into(),
         ..Config::default()
     };
     let (collector, events) = Collector::start(&cfg)?;

@@ -12,6 +12,7 @@ pub mod abi {
     )]
     include!(concat!(env!("OUT_DIR"), "/collector.skel.rs"));
 }
+pub mod api;
 pub mod cgroup;
 pub mod clock;
 pub mod collector;
@@ -40,6 +41,8 @@ pub enum Error {
     Probe(#[from] probe::ProbeError),
     #[error(transparent)]
     Volume(#[from] volumes::VolumeError),
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
     #[error("demo sandbox: {0}")]
     Demo(#[source] std::io::Error),
     #[error("starting a thread: {0}")]

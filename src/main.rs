@@ -29,6 +29,8 @@ enum Command {
         #[arg(long, env = "CAC_LOG_LEVEL", default_value = "info")]
         log_level: String,
     },
+    /// Print the correlation API's OpenAPI document (also served at /v1/openapi.json).
+    Openapi,
     /// Internal: the sandboxed "container" process used by demo and tests.
     #[command(hide = true)]
     SandboxExec(ExecArgs),
@@ -84,6 +86,10 @@ fn main() -> ExitCode {
                 .context("locating this executable")
                 .and_then(|exe| Ok(demo::run(&exe)?))
                 .map(|code| ExitCode::from(code as u8))
+        }
+        Command::Openapi => {
+            println!("{}", config_access_collector::api::openapi_json());
+            Ok(ExitCode::SUCCESS)
         }
         Command::SandboxExec(args) => Ok(ExitCode::from(config_access_collector::container::run(
             &args,

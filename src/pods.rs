@@ -408,6 +408,7 @@ pub struct PodStore {
     inner: RwLock<Inner>,
     grace: Duration,
     synced: AtomicBool,
+    standalone: AtomicBool,
     names: Interner,
 }
 
@@ -418,6 +419,7 @@ impl PodStore {
             inner: RwLock::new(Inner::default()),
             grace,
             synced: AtomicBool::new(false),
+            standalone: AtomicBool::new(false),
             names: Interner::default(),
         }
     }
@@ -453,6 +455,16 @@ impl PodStore {
     /// Whether a full list has completed at least once.
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// Whether there is no API server configuration, so nothing will ever sync.
+    pub fn standalone(&self) -> bool {
+        self.standalone.load(Ordering::Acquire)
+    }
+
+    /// Marks the store as standalone (no API server configuration).
+    pub fn set_standalone(&self) {
+        self.standalone.store(true, Ordering::Release);
     }
 
     /// Adds or replaces a pod.

@@ -48,6 +48,8 @@ pub fn default_config(sb: &Sandbox) -> Config {
     Config {
         kubelet_root: sb.kubelet_root(),
         flush_interval_ms: 10,
+        health_listen: "127.0.0.1:0".into(),
+        api_socket: sb.scratch().join("api.sock").to_string_lossy().into_owned(),
         ..Config::default()
     }
 }
