@@ -113,7 +113,11 @@ fn main() {
             };
             let (collector, events) = Collector::start(&cfg).expect("collector");
             let sink = std::thread::spawn(move || {
-                config_access_collector::output::write_json_lines(&events, std::io::sink()).unwrap()
+                config_access_collector::output::write_json_lines(
+                    &events,
+                    &mut [&mut std::io::sink()],
+                )
+                .unwrap()
             });
             let (progs, _) = collector.object_ids();
             for (slot, file) in [(3, &other_dev), (4, &same_dev), (5, &volume_file)] {

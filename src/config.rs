@@ -80,6 +80,10 @@ pub struct FileConfig {
     pub api_socket_mode: Option<String>,
     pub api_listen: Option<String>,
     pub api_token_file: Option<PathBuf>,
+    pub stdout: Option<bool>,
+    pub output_file: Option<PathBuf>,
+    pub output_file_max_bytes: Option<usize>,
+    pub output_file_keep: Option<usize>,
     pub kernel_collector: Option<KernelCollectorBlock>,
 }
 
@@ -144,6 +148,14 @@ pub struct Config {
     pub api_listen: Option<String>,
     /// File holding the bearer token that allows writes over TCP.
     pub api_token_file: Option<PathBuf>,
+    /// Print events as JSON lines on stdout.
+    pub stdout: bool,
+    /// Also write JSON lines to this file, rotated by size.
+    pub output_file: Option<PathBuf>,
+    /// Rotate the output file once it passes this many bytes.
+    pub output_file_max_bytes: usize,
+    /// Rotated output files kept.
+    pub output_file_keep: usize,
 }
 
 impl Default for Config {
@@ -176,6 +188,10 @@ impl Default for Config {
             api_socket_mode: "0660".into(),
             api_listen: None,
             api_token_file: None,
+            stdout: true,
+            output_file: None,
+            output_file_max_bytes: 100 << 20,
+            output_file_keep: 5,
         }
     }
 }
@@ -308,6 +324,12 @@ impl Config {
         if f.api_token_file.is_some() {
             self.api_token_file = f.api_token_file;
         }
+        set(&mut self.stdout, f.stdout);
+        if f.output_file.is_some() {
+            self.output_file = f.output_file;
+        }
+        set(&mut self.output_file_max_bytes, f.output_file_max_bytes);
+        set(&mut self.output_file_keep, f.output_file_keep);
         Ok(())
     }
 
@@ -368,6 +390,15 @@ impl Config {
             }
         }
         self.listeners()?;
+        if self.output_file_max_bytes < 4096 {
+            return Err(invalid(
+                "output_file_max_bytes",
+                format!("must be at least 4096, got {}", self.output_file_max_bytes),
+            ));
+        }
+        if self.output_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid("output_file", "must be an absolute path"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid(
                 "log_level",
@@ -375,6 +406,21 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Where events are written.
+    pub fn outputs(&self) -> crate::output::Outputs {
+        crate::output::Outputs {
+            stdout: self.stdout,
+            file: self
+                .output_file
+                .clone()
+                .map(|path| crate::output::FileOutput {
+                    path,
+                    max_bytes: self.output_file_max_bytes,
+                    keep: self.output_file_keep,
+                }),
+        }
     }
 
     /// The API and health listeners, validated.
@@ -564,6 +610,9 @@ pub struct Overrides {
     /// Unix socket of the correlation API, or `off`.
     #[arg(long, env = "CAC_API_SOCKET")]
     pub api_socket: Option<String>,
+    /// Also write events to this JSON-lines file (rotated by size).
+    #[arg(long, env = "CAC_OUTPUT_FILE")]
+    pub output_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -587,6 +636,7 @@ impl Config {
             node_name: o.node_name.clone(),
             health_listen: o.health_listen.clone(),
             api_socket: o.api_socket.clone(),
+            output_file: o.output_file.clone(),
             ..FileConfig::default()
         })?;
         c.validate()?;

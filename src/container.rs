@@ -165,9 +165,14 @@ fn step(out: &mut impl Write, s: &str) -> Result<(), String> {
         "fork" => {
             // SAFETY: sandbox-exec is single-threaded; the child only calls
             // async-signal-safe functions before it sleeps.
+            let parent = nix::unistd::getpid();
             match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
                 nix::unistd::ForkResult::Child => {
                     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+                    // The parent may have exited before the signal was armed.
+                    if nix::unistd::getppid() != parent {
+                        std::process::exit(0);
+                    }
                     loop {
                         nix::unistd::pause();
                     }

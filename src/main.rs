@@ -56,7 +56,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(path = %config.kubelet_root.join("pods").display(), "no kubelet pods directory yet; watching for it");
     }
     let (collector, events) = Collector::start(&config).context("starting the collector")?;
-    let writer = output::spawn_stdout_writer(events)?;
+    let writer = output::spawn_writer(events, &config.outputs())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -114,6 +114,8 @@ fn run_prints_json_lines_and_stops_cleanly_on_sigterm() {
         .args(["--health-listen", "127.0.0.1:0", "--no-kube"])
         .arg("--api-socket")
         .arg(sb.scratch().join("api.sock"))
+        .arg("--output-file")
+        .arg(sb.scratch().join("out/events.jsonl"))
         .env("CAC_LOG_LEVEL", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -159,4 +161,10 @@ fn run_prints_json_lines_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
     log.extend(rx.iter());
     assert!(log.iter().any(|l| l.contains("stopped")), "{log:#?}");
+    let file = std::fs::read_to_string(sb.scratch().join("out/events.jsonl")).unwrap();
+    let in_file: serde_json::Value = serde_json::from_str(file.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        in_file, ev,
+        "the file output holds the same event as stdout"
+    );
 }
