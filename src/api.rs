@@ -142,24 +142,34 @@ fn path_error(r: PathRejection) -> Response {
     )
 }
 
-fn json_error(r: JsonRejection) -> Response {
-    let status = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        StatusCode::PAYLOAD_TOO_LARGE
-    } else if r.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        StatusCode::UNSUPPORTED_MEDIA_TYPE
-    } else {
-        StatusCode::BAD_REQUEST
+fn json_error(r: JsonRejection) -> Reject {
+    let status = match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => StatusCode::BAD_REQUEST,
     };
-    error(status, format!("bad request body: {}", r.body_text()))
+    Reject(status, format!("bad request body: {}", r.body_text()))
+}
+
+/// The body of a write request, once access is granted and the JSON parses.
+fn accept_write<T>(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    body: Result<Json<T>, JsonRejection>,
+) -> Result<T, Reject> {
+    if let Some(refusal) = refuse_write(ctx, headers) {
+        return Err(refusal);
+    }
+    body.map(|Json(b)| b).map_err(json_error)
 }
 
 /// Checks write access; `Some(response)` refuses.
-fn refuse_write(ctx: &Ctx, headers: &HeaderMap) -> Option<Response> {
+fn refuse_write(ctx: &Ctx, headers: &HeaderMap) -> Option<Reject> {
     match &ctx.writes {
         Writes::Allowed => None,
-        Writes::Denied => Some(error(
+        Writes::Denied => Some(Reject(
             StatusCode::FORBIDDEN,
-            "writes are only accepted on the Unix socket (no token configured)",
+            "writes are only accepted on the Unix socket (no token configured)".into(),
         )),
         Writes::Token(token) => {
             let given = headers
@@ -168,10 +178,10 @@ fn refuse_write(ctx: &Ctx, headers: &HeaderMap) -> Option<Response> {
                 .and_then(|v| v.strip_prefix("Bearer "));
             match given {
                 Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
-                Some(_) => Some(error(StatusCode::FORBIDDEN, "wrong bearer token")),
-                None => Some(error(
+                Some(_) => Some(Reject(StatusCode::FORBIDDEN, "wrong bearer token".into())),
+                None => Some(Reject(
                     StatusCode::UNAUTHORIZED,
-                    "writes need Authorization: Bearer <token>",
+                    "writes need Authorization: Bearer <token>".into(),
                 )),
             }
         }
@@ -367,20 +377,11 @@ async fn pod_by_pid(State(ctx): State<Ctx>, raw: Result<Path<String>, PathReject
     let found = container_of(&ctx, pid).and_then(|c| {
         s.correlation.pod_by_cgroup(c.cgroup_id).or_else(|| {
             let (_, info) = s.cgroups.cgroup_of_pid(pid)?;
-            let uid = info.pod_uid?;
-            let meta = s.pods.as_ref().and_then(|p| p.get(&uid));
-            Some(PodInfo {
-                namespace: meta
-                    .as_ref()
-                    .map(|m| m.namespace.to_string())
-                    .unwrap_or_default(),
-                pod_name: meta
-                    .as_ref()
-                    .map(|m| m.name.to_string())
-                    .unwrap_or_default(),
-                pod_uid: uid,
-                created_at: 0,
-            })
+            Some(crate::correlation::pod_info_for(
+                &info.pod_uid?,
+                s.pods.as_deref(),
+                0,
+            ))
         })
     });
     match found {
@@ -479,12 +480,9 @@ async fn add_container_pid(
     headers: HeaderMap,
     body: Result<Json<AddContainerPid>, JsonRejection>,
 ) -> Response {
-    if let Some(r) = refuse_write(&ctx, &headers) {
-        return r;
-    }
-    let Json(req) = match body {
+    let req = match accept_write(&ctx, &headers, body) {
         Ok(b) => b,
-        Err(r) => return json_error(r),
+        Err(r) => return r.into_response(),
     };
     match ctx
         .state
@@ -524,12 +522,9 @@ async fn add_pod_info(
     headers: HeaderMap,
     body: Result<Json<AddPodInfo>, JsonRejection>,
 ) -> Response {
-    if let Some(r) = refuse_write(&ctx, &headers) {
-        return r;
-    }
-    let Json(req) = match body {
+    let req = match accept_write(&ctx, &headers, body) {
         Ok(b) => b,
-        Err(r) => return json_error(r),
+        Err(r) => return r.into_response(),
     };
     let i = &req.info;
     let checks = check_len("pod_uid", &i.pod_uid, 36)
@@ -562,12 +557,9 @@ async fn add_mount(
     headers: HeaderMap,
     body: Result<Json<MountInfo>, JsonRejection>,
 ) -> Response {
-    if let Some(r) = refuse_write(&ctx, &headers) {
-        return r;
-    }
-    let Json(m) = match body {
+    let m = match accept_write(&ctx, &headers, body) {
         Ok(b) => b,
-        Err(r) => return json_error(r),
+        Err(r) => return r.into_response(),
     };
     if !m.mount_path.starts_with('/') {
         return error(

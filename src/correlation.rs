@@ -87,6 +87,23 @@ impl MountInfo {
     }
 }
 
+/// The `PodInfo` of pod `uid`, with names from `pods` when it knows the pod.
+pub fn pod_info_for(uid: &str, pods: Option<&PodStore>, created_at: i64) -> PodInfo {
+    let meta = pods.and_then(|p| p.get(uid));
+    PodInfo {
+        pod_uid: uid.to_string(),
+        namespace: meta
+            .as_ref()
+            .map(|m| m.namespace.to_string())
+            .unwrap_or_default(),
+        pod_name: meta
+            .as_ref()
+            .map(|m| m.name.to_string())
+            .unwrap_or_default(),
+        created_at,
+    }
+}
+
 /// Shared correlation state.
 #[derive(Debug, Default)]
 pub struct CorrelationMaps {
@@ -218,21 +235,7 @@ impl CorrelationMaps {
     pub fn sync(&self, cgroups: &CgroupResolver, pods: Option<&PodStore>) -> SyncReport {
         let mut report = SyncReport::default();
         let Ok(k) = self.kernel() else { return report };
-        let pod_of = |uid: &str| -> PodInfo {
-            let meta = pods.and_then(|p| p.get(uid));
-            PodInfo {
-                pod_uid: uid.to_string(),
-                namespace: meta
-                    .as_ref()
-                    .map(|m| m.namespace.to_string())
-                    .unwrap_or_default(),
-                pod_name: meta
-                    .as_ref()
-                    .map(|m| m.name.to_string())
-                    .unwrap_or_default(),
-                created_at: now_secs(),
-            }
-        };
+        let pod_of = |uid: &str| pod_info_for(uid, pods, now_secs());
         for key in k.pid_samples.keys() {
             let Ok(tgid) = key.as_slice().try_into().map(u32::from_ne_bytes) else {
                 continue;

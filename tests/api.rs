@@ -196,13 +196,8 @@ fn correlation_api_over_the_unix_socket() {
     if !privileged("correlation_api_over_the_unix_socket") {
         return;
     }
-    let (api, _rt) = start_blocking("127.0.0.1:0".parse().unwrap());
     let cid = "cd".repeat(32);
-    api.add(demo_pod(POD, &cid));
-    let url = api.url();
-    let mut h = Harness::start_with(|c| c.kube_api_url = Some(url));
-    let store = h.collector().pods().unwrap().clone();
-    wait("pod metadata", || store.get(POD).is_some());
+    let (mut h, _api, _rt) = Harness::with_fake_api(&cid, |_| {});
     let sock = h.sb.scratch().join("api.sock");
     assert_eq!(
         std::fs::metadata(&sock).unwrap().mode() & 0o777,

@@ -6,7 +6,6 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::fake_apiserver::{demo_pod, start_blocking};
 use common::{pod_cgroup, privileged, wait, Harness, POD};
 use config_access_collector::cgroup::CgroupResolver;
 use config_access_collector::container::{ContainerProc, ExecArgs};
@@ -19,15 +18,7 @@ fn sampler_fills_pod_and_pid_maps_fork_inherits_exit_removes() {
     if !privileged("sampler_fills_pod_and_pid_maps_fork_inherits_exit_removes") {
         return;
     }
-    let (api, _rt) = start_blocking("127.0.0.1:0".parse().unwrap());
-    api.add(demo_pod(POD, CID));
-    let url = api.url();
-    let mut h = Harness::start_with(|c| {
-        c.kube_api_url = Some(url);
-        c.syscall_sampling_rate = 1;
-    });
-    let store = h.collector().pods().unwrap().clone();
-    wait("pod metadata", || store.get(POD).is_some());
+    let (mut h, _api, _rt) = Harness::with_fake_api(CID, |c| c.syscall_sampling_rate = 1);
     let rel = pod_cgroup("besteffort", CID);
     let cg = h.sb.make_cgroup(&rel).unwrap();
     let cgroup_id = std::fs::metadata(&cg).unwrap().ino();

@@ -18,17 +18,8 @@ fn events_name_pod_container_and_real_objects() {
     if !privileged("events_name_pod_container_and_real_objects") {
         return;
     }
-    let (api, _rt) = start_blocking("127.0.0.1:0".parse().unwrap());
-    api.add(demo_pod(POD, CID));
-    let url = api.url();
-    let mut h = Harness::start_with(|c| {
-        c.kube_api_url = Some(url);
-        c.node_name = Some("node-a".into());
-    });
+    let (mut h, api, _rt) = Harness::with_fake_api(CID, |c| c.node_name = Some("node-a".into()));
     let store = h.collector().pods().expect("kube mode").clone();
-    wait("pod metadata", || {
-        store.synced() && store.get(POD).is_some()
-    });
     let cg = h.sb.make_cgroup(&pod_cgroup("burstable", CID)).unwrap();
     let mut args = h.container(&[
         "open:/etc/db/password",

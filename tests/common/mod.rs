@@ -78,6 +78,26 @@ impl Harness {
         Self::start_with(|_| {})
     }
 
+    /// A fake API server serving the demo pod (container `cid`), and a
+    /// collector enriching from it once the pod is known.
+    pub fn with_fake_api(
+        cid: &str,
+        edit: impl FnOnce(&mut Config),
+    ) -> (Self, fake_apiserver::FakeApiServer, tokio::runtime::Runtime) {
+        let (api, rt) = fake_apiserver::start_blocking("127.0.0.1:0".parse().unwrap());
+        api.add(fake_apiserver::demo_pod(POD, cid));
+        let url = api.url();
+        let h = Self::start_with(|c| {
+            c.kube_api_url = Some(url);
+            edit(c);
+        });
+        let store = h.collector().pods().expect("kube mode").clone();
+        wait("pod metadata from the fake API server", || {
+            store.synced() && store.get(POD).is_some()
+        });
+        (h, api, rt)
+    }
+
     pub fn collector(&self) -> &Collector {
         self.collector.as_ref().expect("running")
     }
