@@ -206,7 +206,12 @@ impl Enricher {
             .as_ref()
             .and_then(|r| r.container_id.clone())
             .map(|id| {
-                let reader_pod = reader_pod_uid.as_deref().and_then(|u| pods?.get(u));
+                // Usually the reader is the volume's own pod: reuse that lookup.
+                let reader_pod = match (&owner, reader_pod_uid.as_deref()) {
+                    (Some(o), Some(u)) if &*o.uid == u => Some(Arc::clone(o)),
+                    (_, Some(u)) => pods.and_then(|p| p.get(u)),
+                    _ => None,
+                };
                 let meta = reader_pod
                     .as_ref()
                     .and_then(|p| p.container_by_id(&id).cloned());
