@@ -7,20 +7,28 @@ cd "$(dirname "$0")/.."
 
 mode=${1:-run}
 APT_PACKAGES=(clang-19 llvm-19 clang-format libelf-dev zlib1g-dev pkg-config make)
+# Real peers of the telemetry tests: Prometheus, and Python for the OTLP receiver.
+TEST_APT_PACKAGES=(prometheus python3 python3-venv)
+# The OTLP receiver (tests/otlp_receiver.py) runs on the official protobuf definitions.
+TEST_PIP_PACKAGES=(opentelemetry-proto==1.45.2 grpcio==1.85.1 protobuf==7.36.2)
 
-setup() {
-	if [ "$(id -u)" -ne 0 ]; then
-		echo "dev.sh: run as root (BPF programs, mounts and cgroups need it)" >&2
-		exit 1
-	fi
+apt_install() {
 	local missing=()
-	for p in "${APT_PACKAGES[@]}"; do
+	for p in "$@"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 	done
 	if [ "${#missing[@]}" -gt 0 ]; then
 		apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 	fi
+}
+
+setup() {
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "dev.sh: run as root (BPF programs, mounts and cgroups need it)" >&2
+		exit 1
+	fi
+	apt_install "${APT_PACKAGES[@]}"
 	if ! command -v cargo >/dev/null; then
 		echo "dev.sh: cargo not found; install a Rust toolchain (1.89 or newer) first" >&2
 		exit 1
@@ -49,6 +57,13 @@ run)
 	;;
 test)
 	setup
+	apt_install "${TEST_APT_PACKAGES[@]}"
+	venv=target/pyvenv
+	if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import grpc, opentelemetry.proto' 2>/dev/null; then
+		python3 -m venv "$venv"
+		"$venv/bin/pip" install -q "${TEST_PIP_PACKAGES[@]}"
+	fi
+	export CAC_TEST_PYTHON=$PWD/$venv/bin/python
 	export CI=${CI:-true}
 	cargo fmt --all -- --check
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::cgroup::CgroupResolver;
-use crate::correlation::{ContainerPid, CorrelationMaps, MountInfo, PodInfo};
+use crate::correlation::{ContainerPid, CorrelationMaps, CorrelationOp, MountInfo, PodInfo};
 use crate::pipeline::UserStats;
 use crate::pods::PodStore;
 use crate::probe::StatsReader;
@@ -95,6 +95,8 @@ pub struct ApiState {
     pub pods: Option<Arc<PodStore>>,
     pub correlation: Arc<CorrelationMaps>,
     pub cgroups: Arc<CgroupResolver>,
+    /// Metrics served at `/metrics` (Prometheus text format), when enabled.
+    pub registry: Option<prometheus::Registry>,
 }
 
 /// Who may write through a listener.
@@ -343,6 +345,7 @@ async fn pod_by_cgroup(
     State(ctx): State<Ctx>,
     raw: Result<Path<String>, PathRejection>,
 ) -> Response {
+    ctx.state.correlation.ops.bump(CorrelationOp::PodByCgroup);
     let id: u64 = match parse_id(raw, "cgroup_id") {
         Ok(id) => id,
         Err(r) => return r.into_response(),
@@ -369,6 +372,7 @@ fn container_of(ctx: &Ctx, pid: u32) -> Option<ContainerPid> {
     params(("pid" = u32, Path, description = "process id in the host pid namespace")),
     responses((status = 200, body = PodInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn pod_by_pid(State(ctx): State<Ctx>, raw: Result<Path<String>, PathRejection>) -> Response {
+    ctx.state.correlation.ops.bump(CorrelationOp::PodByPid);
     let pid: u32 = match parse_id(raw, "pid") {
         Ok(p) => p,
         Err(r) => return r.into_response(),
@@ -394,6 +398,7 @@ async fn pod_by_pid(State(ctx): State<Ctx>, raw: Result<Path<String>, PathReject
     params(("uid" = String, Path, description = "pod UID")),
     responses((status = 200, body = PodView), (status = 404, body = ErrorBody)))]
 async fn pod_by_uid(State(ctx): State<Ctx>, raw: Result<Path<String>, PathRejection>) -> Response {
+    ctx.state.correlation.ops.bump(CorrelationOp::PodByUid);
     let uid = match raw {
         Ok(Path(u)) => u,
         Err(r) => return path_error(r),
@@ -433,6 +438,10 @@ async fn container_by_pid(
     State(ctx): State<Ctx>,
     raw: Result<Path<String>, PathRejection>,
 ) -> Response {
+    ctx.state
+        .correlation
+        .ops
+        .bump(CorrelationOp::ContainerByPid);
     let pid: u32 = match parse_id(raw, "pid") {
         Ok(p) => p,
         Err(r) => return r.into_response(),
@@ -462,6 +471,7 @@ async fn mount_by_hash(
     State(ctx): State<Ctx>,
     raw: Result<Path<String>, PathRejection>,
 ) -> Response {
+    ctx.state.correlation.ops.bump(CorrelationOp::MountLookup);
     let hash = match raw {
         Ok(Path(h)) => h,
         Err(r) => return path_error(r),
@@ -484,6 +494,10 @@ async fn add_container_pid(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
+    ctx.state
+        .correlation
+        .ops
+        .bump(CorrelationOp::AddContainerPid);
     match ctx
         .state
         .correlation
@@ -526,6 +540,7 @@ async fn add_pod_info(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
+    ctx.state.correlation.ops.bump(CorrelationOp::AddPodInfo);
     let i = &req.info;
     let checks = check_len("pod_uid", &i.pod_uid, 36)
         .and_then(|()| check_len("namespace", &i.namespace, 63))
@@ -561,6 +576,7 @@ async fn add_mount(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
+    ctx.state.correlation.ops.bump(CorrelationOp::AddMountInfo);
     if !m.mount_path.starts_with('/') {
         return error(
             StatusCode::BAD_REQUEST,
@@ -649,6 +665,32 @@ fn api_router(ctx: Ctx) -> Router {
         .with_state(ctx)
 }
 
+/// `GET /metrics`: every metric in the Prometheus text format.
+async fn prometheus_metrics(State(ctx): State<Ctx>) -> Response {
+    use prometheus::Encoder as _;
+    let Some(registry) = &ctx.state.registry else {
+        return not_found("metrics");
+    };
+    let encoder = prometheus::TextEncoder::new();
+    let mut body = Vec::new();
+    match encoder.encode(&registry.gather(), &mut body) {
+        Ok(()) => (
+            [(axum::http::header::CONTENT_TYPE, encoder.format_type())],
+            body,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn metrics_router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/metrics", get(prometheus_metrics))
+        .fallback(fallback_404)
+        .method_not_allowed_fallback(fallback_405)
+        .with_state(ctx)
+}
+
 fn health_router(ctx: Ctx) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -667,6 +709,8 @@ pub struct Listeners {
     pub socket: Option<(PathBuf, u32)>,
     /// Correlation API on TCP, and the file holding the write token.
     pub tcp: Option<(SocketAddr, Option<PathBuf>)>,
+    /// Prometheus `/metrics` (`None`: off).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The running servers.
@@ -678,6 +722,8 @@ pub struct ApiServer {
     pub health_addr: Option<SocketAddr>,
     /// Bound TCP API address.
     pub tcp_addr: Option<SocketAddr>,
+    /// Bound `/metrics` address.
+    pub metrics_addr: Option<SocketAddr>,
     socket: Option<PathBuf>,
 }
 
@@ -719,6 +765,7 @@ impl ApiServer {
             thread: None,
             health_addr: None,
             tcp_addr: None,
+            metrics_addr: None,
             socket: None,
         };
         let mut tasks = Vec::new();
@@ -729,6 +776,21 @@ impl ApiServer {
                     .map_err(listen_err(addr))?;
                 server.health_addr = l.local_addr().ok();
                 let app = health_router(Ctx {
+                    state: Arc::clone(&state),
+                    writes: Writes::Denied,
+                });
+                tasks.push(tokio::spawn(
+                    axum::serve(l, app)
+                        .with_graceful_shutdown(shutdown())
+                        .into_future(),
+                ));
+            }
+            if let Some(addr) = listeners.metrics {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(listen_err(addr))?;
+                server.metrics_addr = l.local_addr().ok();
+                let app = metrics_router(Ctx {
                     state: Arc::clone(&state),
                     writes: Writes::Denied,
                 });

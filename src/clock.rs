@@ -52,6 +52,12 @@ impl WallClock {
         DateTime::from_timestamp_nanos(ns)
     }
 
+    /// Milliseconds elapsed since a CLOCK_MONOTONIC reading (0 if it is in the future).
+    pub fn elapsed_ms(mono_ns: u64) -> f64 {
+        let d = now_ns(ClockId::CLOCK_MONOTONIC) - i128::from(mono_ns);
+        (d.max(0) as f64) / 1e6
+    }
+
     /// RFC 3339 UTC with nanoseconds, e.g. `2024-01-21T10:30:45.123456789Z`.
     pub fn rfc3339(&self, mono_ns: u64) -> String {
         self.wall(mono_ns)

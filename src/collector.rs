@@ -16,9 +16,12 @@ use crate::clock::WallClock;
 use crate::config::{Config, KubeMode};
 use crate::correlation::{CorrelationMaps, KernelMaps};
 use crate::event::AccessEvent;
-use crate::pipeline::{Enricher, UserStats, UserStatsSnapshot};
+use crate::event_logs::{BatchSettings, EventLogOutput};
+use crate::metrics::{AccessMetrics, EventLogStats, Sources};
+use crate::pipeline::{Enricher, ExtraSink, UserStats, UserStatsSnapshot};
 use crate::pods::{LabelFilter, PodStore, WatchSettings};
 use crate::probe::{KernelStats, Probe, StatsReader};
+use crate::telemetry::Telemetry;
 use crate::volumes::{KernelDirs, VolumeRegistry};
 use crate::watcher::{VolumeWatcher, WatchConfig};
 
@@ -50,6 +53,9 @@ pub struct Collector {
     kube: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
     correlator: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
     api: Option<ApiServer>,
+    telemetry: Option<Telemetry>,
+    event_logs: Option<EventLogOutput>,
+    shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for Collector {
@@ -122,6 +128,38 @@ impl Collector {
             .transpose()?;
         let (sink, events) = sync_channel(config.buffer_size);
         let user_stats = Arc::new(UserStats::default());
+        let telemetry = Telemetry::start(config)?;
+        let meter = telemetry.meter();
+        let (logs, event_logs) = match telemetry.log_exporter()? {
+            None => (None, None),
+            Some(exporter) => {
+                let stats = Arc::new(EventLogStats::default());
+                let (queue, rx) = sync_channel(config.otlp_logs_queue);
+                let out = EventLogOutput::spawn(
+                    exporter,
+                    telemetry.resource(),
+                    rx,
+                    BatchSettings {
+                        max_batch: config.otlp_logs_batch,
+                    },
+                    Arc::clone(&stats),
+                )
+                .map_err(crate::Error::Thread)?;
+                (Some(ExtraSink { queue, shed: stats }), Some(out))
+            }
+        };
+        crate::metrics::observe(
+            &meter,
+            &Sources {
+                kernel: Arc::new(probe.stats_reader()?),
+                user: Arc::clone(&user_stats),
+                registry: Arc::clone(&registry),
+                pods: pods.clone(),
+                correlation: Arc::clone(&correlation),
+                metric_exports: Arc::clone(&telemetry.metric_exports),
+                event_logs: event_logs.as_ref().map(|l| Arc::clone(&l.stats)),
+            },
+        );
         let enricher = Enricher {
             registry: Arc::clone(&registry),
             stats: Arc::clone(&user_stats),
@@ -132,6 +170,9 @@ impl Collector {
             sink,
             cgroups,
             pods: pods.clone(),
+            metrics: AccessMetrics::new(&meter, config.metrics_access_labels.clone()),
+            correlation: Arc::clone(&correlation),
+            logs,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let ring = probe.events_map()?;
@@ -155,6 +196,7 @@ impl Collector {
             pods: pods.clone(),
             correlation: Arc::clone(&correlation),
             cgroups,
+            registry: telemetry.registry().cloned(),
         });
         let api = ApiServer::start(&config.listeners()?, api_state)?;
         if let Some(addr) = api.health_addr {
@@ -180,6 +222,9 @@ impl Collector {
                 kube,
                 correlator,
                 api: Some(api),
+                telemetry: Some(telemetry),
+                event_logs,
+                shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
             },
             events,
         ))
@@ -221,7 +266,15 @@ impl Collector {
         &self.correlation
     }
 
-    /// Stops intake, drains what the kernel delivered, and detaches the programs.
+    /// Exports the metrics now (tests and benchmarks; the reader exports on its interval).
+    pub fn flush_metrics(&self) {
+        if let Some(t) = &self.telemetry {
+            t.force_flush();
+        }
+    }
+
+    /// Stops intake, drains what the kernel delivered, flushes the exporters
+    /// (bounded by `shutdown_timeout_ms`), and detaches the programs.
     pub fn stop(mut self) -> Stats {
         self.shutdown()
     }
@@ -244,8 +297,15 @@ impl Collector {
             probe.detach();
         }
         self.stop.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + self.shutdown_timeout;
         if let Some(r) = self.reader.take() {
             let _ = r.join();
+        }
+        if let Some(logs) = self.event_logs.take() {
+            logs.finish(deadline);
+        }
+        if let Some(t) = self.telemetry.take() {
+            t.shutdown(deadline.saturating_duration_since(Instant::now()));
         }
         let stats = self.stats();
         self.probe.take();

@@ -5,6 +5,7 @@
 //! then `CAC_*` environment variables and command-line flags (merged by clap).
 //! Unknown keys and bad values are errors that name the key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,21 @@ pub struct FileConfig {
     pub output_file: Option<PathBuf>,
     pub output_file_max_bytes: Option<usize>,
     pub output_file_keep: Option<usize>,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: Option<OtlpProtocol>,
+    pub otlp_headers: Option<BTreeMap<String, String>>,
+    pub otlp_timeout_ms: Option<u64>,
+    pub otlp_metrics: Option<bool>,
+    pub otlp_logs: Option<bool>,
+    pub otlp_logs_queue: Option<usize>,
+    pub otlp_logs_batch: Option<usize>,
+    pub metrics_export_interval_ms: Option<u64>,
+    pub metrics_listen: Option<String>,
+    pub metrics_access_labels: Option<Vec<AccessLabel>>,
+    pub metrics_cardinality_limit: Option<usize>,
+    pub service_name: Option<String>,
+    pub resource_attributes: Option<BTreeMap<String, String>>,
+    pub shutdown_timeout_ms: Option<u64>,
     pub kernel_collector: Option<KernelCollectorBlock>,
 }
 
@@ -95,6 +111,70 @@ pub enum KubeMode {
     Auto,
     /// Never: standalone mode.
     Off,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (default port 4317).
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (default port 4318); `/v1/metrics` and `/v1/logs` are appended.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl std::str::FromStr for OtlpProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "grpc" => Ok(Self::Grpc),
+            "http/protobuf" => Ok(Self::HttpProtobuf),
+            other => Err(format!("must be grpc or http/protobuf, got {other:?}")),
+        }
+    }
+}
+
+/// Labels that may be put on the per-access counter (`kernel_monitor_access`).
+/// Bounded by design: no pid, path or key labels exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLabel {
+    /// Namespace of the volume's pod.
+    Namespace,
+    /// Pod name (one series per pod: mind the cardinality).
+    Pod,
+    /// Container name of the reader.
+    Container,
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, ...
+    WorkloadKind,
+    /// Name of the owning workload.
+    Workload,
+    /// `secret`, `configmap`, `projected`, `downward-api`.
+    VolumeType,
+    /// `ok` or the errno name (`EACCES` for denied opens).
+    Result,
+    /// `read`, `write`, `read_write`.
+    Access,
+    /// The event type (`secret_access`, ..., `kubelet_write`).
+    EventType,
+}
+
+impl AccessLabel {
+    /// The label's name on the metric.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Namespace => "namespace",
+            Self::Pod => "pod",
+            Self::Container => "container",
+            Self::WorkloadKind => "workload_kind",
+            Self::Workload => "workload",
+            Self::VolumeType => "volume_type",
+            Self::Result => "result",
+            Self::Access => "access",
+            Self::EventType => "event_type",
+        }
+    }
 }
 
 /// Resolved configuration.
@@ -156,6 +236,44 @@ pub struct Config {
     pub output_file_max_bytes: usize,
     /// Rotated output files kept.
     pub output_file_keep: usize,
+    /// OTLP endpoint (base URL, like `OTEL_EXPORTER_OTLP_ENDPOINT`); OTLP is off when unset.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
+    /// Extra OTLP headers (merged with `OTEL_EXPORTER_OTLP_HEADERS`); values are not printed.
+    #[serde(serialize_with = "redacted_values")]
+    pub otlp_headers: BTreeMap<String, String>,
+    /// Timeout of one OTLP export, retries included, in ms.
+    pub otlp_timeout_ms: u64,
+    /// Export metrics over OTLP (when an endpoint is set).
+    pub otlp_metrics: bool,
+    /// Export one OTLP log record per access (when an endpoint is set).
+    pub otlp_logs: bool,
+    /// Capacity of the OTLP log queue, in events; what overflows is counted as shed.
+    pub otlp_logs_queue: usize,
+    /// Log records per OTLP export request.
+    pub otlp_logs_batch: usize,
+    /// Interval between OTLP metric exports, in ms.
+    pub metrics_export_interval_ms: u64,
+    /// Address of the Prometheus `/metrics` endpoint, or `off`.
+    pub metrics_listen: String,
+    /// Labels of `kernel_monitor_access`.
+    pub metrics_access_labels: Vec<AccessLabel>,
+    /// Most label sets kept per metric; further ones are folded into one overflow series.
+    pub metrics_cardinality_limit: usize,
+    /// `service.name` of the OTel resource (unset: `service.name` from
+    /// `OTEL_RESOURCE_ATTRIBUTES`, else `config-access-collector`).
+    pub service_name: Option<String>,
+    /// Extra OTel resource attributes (over `OTEL_RESOURCE_ATTRIBUTES`).
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Longest time the shutdown spends draining and flushing, in ms.
+    pub shutdown_timeout_ms: u64,
+}
+
+fn redacted_values<S: serde::Serializer>(
+    map: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(map.keys().map(|k| (k, "<redacted>")))
 }
 
 impl Default for Config {
@@ -192,6 +310,27 @@ impl Default for Config {
             output_file: None,
             output_file_max_bytes: 100 << 20,
             output_file_keep: 5,
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::HttpProtobuf,
+            otlp_headers: BTreeMap::new(),
+            otlp_timeout_ms: 10_000,
+            otlp_metrics: true,
+            otlp_logs: false,
+            otlp_logs_queue: 8192,
+            otlp_logs_batch: 512,
+            metrics_export_interval_ms: 60_000,
+            metrics_listen: "off".into(),
+            metrics_access_labels: vec![
+                AccessLabel::Namespace,
+                AccessLabel::WorkloadKind,
+                AccessLabel::Workload,
+                AccessLabel::VolumeType,
+                AccessLabel::Result,
+            ],
+            metrics_cardinality_limit: 2000,
+            service_name: None,
+            resource_attributes: BTreeMap::new(),
+            shutdown_timeout_ms: 5000,
         }
     }
 }
@@ -213,6 +352,20 @@ pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// Reads and parses a config file (empty settings when `path` is `None`).
+pub fn read_file_config(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    match path {
+        None => Ok(FileConfig::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            parse_file_config(&text)
+        }
+    }
+}
+
 fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *slot = v;
@@ -222,18 +375,8 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 impl Config {
     /// Reads and resolves a config file (defaults when `path` is `None`).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let file = match path {
-            None => FileConfig::default(),
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.to_path_buf(),
-                    source,
-                })?;
-                parse_file_config(&text)?
-            }
-        };
         let mut c = Config::default();
-        c.merge(file)?;
+        c.merge(read_file_config(path)?)?;
         c.validate()?;
         Ok(c)
     }
@@ -330,6 +473,99 @@ impl Config {
         }
         set(&mut self.output_file_max_bytes, f.output_file_max_bytes);
         set(&mut self.output_file_keep, f.output_file_keep);
+        if f.otlp_endpoint.is_some() {
+            self.otlp_endpoint = f.otlp_endpoint.filter(|e| !e.is_empty());
+        }
+        set(&mut self.otlp_protocol, f.otlp_protocol);
+        if let Some(h) = f.otlp_headers {
+            self.otlp_headers.extend(h);
+        }
+        set(&mut self.otlp_timeout_ms, f.otlp_timeout_ms);
+        set(&mut self.otlp_metrics, f.otlp_metrics);
+        set(&mut self.otlp_logs, f.otlp_logs);
+        set(&mut self.otlp_logs_queue, f.otlp_logs_queue);
+        set(&mut self.otlp_logs_batch, f.otlp_logs_batch);
+        set(
+            &mut self.metrics_export_interval_ms,
+            f.metrics_export_interval_ms,
+        );
+        set(&mut self.metrics_listen, f.metrics_listen);
+        set(&mut self.metrics_access_labels, f.metrics_access_labels);
+        set(
+            &mut self.metrics_cardinality_limit,
+            f.metrics_cardinality_limit,
+        );
+        if f.service_name.is_some() {
+            self.service_name = f.service_name;
+        }
+        if let Some(a) = f.resource_attributes {
+            self.resource_attributes.extend(a);
+        }
+        set(&mut self.shutdown_timeout_ms, f.shutdown_timeout_ms);
+        Ok(())
+    }
+
+    /// Applies the standard OpenTelemetry environment variables (below the
+    /// config file in precedence). `OTEL_EXPORTER_OTLP_HEADERS` and
+    /// `OTEL_RESOURCE_ATTRIBUTES` are read by the SDK itself at start.
+    pub fn apply_otel_env(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let number = |k: &str| -> Result<Option<u64>, ConfigError> {
+            get(k)
+                .map(|v| {
+                    v.trim()
+                        .parse()
+                        .map_err(|_| invalid(k, format!("not a number of milliseconds: {v}")))
+                })
+                .transpose()
+        };
+        if let Some(e) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            self.otlp_endpoint = Some(e);
+        }
+        if let Some(p) = get("OTEL_EXPORTER_OTLP_PROTOCOL") {
+            self.otlp_protocol = p
+                .parse()
+                .map_err(|m| invalid("OTEL_EXPORTER_OTLP_PROTOCOL", m))?;
+        }
+        set(
+            &mut self.otlp_timeout_ms,
+            number("OTEL_EXPORTER_OTLP_TIMEOUT")?,
+        );
+        set(
+            &mut self.metrics_export_interval_ms,
+            number("OTEL_METRIC_EXPORT_INTERVAL")?,
+        );
+        if let Some(n) = get("OTEL_SERVICE_NAME") {
+            self.service_name = Some(n);
+        }
+        match get("OTEL_METRICS_EXPORTER").as_deref().map(str::trim) {
+            None | Some("otlp") => {}
+            Some("none") => self.otlp_metrics = false,
+            Some(v) => {
+                return Err(invalid(
+                    "OTEL_METRICS_EXPORTER",
+                    format!("must be otlp or none, got {v}"),
+                ))
+            }
+        }
+        match get("OTEL_LOGS_EXPORTER").as_deref().map(str::trim) {
+            None => {}
+            Some("otlp") => self.otlp_logs = true,
+            Some("none") => self.otlp_logs = false,
+            Some(v) => {
+                return Err(invalid(
+                    "OTEL_LOGS_EXPORTER",
+                    format!("must be otlp or none, got {v}"),
+                ))
+            }
+        }
+        if get("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            self.otlp_metrics = false;
+            self.otlp_logs = false;
+        }
         Ok(())
     }
 
@@ -399,6 +635,47 @@ impl Config {
         if self.output_file.as_ref().is_some_and(|p| !p.is_absolute()) {
             return Err(invalid("output_file", "must be an absolute path"));
         }
+        if let Some(e) = &self.otlp_endpoint {
+            let ok = (e.starts_with("http://") || e.starts_with("https://"))
+                && e.parse::<axum::http::Uri>().is_ok();
+            if !ok {
+                return Err(invalid(
+                    "otlp_endpoint",
+                    format!("must be an http:// or https:// URL, got {e}"),
+                ));
+            }
+        }
+        for (key, v, min) in [
+            ("otlp_timeout_ms", self.otlp_timeout_ms, 1),
+            (
+                "metrics_export_interval_ms",
+                self.metrics_export_interval_ms,
+                100,
+            ),
+            ("otlp_logs_queue", self.otlp_logs_queue as u64, 1),
+            ("otlp_logs_batch", self.otlp_logs_batch as u64, 1),
+            (
+                "metrics_cardinality_limit",
+                self.metrics_cardinality_limit as u64,
+                1,
+            ),
+            ("shutdown_timeout_ms", self.shutdown_timeout_ms, 1),
+        ] {
+            if v < min {
+                return Err(invalid(key, format!("must be at least {min}, got {v}")));
+            }
+        }
+        for (k, v) in &self.otlp_headers {
+            if axum::http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || axum::http::HeaderValue::from_str(v).is_err()
+            {
+                return Err(invalid(
+                    &format!("otlp_headers.{k}"),
+                    "not a valid HTTP header name and value",
+                ));
+            }
+        }
+        self.metrics_addr()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid(
                 "log_level",
@@ -420,6 +697,19 @@ impl Config {
                     max_bytes: self.output_file_max_bytes,
                     keep: self.output_file_keep,
                 }),
+        }
+    }
+
+    /// Address of the Prometheus endpoint (`None`: off), validated.
+    pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        match self.metrics_listen.as_str() {
+            "off" => Ok(None),
+            v => v.parse().map(Some).map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    format!("not an address like 0.0.0.0:9891, or off: {v}"),
+                )
+            }),
         }
     }
 
@@ -466,6 +756,7 @@ impl Config {
             health,
             socket,
             tcp,
+            metrics: self.metrics_addr()?,
         })
     }
 
@@ -560,8 +851,88 @@ mod tests {
         assert_eq!(key("api_socket: relative.sock\n"), "api_socket");
         assert_eq!(key("api_token_file: /etc/token\n"), "api_token_file");
         assert_eq!(key("monitor_secrets: false\nmonitor_configmaps: false\nmonitor_projected: false\nmonitor_downward_api: false\n"), "monitor_secrets");
+        assert_eq!(key("otlp_endpoint: collector:4317\n"), "otlp_endpoint");
+        assert_eq!(key("otlp_protocol: http/json\n"), "otlp_protocol");
+        assert_eq!(
+            key("otlp_headers: {\"bad key\": v}\n"),
+            "otlp_headers.bad key"
+        );
+        assert_eq!(key("metrics_listen: 9891\n"), "metrics_listen");
+        assert_eq!(
+            key("metrics_access_labels: [pid]\n"),
+            "metrics_access_labels[0]"
+        );
+        assert_eq!(key("otlp_logs_queue: 0\n"), "otlp_logs_queue");
         let unknown = load_str("no_such_key: 1\n").unwrap_err().to_string();
         assert!(unknown.contains("no_such_key"), "{unknown}");
+    }
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn otel_environment_sits_under_the_config_file() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "15000"),
+            ("OTEL_SERVICE_NAME", "from-env"),
+            ("OTEL_LOGS_EXPORTER", "otlp"),
+        ];
+        let mut c = Config::default();
+        c.apply_otel_env(env(&vars)).unwrap();
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://env:4317"));
+        assert_eq!(c.otlp_protocol, OtlpProtocol::Grpc);
+        assert_eq!(
+            (c.otlp_timeout_ms, c.metrics_export_interval_ms),
+            (2500, 15000)
+        );
+        assert_eq!(c.service_name.as_deref(), Some("from-env"));
+        assert!(c.otlp_logs && c.otlp_metrics);
+        c.merge(
+            parse_file_config(
+                "otlp_endpoint: https://file:4318\notlp_protocol: http/protobuf\nservice_name: from-file\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("https://file:4318"));
+        assert_eq!(c.otlp_protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(c.service_name.as_deref(), Some("from-file"));
+
+        let mut c = Config::default();
+        c.apply_otel_env(env(&[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_LOGS_EXPORTER", "otlp"),
+        ]))
+        .unwrap();
+        assert!(!c.otlp_metrics && !c.otlp_logs);
+        for (k, v) in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+        ] {
+            match Config::default().apply_otel_env(env(&[(k, v)])) {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, k),
+                other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn printed_config_hides_header_values() {
+        let c = load_str("otlp_headers: {authorization: Bearer s3cr3t}\n").unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            json.contains("authorization") && !json.contains("s3cr3t"),
+            "{json}"
+        );
     }
 
     #[test]
@@ -613,12 +984,23 @@ pub struct Overrides {
     /// Also write events to this JSON-lines file (rotated by size).
     #[arg(long, env = "CAC_OUTPUT_FILE")]
     pub output_file: Option<PathBuf>,
+    /// OTLP endpoint (over OTEL_EXPORTER_OTLP_ENDPOINT); OTLP is off without one.
+    #[arg(long, env = "CAC_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Also export one OTLP log record per access.
+    #[arg(long, env = "CAC_OTLP_LOGS")]
+    pub otlp_logs: bool,
+    /// Address of the Prometheus /metrics endpoint, or `off`.
+    #[arg(long, env = "CAC_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 impl Config {
     /// Loads `overrides.config` and applies the other overrides on top.
     pub fn resolve(o: &Overrides) -> Result<Self, ConfigError> {
-        let mut c = Self::load(o.config.as_deref())?;
+        let mut c = Config::default();
+        c.apply_otel_env(|k| std::env::var(k).ok())?;
+        c.merge(read_file_config(o.config.as_deref())?)?;
         c.merge(FileConfig {
             kubelet_root: o.kubelet_root.clone(),
             syscall_sampling_rate: o.syscall_sampling_rate,
@@ -637,6 +1019,9 @@ impl Config {
             health_listen: o.health_listen.clone(),
             api_socket: o.api_socket.clone(),
             output_file: o.output_file.clone(),
+            otlp_endpoint: o.otlp_endpoint.clone(),
+            otlp_logs: o.otlp_logs.then_some(true),
+            metrics_listen: o.metrics_listen.clone(),
             ..FileConfig::default()
         })?;
         c.validate()?;

@@ -11,6 +11,7 @@
 //! process's entries at exit.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
@@ -104,11 +105,95 @@ pub fn pod_info_for(uid: &str, pods: Option<&PodStore>, created_at: i64) -> PodI
     }
 }
 
+/// A correlation operation, as counted by `kernel_monitor_pod_correlation{operation}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorrelationOp {
+    /// An event's cgroup resolved to a pod or the host.
+    CgroupLookup,
+    /// An event's cgroup could not be resolved.
+    CgroupLookupMiss,
+    /// API reads.
+    PodByCgroup,
+    PodByPid,
+    PodByUid,
+    ContainerByPid,
+    MountLookup,
+    /// API writes.
+    AddContainerPid,
+    AddPodInfo,
+    AddMountInfo,
+    /// Kernel map entries written or removed from the sampler's records.
+    SyncContainerPid,
+    SyncPodInfo,
+    SyncPodRemoved,
+}
+
+impl CorrelationOp {
+    /// Every operation.
+    pub const ALL: [Self; 13] = [
+        Self::CgroupLookup,
+        Self::CgroupLookupMiss,
+        Self::PodByCgroup,
+        Self::PodByPid,
+        Self::PodByUid,
+        Self::ContainerByPid,
+        Self::MountLookup,
+        Self::AddContainerPid,
+        Self::AddPodInfo,
+        Self::AddMountInfo,
+        Self::SyncContainerPid,
+        Self::SyncPodInfo,
+        Self::SyncPodRemoved,
+    ];
+
+    /// The `operation` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CgroupLookup => "cgroup_lookup",
+            Self::CgroupLookupMiss => "cgroup_lookup_miss",
+            Self::PodByCgroup => "pod_by_cgroup",
+            Self::PodByPid => "pod_by_pid",
+            Self::PodByUid => "pod_by_uid",
+            Self::ContainerByPid => "container_by_pid",
+            Self::MountLookup => "mount_lookup",
+            Self::AddContainerPid => "add_container_pid",
+            Self::AddPodInfo => "add_pod_info",
+            Self::AddMountInfo => "add_mount_info",
+            Self::SyncContainerPid => "sync_container_pid",
+            Self::SyncPodInfo => "sync_pod_info",
+            Self::SyncPodRemoved => "sync_pod_removed",
+        }
+    }
+}
+
+/// Counts of [`CorrelationOp`]s.
+#[derive(Debug, Default)]
+pub struct CorrelationOps([AtomicU64; CorrelationOp::ALL.len()]);
+
+impl CorrelationOps {
+    /// Counts `n` operations of kind `op`.
+    pub fn add(&self, op: CorrelationOp, n: u64) {
+        self.0[op as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one operation of kind `op`.
+    pub fn bump(&self, op: CorrelationOp) {
+        self.add(op, 1);
+    }
+
+    /// How many operations of kind `op` were counted.
+    pub fn get(&self, op: CorrelationOp) -> u64 {
+        self.0[op as usize].load(Ordering::Relaxed)
+    }
+}
+
 /// Shared correlation state.
 #[derive(Debug, Default)]
 pub struct CorrelationMaps {
     mounts: RwLock<HashMap<String, MountInfo>>,
     kernel: Option<KernelMaps>,
+    /// Operation counts for the metrics.
+    pub ops: CorrelationOps,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> CorrelationError {
@@ -131,8 +216,8 @@ impl CorrelationMaps {
     /// Backed by the loaded programs' maps.
     pub fn with_kernel(kernel: KernelMaps) -> Self {
         Self {
-            mounts: RwLock::default(),
             kernel: Some(kernel),
+            ..Self::default()
         }
     }
 
@@ -277,6 +362,12 @@ impl CorrelationMaps {
                 report.pods_removed += usize::from(self.remove_pod_info(cgroup_id).is_ok());
             }
         }
+        self.ops
+            .add(CorrelationOp::SyncContainerPid, report.pids_added as u64);
+        self.ops
+            .add(CorrelationOp::SyncPodInfo, report.pods_added as u64);
+        self.ops
+            .add(CorrelationOp::SyncPodRemoved, report.pods_removed as u64);
         report
     }
 

@@ -23,12 +23,15 @@ pub mod decode;
 pub mod demo;
 pub mod denied;
 pub mod event;
+pub mod event_logs;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod pods;
 pub mod probe;
 pub mod sandbox;
+pub mod telemetry;
 pub mod volumes;
 pub mod watcher;
 
@@ -43,6 +46,8 @@ pub enum Error {
     Volume(#[from] volumes::VolumeError),
     #[error(transparent)]
     Api(#[from] api::ApiError),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
     #[error("demo sandbox: {0}")]
     Demo(#[source] std::io::Error),
     #[error("starting a thread: {0}")]

@@ -177,12 +177,14 @@ mod tests {
         let writer = spawn_writer(rx, &outputs).unwrap();
         let mut ev: AccessEvent =
             serde_json::from_str(&serde_json::to_string(&sample()).unwrap()).unwrap();
-        for i in 0..200 {
+        // 400 events of ~550 bytes fill at least four 64 KiB batches: four
+        // writes, each past max_bytes, whatever the thread scheduling.
+        for i in 0..400 {
             ev.key = Some(format!("key-{i}"));
             tx.send(ev.clone()).unwrap();
         }
         drop(tx);
-        assert_eq!(writer.join().unwrap().unwrap(), 200);
+        assert_eq!(writer.join().unwrap().unwrap(), 400);
         let mut files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -209,7 +211,7 @@ mod tests {
         }
         assert_eq!(
             keys.last().map(String::as_str),
-            Some("key-199"),
+            Some("key-399"),
             "newest events are in the current file"
         );
         let n: Vec<usize> = keys.iter().map(|k| k[4..].parse().unwrap()).collect();

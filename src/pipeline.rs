@@ -12,12 +12,14 @@ use serde::Serialize;
 
 use crate::cgroup::{CgroupResolver, Resolution};
 use crate::clock::WallClock;
+use crate::correlation::{CorrelationMaps, CorrelationOp};
 use crate::decode::{decode_event, EventKind, KernelEvent};
 use crate::denied;
 use crate::event::ContainerRef;
 use crate::event::{
     access_from_flags, access_from_fmode, result_name, AccessEvent, ProcessInfo, KUBELET_WRITE,
 };
+use crate::metrics::AccessMetrics;
 use crate::pods::{PodStore, SourceKind};
 use crate::volumes::{parse_volume_path, VolumeRegistry};
 
@@ -48,6 +50,14 @@ pub struct UserStats {
     pub not_volume: AtomicU64,
     /// Kubelet accesses dropped by configuration.
     pub kubelet_dropped: AtomicU64,
+}
+
+/// A second event consumer (OTLP logs) with its own bounded queue.
+#[derive(Debug)]
+pub struct ExtraSink {
+    pub queue: SyncSender<AccessEvent>,
+    /// Counts the events the full queue refused.
+    pub shed: Arc<crate::metrics::EventLogStats>,
 }
 
 /// A snapshot of [`UserStats`].
@@ -97,6 +107,12 @@ pub struct Enricher {
     pub cgroups: Arc<CgroupResolver>,
     /// Pod metadata; `None` in standalone mode.
     pub pods: Option<Arc<PodStore>>,
+    /// Per-access metrics.
+    pub metrics: AccessMetrics,
+    /// Correlation operation counts.
+    pub correlation: Arc<CorrelationMaps>,
+    /// The OTLP log output, when on.
+    pub logs: Option<ExtraSink>,
 }
 
 /// Where an event's volume fields come from.
@@ -192,8 +208,14 @@ impl Enricher {
             access_from_flags(ev.open_flags)
         };
         let reader = match self.cgroups.resolve(ev.cgroup_id, ev.cgroup_v1_id) {
-            Resolution::Found(info) => Some(info),
-            Resolution::Unknown => None,
+            Resolution::Found(info) => {
+                self.correlation.ops.bump(CorrelationOp::CgroupLookup);
+                Some(info)
+            }
+            Resolution::Unknown => {
+                self.correlation.ops.bump(CorrelationOp::CgroupLookupMiss);
+                None
+            }
         };
         let pods = self.pods.as_deref();
         let owner = pods.and_then(|p| p.get(&t.pod_uid));
@@ -276,6 +298,12 @@ impl Enricher {
                 .is_some_and(|s| s.kind == SourceKind::ServiceAccountToken),
             source,
         };
+        self.metrics.record(&event, WallClock::elapsed_ms(ev.ts_ns));
+        if let Some(logs) = &self.logs {
+            if logs.queue.try_send(event.clone()).is_err() {
+                logs.shed.queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         match self.sink.try_send(event) {
             Ok(()) => bump(&self.stats.emitted),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => bump(&self.stats.shed),

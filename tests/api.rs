@@ -130,6 +130,7 @@ fn unhealthy_when_the_reader_stalls_or_programs_are_gone() {
         stall_after: Duration::from_millis(300),
         pods: None,
         correlation: std::sync::Arc::new(CorrelationMaps::new()),
+        registry: None,
         cgroups: std::sync::Arc::new(CgroupResolver::for_host(None)),
     };
     let server = ApiServer::start(

@@ -1,0 +1,299 @@
+//! Access events as OTLP log records, one per access, with attributes in
+//! OpenTelemetry semantic-convention names where one exists (`k8s.*`,
+//! `container.*`, `process.*`, `file.*`) and `config_access.*` otherwise.
+//!
+//! The output has its own bounded queue (filled by the reader with
+//! `try_send`, so it never blocks the kernel reader) and its own thread,
+//! which exports batches synchronously. Every event ends exported, or counted
+//! in [`EventLogStats`]: queue full, export failed, or left at the shutdown
+//! deadline.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::InstrumentationScope;
+use opentelemetry_otlp::LogExporter;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLogger};
+use opentelemetry_sdk::Resource;
+
+use crate::event::AccessEvent;
+use crate::metrics::EventLogStats;
+use crate::pods::SourceKind;
+
+/// Longest wait for a batch to fill once its first event arrived.
+const LINGER: Duration = Duration::from_millis(200);
+
+/// `k8s.<kind>.name` attribute of a workload kind, when the conventions name one.
+fn workload_key(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "Deployment" => "k8s.deployment.name",
+        "StatefulSet" => "k8s.statefulset.name",
+        "DaemonSet" => "k8s.daemonset.name",
+        "ReplicaSet" => "k8s.replicaset.name",
+        "Job" => "k8s.job.name",
+        "CronJob" => "k8s.cronjob.name",
+        _ => return None,
+    })
+}
+
+fn kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Secret => "Secret",
+        SourceKind::ConfigMap => "ConfigMap",
+        SourceKind::ServiceAccountToken => "ServiceAccountToken",
+        SourceKind::DownwardApi => "DownwardAPI",
+        SourceKind::ClusterTrustBundle => "ClusterTrustBundle",
+    }
+}
+
+/// Fills `rec` from `ev`: timestamps, severity, a one-line body, attributes.
+pub fn fill_record(rec: &mut SdkLogRecord, ev: &AccessEvent) {
+    let when = chrono::DateTime::parse_from_rfc3339(&ev.timestamp)
+        .map(SystemTime::from)
+        .unwrap_or_else(|_| SystemTime::now());
+    rec.set_timestamp(when);
+    rec.set_observed_timestamp(SystemTime::now());
+    rec.set_event_name("config_access");
+    let denied = matches!(ev.result.as_str(), "EACCES" | "EPERM");
+    let (severity, text) = if denied {
+        (Severity::Warn, "WARN")
+    } else {
+        (Severity::Info, "INFO")
+    };
+    rec.set_severity_number(severity);
+    rec.set_severity_text(text);
+    let object = ev
+        .source
+        .as_ref()
+        .map(|s| kind_name(s.kind))
+        .or(ev.volume_type.as_deref())
+        .unwrap_or("volume");
+    rec.set_body(AnyValue::from(format!(
+        "{} (pid {}) {} {} {}/{} key {}: {}",
+        ev.process.command,
+        ev.process.pid,
+        ev.access,
+        object,
+        ev.namespace.as_deref().unwrap_or("?"),
+        ev.config_name.as_deref().unwrap_or("?"),
+        ev.key.as_deref().unwrap_or("?"),
+        ev.result
+    )));
+
+    let mut s = |k: &'static str, v: Option<&str>| {
+        if let Some(v) = v {
+            rec.add_attribute(k, v.to_string());
+        }
+    };
+    s("config_access.event_type", Some(&ev.event_type));
+    s("k8s.namespace.name", ev.namespace.as_deref());
+    s("k8s.pod.name", ev.pod_name.as_deref());
+    s("k8s.pod.uid", ev.pod_uid.as_deref());
+    s("k8s.volume.name", ev.volume_name.as_deref());
+    s("k8s.volume.type", ev.volume_type.as_deref());
+    s("file.name", ev.key.as_deref());
+    s("file.path", ev.path.as_deref());
+    s("config_access.mount_path", ev.mount_path.as_deref());
+    s("config_access.config_name", ev.config_name.as_deref());
+    s("config_access.access", Some(&ev.access));
+    s("config_access.result", Some(&ev.result));
+    s("config_access.syscall", Some(&ev.syscall));
+    s("config_access.reader_pod_uid", ev.reader_pod_uid.as_deref());
+    s(
+        "config_access.service_account",
+        ev.service_account.as_deref(),
+    );
+    s("process.executable.name", Some(&ev.process.command));
+    s(
+        "config_access.cgroup_path",
+        ev.process.cgroup_path.as_deref(),
+    );
+    if ev.result != "ok" {
+        s("error.type", Some(&ev.result));
+    }
+    if let Some(c) = &ev.container {
+        s("container.id", Some(&c.id));
+        s("k8s.container.name", c.name.as_deref());
+        s("container.image.name", c.image.as_deref());
+    }
+    if let Some(src) = &ev.source {
+        s("config_access.object.kind", Some(kind_name(src.kind)));
+        s("config_access.object.name", src.name.as_deref());
+        s("config_access.object.key", src.key.as_deref());
+    }
+    if let Some(w) = &ev.workload {
+        s("config_access.workload.kind", Some(&w.kind));
+        s("config_access.workload.name", Some(&w.name));
+        if let Some(key) = workload_key(&w.kind) {
+            s(key, Some(&w.name));
+        }
+    }
+    for (k, v) in &ev.labels {
+        rec.add_attribute(format!("k8s.pod.label.{k}"), v.clone());
+    }
+    let p = &ev.process;
+    for (k, v) in [
+        ("process.pid", i64::from(p.pid)),
+        ("thread.id", i64::from(p.tid)),
+        ("process.user.id", i64::from(p.uid)),
+        ("process.group.id", i64::from(p.gid)),
+        ("config_access.cgroup_id", p.cgroup_id as i64),
+        ("config_access.mnt_ns", i64::from(p.mnt_ns)),
+    ] {
+        rec.add_attribute(k, v);
+    }
+    rec.add_attribute(
+        "config_access.service_account_token",
+        ev.service_account_token,
+    );
+}
+
+/// Settings of the log output thread.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Records per export request.
+    pub max_batch: usize,
+}
+
+/// The running OTLP log output.
+#[derive(Debug)]
+pub struct EventLogOutput {
+    thread: Option<JoinHandle<()>>,
+    deadline: Arc<OnceLock<Instant>>,
+    pub stats: Arc<EventLogStats>,
+}
+
+struct Worker {
+    exporter: LogExporter,
+    logger: SdkLogger,
+    scope: InstrumentationScope,
+    stats: Arc<EventLogStats>,
+    deadline: Arc<OnceLock<Instant>>,
+    settings: BatchSettings,
+}
+
+impl Worker {
+    fn past_deadline(&self) -> bool {
+        self.deadline.get().is_some_and(|d| Instant::now() >= *d)
+    }
+
+    fn export(&self, batch: &[SdkLogRecord]) {
+        if batch.is_empty() {
+            return;
+        }
+        let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+            batch.iter().map(|r| (r, &self.scope)).collect();
+        let n = batch.len() as u64;
+        match futures::executor::block_on(self.exporter.export(LogBatch::new(&refs))) {
+            Ok(()) => {
+                self.stats.exported.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!("OTLP log export of {n} records failed: {e}");
+                self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                self.stats.export_failed.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn run(self, events: Receiver<AccessEvent>) {
+        let mut batch: Vec<SdkLogRecord> = Vec::with_capacity(self.settings.max_batch);
+        let mut open = true;
+        while open {
+            let first = match events.recv() {
+                Ok(ev) => ev,
+                Err(_) => break,
+            };
+            let started = Instant::now();
+            let mut next = Some(first);
+            while let Some(ev) = next.take() {
+                let mut rec = self.logger.create_log_record();
+                fill_record(&mut rec, &ev);
+                batch.push(rec);
+                if batch.len() >= self.settings.max_batch {
+                    break;
+                }
+                next = match events.try_recv() {
+                    Ok(ev) => Some(ev),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        None
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        let left = LINGER.saturating_sub(started.elapsed());
+                        match events.recv_timeout(left) {
+                            Ok(ev) => Some(ev),
+                            Err(RecvTimeoutError::Timeout) => None,
+                            Err(RecvTimeoutError::Disconnected) => {
+                                open = false;
+                                None
+                            }
+                        }
+                    }
+                };
+            }
+            if self.past_deadline() {
+                let left = batch.len() as u64 + events.try_iter().count() as u64;
+                self.stats.shutdown.fetch_add(left, Ordering::Relaxed);
+                batch.clear();
+                break;
+            }
+            self.export(&batch);
+            batch.clear();
+        }
+        if let Err(e) = self.exporter.shutdown() {
+            tracing::debug!("OTLP log exporter shutdown: {e}");
+        }
+    }
+}
+
+impl EventLogOutput {
+    /// Starts exporting the events that arrive on `events`.
+    pub fn spawn(
+        mut exporter: LogExporter,
+        resource: &Resource,
+        events: Receiver<AccessEvent>,
+        settings: BatchSettings,
+        stats: Arc<EventLogStats>,
+    ) -> std::io::Result<Self> {
+        exporter.set_resource(resource);
+        // A provider without processors: only a factory of records here.
+        let provider = SdkLoggerProvider::builder()
+            .with_resource(resource.clone())
+            .build();
+        let scope = InstrumentationScope::builder(crate::telemetry::METER_NAME)
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let deadline = Arc::new(OnceLock::new());
+        let worker = Worker {
+            exporter,
+            logger: provider.logger_with_scope(scope.clone()),
+            scope,
+            stats: Arc::clone(&stats),
+            deadline: Arc::clone(&deadline),
+            settings,
+        };
+        let thread = std::thread::Builder::new()
+            .name("otlp-logs".into())
+            .spawn(move || worker.run(events))?;
+        Ok(Self {
+            thread: Some(thread),
+            deadline,
+            stats,
+        })
+    }
+
+    /// Waits for the queue to drain (its senders must be gone), giving up on
+    /// what is left at `deadline` (counted as shed).
+    pub fn finish(mut self, deadline: Instant) {
+        let _ = self.deadline.set(deadline);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Metrics: the published design's `kernel_monitor_*` names, per-access
+//! counters recorded on the reader thread, and self-metrics observed from the
+//! pipeline's counters at each collection.
+//!
+//! Instrument names carry no `_total` suffix and no unit: a Prometheus
+//! exporter (the OpenTelemetry Collector's, or `/metrics` here) appends
+//! `_total` to counters, so `kernel_monitor_secret_access` is scraped as
+//! `kernel_monitor_secret_access_total`. No label holds a pid, a path or a
+//! file key; the SDK folds label sets beyond `metrics_cardinality_limit`
+//! into one `otel_metric_overflow` series.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::{KeyValue, Value};
+
+use crate::config::AccessLabel;
+use crate::correlation::{CorrelationMaps, CorrelationOp};
+use crate::event::AccessEvent;
+use crate::pipeline::UserStats;
+use crate::pods::{PodStore, SourceKind};
+use crate::probe::StatsReader;
+use crate::telemetry::ExportCounters;
+use crate::volumes::VolumeRegistry;
+
+/// Bucket bounds of `kernel_monitor_processing_duration_ms`, in ms.
+const DURATION_BUCKETS_MS: [f64; 16] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+    10000.0,
+];
+
+/// Per-access instruments.
+#[derive(Debug, Clone)]
+pub struct AccessMetrics {
+    configmap: Counter<u64>,
+    secret: Counter<u64>,
+    token: Counter<u64>,
+    access: Counter<u64>,
+    duration: Histogram<f64>,
+    labels: Vec<AccessLabel>,
+}
+
+/// The object behind an accessed file, as the object counters name it.
+enum Object<'a> {
+    Secret(&'a str),
+    ConfigMap(&'a str),
+    Token(&'a str),
+}
+
+fn object_of(ev: &AccessEvent) -> Option<Object<'_>> {
+    let config_name = ev.config_name.as_deref().unwrap_or("");
+    match (&ev.source, ev.volume_type.as_deref()) {
+        (Some(src), _) => match src.kind {
+            SourceKind::Secret => Some(Object::Secret(src.name.as_deref().unwrap_or(config_name))),
+            SourceKind::ConfigMap => Some(Object::ConfigMap(
+                src.name.as_deref().unwrap_or(config_name),
+            )),
+            SourceKind::ServiceAccountToken => {
+                Some(Object::Token(ev.service_account.as_deref().unwrap_or("")))
+            }
+            SourceKind::DownwardApi | SourceKind::ClusterTrustBundle => None,
+        },
+        (None, Some("secret")) => Some(Object::Secret(config_name)),
+        (None, Some("configmap")) => Some(Object::ConfigMap(config_name)),
+        _ => None,
+    }
+}
+
+fn owned(s: &str) -> Value {
+    Value::from(s.to_string())
+}
+
+impl AccessMetrics {
+    /// Creates the instruments; `labels` are those of `kernel_monitor_access`.
+    pub fn new(meter: &Meter, labels: Vec<AccessLabel>) -> Self {
+        Self {
+            configmap: meter
+                .u64_counter("kernel_monitor_configmap_access")
+                .with_description("Accesses to files of a ConfigMap, by namespace and ConfigMap")
+                .build(),
+            secret: meter
+                .u64_counter("kernel_monitor_secret_access")
+                .with_description("Accesses to files of a Secret, by namespace and Secret")
+                .build(),
+            token: meter
+                .u64_counter("kernel_monitor_serviceaccount_token_access")
+                .with_description(
+                    "Accesses to projected service-account tokens, by namespace and service account",
+                )
+                .build(),
+            access: meter
+                .u64_counter("kernel_monitor_access")
+                .with_description(
+                    "Accesses to files of watched volumes, by the configured labels (metrics_access_labels)",
+                )
+                .build(),
+            duration: meter
+                .f64_histogram("kernel_monitor_processing_duration_ms")
+                .with_description(
+                    "Milliseconds from the open() in the kernel to the event handed to the outputs",
+                )
+                .with_boundaries(DURATION_BUCKETS_MS.to_vec())
+                .build(),
+            labels,
+        }
+    }
+
+    /// Counts one access; `processing_ms` is its kernel-to-output latency.
+    pub fn record(&self, ev: &AccessEvent, processing_ms: f64) {
+        let namespace = owned(ev.namespace.as_deref().unwrap_or(""));
+        match object_of(ev) {
+            Some(Object::Secret(name)) => self.secret.add(
+                1,
+                &[
+                    KeyValue::new("namespace", namespace.clone()),
+                    KeyValue::new("secret", owned(name)),
+                ],
+            ),
+            Some(Object::ConfigMap(name)) => self.configmap.add(
+                1,
+                &[
+                    KeyValue::new("namespace", namespace.clone()),
+                    KeyValue::new("configmap", owned(name)),
+                ],
+            ),
+            Some(Object::Token(sa)) => self.token.add(
+                1,
+                &[
+                    KeyValue::new("namespace", namespace.clone()),
+                    KeyValue::new("serviceaccount", owned(sa)),
+                ],
+            ),
+            None => {}
+        }
+        let attrs: Vec<KeyValue> = self
+            .labels
+            .iter()
+            .map(|l| {
+                let v = match l {
+                    AccessLabel::Namespace => namespace.clone(),
+                    AccessLabel::Pod => owned(ev.pod_name.as_deref().unwrap_or("")),
+                    AccessLabel::Container => owned(
+                        ev.container
+                            .as_ref()
+                            .and_then(|c| c.name.as_deref())
+                            .unwrap_or(""),
+                    ),
+                    AccessLabel::WorkloadKind => {
+                        owned(ev.workload.as_ref().map(|w| &*w.kind).unwrap_or(""))
+                    }
+                    AccessLabel::Workload => {
+                        owned(ev.workload.as_ref().map(|w| &*w.name).unwrap_or(""))
+                    }
+                    AccessLabel::VolumeType => owned(ev.volume_type.as_deref().unwrap_or("")),
+                    AccessLabel::Result => owned(&ev.result),
+                    AccessLabel::Access => owned(&ev.access),
+                    AccessLabel::EventType => owned(&ev.event_type),
+                };
+                KeyValue::new(l.key(), v)
+            })
+            .collect();
+        self.access.add(1, &attrs);
+        self.duration.record(
+            processing_ms,
+            &[KeyValue::new("event_type", owned(&ev.event_type))],
+        );
+    }
+}
+
+/// Counters of the OTLP event-log output.
+#[derive(Debug, Default)]
+pub struct EventLogStats {
+    /// Log records the receiver accepted.
+    pub exported: AtomicU64,
+    /// Events shed because the log queue was full.
+    pub queue_full: AtomicU64,
+    /// Records lost with a failed export request.
+    pub export_failed: AtomicU64,
+    /// Events left in the queue when the shutdown deadline passed.
+    pub shutdown: AtomicU64,
+    /// Export requests that failed.
+    pub failed_requests: AtomicU64,
+}
+
+/// What the self-metrics are read from.
+#[derive(Clone)]
+pub struct Sources {
+    pub kernel: Arc<StatsReader>,
+    pub user: Arc<UserStats>,
+    pub registry: Arc<VolumeRegistry>,
+    pub pods: Option<Arc<PodStore>>,
+    pub correlation: Arc<CorrelationMaps>,
+    pub metric_exports: Arc<ExportCounters>,
+    pub event_logs: Option<Arc<EventLogStats>>,
+}
+
+fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Registers the observable self-metrics; they are read at each collection.
+pub fn observe(meter: &Meter, s: &Sources) {
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_events_matched")
+        .with_description(
+            "Opens of watched volume files (and reported failed opens) the kernel programs matched",
+        )
+        .with_callback(move |o| {
+            if let Ok(k) = src.kernel.read() {
+                o.observe(k.matched, &[]);
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_events_delivered")
+        .with_description("Matched events written into the kernel ring buffer")
+        .with_callback(move |o| {
+            if let Ok(k) = src.kernel.read() {
+                o.observe(k.delivered, &[]);
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_events_dropped")
+        .with_description("Events lost before the outputs, by reason")
+        .with_callback(move |o| {
+            if let Ok(k) = src.kernel.read() {
+                o.observe(
+                    k.dropped_ringbuf,
+                    &[KeyValue::new("reason", "ring_buffer_full")],
+                );
+            }
+            let u = &src.user;
+            for (n, reason) in [
+                (get(&u.decode_errors), "decode_error"),
+                (get(&u.unknown_volume), "volume_gone"),
+            ] {
+                o.observe(n, &[KeyValue::new("reason", reason)]);
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_events_filtered")
+        .with_description("Kernel events that are not reported by design, by reason")
+        .with_callback(move |o| {
+            let u = &src.user;
+            o.observe(
+                get(&u.not_volume),
+                &[KeyValue::new("reason", "not_a_volume_file")],
+            );
+            o.observe(
+                get(&u.kubelet_dropped),
+                &[KeyValue::new("reason", "kubelet")],
+            );
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_events_emitted")
+        .with_description("Events handed to each output (json: the JSON-lines queue; otlp_logs: records the receiver accepted)")
+        .with_callback(move |o| {
+            o.observe(get(&src.user.emitted), &[KeyValue::new("output", "json")]);
+            if let Some(l) = &src.event_logs {
+                o.observe(get(&l.exported), &[KeyValue::new("output", "otlp_logs")]);
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_output_shed")
+        .with_description("Events an output could not take, by output and reason")
+        .with_callback(move |o| {
+            o.observe(
+                get(&src.user.shed),
+                &[
+                    KeyValue::new("output", "json"),
+                    KeyValue::new("reason", "queue_full"),
+                ],
+            );
+            if let Some(l) = &src.event_logs {
+                for (n, reason) in [
+                    (get(&l.queue_full), "queue_full"),
+                    (get(&l.export_failed), "export_failed"),
+                    (get(&l.shutdown), "shutdown"),
+                ] {
+                    o.observe(
+                        n,
+                        &[
+                            KeyValue::new("output", "otlp_logs"),
+                            KeyValue::new("reason", reason),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_export_errors")
+        .with_description("Failed OTLP export requests, by signal")
+        .with_callback(move |o| {
+            o.observe(
+                get(&src.metric_exports.failed),
+                &[KeyValue::new("signal", "metrics")],
+            );
+            if let Some(l) = &src.event_logs {
+                o.observe(get(&l.failed_requests), &[KeyValue::new("signal", "logs")]);
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_gauge("kernel_monitor_watched_volumes")
+        .with_description("Volumes watched in the kernel, by volume type")
+        .with_callback(move |o| {
+            let mut by_type = std::collections::BTreeMap::<&str, u64>::new();
+            for v in src.registry.volumes() {
+                *by_type.entry(v.volume_type.as_str()).or_default() += 1;
+            }
+            for t in ["secret", "configmap", "projected", "downward-api"] {
+                let n = by_type.get(t).copied().unwrap_or(0);
+                o.observe(n, &[KeyValue::new("volume_type", t)]);
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_gauge("kernel_monitor_known_pods")
+        .with_description("Pods in the metadata store (0 in standalone mode)")
+        .with_callback(move |o| {
+            o.observe(src.pods.as_ref().map_or(0, |p| p.len() as u64), &[]);
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_sampler_hits")
+        .with_description("Syscalls recorded by the pid -> cgroup sampler")
+        .with_callback(move |o| {
+            if let Ok(k) = src.kernel.read() {
+                o.observe(k.sampled, &[]);
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_opens_seen")
+        .with_description("Open-family syscalls the kernel programs examined")
+        .with_callback(move |o| {
+            if let Ok(k) = src.kernel.read() {
+                o.observe(k.opens_seen, &[]);
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_pod_correlation")
+        .with_description("Pod correlation operations, by operation")
+        .with_callback(move |o| {
+            for op in CorrelationOp::ALL {
+                o.observe(
+                    src.correlation.ops.get(op),
+                    &[KeyValue::new("operation", op.name())],
+                );
+            }
+        })
+        .build();
+}
