@@ -5,32 +5,20 @@
 //! timestamp (syscall exit) to the moment its JSON line has been written
 //! (to a sink). It prints p50/p99 latency at 1k and 10k opens/s, then ramps
 //! the rate and reports the highest one at which nothing was lost (kernel
-//! drops + output shedding). JSON output is on; OTLP export is not part of
-//! the collector yet.
+//! drops + output shedding). JSON output only; `benches/resources.rs`
+//! measures the collector with OTLP export on as well.
 
 use std::io::Write;
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use config_access_collector::collector::Collector;
 use config_access_collector::config::{Config, KubeMode};
 use config_access_collector::event::AccessEvent;
 use config_access_collector::sandbox::Sandbox;
-use config_access_collector::volumes::VolumeType;
 
-/// Opens `path` `rate` times a second for `secs` seconds; returns how many.
-fn produce(path: &std::path::Path, rate: u64, secs: f64) -> u64 {
-    let total = (rate as f64 * secs) as u64;
-    let start = Instant::now();
-    for i in 0..total {
-        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-        while Instant::now() < due {
-            std::hint::spin_loop();
-        }
-        drop(std::fs::File::open(path).expect("open"));
-    }
-    total
-}
+mod common;
+use common::produce;
 
 /// Consumes events like the JSON writer does; returns per-event latencies.
 fn consume(events: &Receiver<AccessEvent>, stop_after: Duration) -> Vec<Duration> {
@@ -89,16 +77,8 @@ fn run(
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("e2e_latency: run as root (it loads BPF programs)");
-        std::process::exit(1);
-    }
-    let mut sb = Sandbox::new().unwrap();
-    let dir = sb
-        .add_volume("bench-pod", VolumeType::Secret, "creds", true)
-        .unwrap();
-    sb.write_atomic(&dir, &[("password", b"x", 0o644)]).unwrap();
-    let file = dir.join("password");
+    common::require_root("e2e_latency");
+    let (sb, file) = common::secret_volume();
 
     println!(
         "{:<34} {:>8} {:>8} {:>6} {:>10} {:>10}",

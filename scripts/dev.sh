@@ -9,8 +9,9 @@ mode=${1:-run}
 APT_PACKAGES=(clang-19 llvm-19 clang-format libelf-dev zlib1g-dev pkg-config make)
 # Real peers of the telemetry tests: Prometheus, and Python for the OTLP receiver.
 TEST_APT_PACKAGES=(prometheus python3 python3-venv)
-# The OTLP receiver (tests/otlp_receiver.py) runs on the official protobuf definitions.
-TEST_PIP_PACKAGES=(opentelemetry-proto==1.45.2 grpcio==1.85.1 protobuf==7.36.2)
+# The OTLP receiver (tests/otlp_receiver.py) runs on the official protobuf definitions;
+# rotel (a Rust OTLP collector) is the fast black-hole receiver of benches/resources.rs.
+TEST_PIP_PACKAGES=(opentelemetry-proto==1.45.2 grpcio==1.85.1 protobuf==7.36.2 rotel==0.0.1a15)
 
 apt_install() {
 	local missing=()

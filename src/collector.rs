@@ -202,6 +202,12 @@ impl Collector {
         if let Some(addr) = api.health_addr {
             tracing::info!(%addr, "health endpoints listening");
         }
+        // Loading parsed the kernel's BTF (megabytes) into heap memory that is
+        // free now; hand it back to the system instead of keeping it resident.
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         tracing::info!(
             programs = ?probe.attached_programs(),
             volumes = registry.volumes().len(),

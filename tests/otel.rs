@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::receivers::{self, attrs, scrape, value, OtlpReceiver, Prometheus};
 use common::{pod_cgroup, privileged, wait, Harness, POD};
 use config_access_collector::config::{Config, OtlpProtocol};
-use config_access_collector::container::ExecArgs;
+use config_access_collector::container::{ContainerProc, ExecArgs};
 
 const CID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
@@ -28,11 +28,18 @@ fn read_volumes(h: &mut Harness) -> (u32, u32) {
     args.cgroup = Some(cg.clone());
     let (reader, results) = h.run(&args);
     assert!(results.iter().all(|r| r.1 == "ok"), "{results:?}");
-    let mut denied = h.container(&["open:/etc/db/api-key"]);
+    // The denied process stays alive until its event is read: user space
+    // resolves a denied path through the process's root.
+    let mut denied = h.container(&["open:/etc/db/api-key", "wait"]);
     denied.cgroup = Some(cg);
     denied.uid = Some(65534);
-    let (intruder, results) = h.run(&denied);
-    assert_eq!(results[0].1, "EACCES");
+    let mut p = ContainerProc::spawn(std::path::Path::new(common::EXE), &denied).unwrap();
+    assert_eq!(p.next_result().unwrap().1, "EACCES");
+    let intruder = p.pid;
+    let evs = h.events_of(intruder);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    p.release();
+    p.finish().unwrap();
     (reader, intruder)
 }
 
@@ -58,7 +65,6 @@ fn otlp_end_to_end(test: &str, protocol: OtlpProtocol) {
             .push(config_access_collector::config::AccessLabel::Pod);
     });
     let (reader, intruder) = read_volumes(&mut h);
-    let _ = h.drain(Duration::from_millis(300), Duration::from_secs(5));
 
     // Metrics: wait for an export that has counted everything.
     let want_transport = match protocol {
@@ -67,11 +73,17 @@ fn otlp_end_to_end(test: &str, protocol: OtlpProtocol) {
     };
     let secret = [("namespace", "payments"), ("secret", "db-credentials")];
     let mut last = None;
+    let mut seen = None;
     let end = Instant::now() + Duration::from_secs(20);
     while Instant::now() < end {
         let reqs = rx.requests("metrics");
         if let Some((transport, req)) = reqs.last() {
             assert_eq!(transport, want_transport);
+            seen = Some((
+                reqs.len(),
+                receivers::points(req, "kernel_monitor_secret_access"),
+                receivers::points(req, "kernel_monitor_access"),
+            ));
             if value(req, "kernel_monitor_secret_access", &secret) == Some(3.0)
                 && value(req, "kernel_monitor_access", &[("result", "EACCES")]) == Some(1.0)
             {
@@ -81,7 +93,9 @@ fn otlp_end_to_end(test: &str, protocol: OtlpProtocol) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let req = last.expect("an OTLP metrics export with every access counted");
+    let req = last.unwrap_or_else(|| {
+        panic!("no OTLP metrics export with every access counted; last seen: {seen:#?}")
+    });
     let res = attrs(&req["resource_metrics"][0]["resource"]["attributes"]);
     assert_eq!(res["service.name"], "config-access-collector");
     assert_eq!(res["service.version"], env!("CARGO_PKG_VERSION"));
@@ -249,7 +263,6 @@ fn prometheus_scrapes_the_metrics_endpoint() {
         c.metrics_listen = "127.0.0.1:0".into();
     });
     read_volumes(&mut h);
-    let _ = h.drain(Duration::from_millis(300), Duration::from_secs(5));
     let addr = h
         .collector()
         .api()

@@ -1,0 +1,233 @@
+//! Collector resources and loss-free rate with every output on.
+//!
+//! `sudo cargo bench --bench resources` runs the real binary as its own
+//! process (JSON lines to /dev/null, OTLP metrics every 10 s and one OTLP
+//! log record per access over gRPC to a rotel collector with a black-hole
+//! exporter, Prometheus `/metrics` on) against a sandbox volume, opens the
+//! volume's file from this process at fixed rates, and prints:
+//! - RSS idle and at 10k accesses/s; CPU (% of one core) idle, at 1k and 10k/s;
+//! - the highest steady rate without loss with JSON + OTLP metrics, and with
+//!   OTLP logs on as well (loss = kernel ring drops + any output's shedding).
+//!
+//! rotel comes from PyPI (`scripts/dev.sh test` installs it into
+//! target/pyvenv); set ROTEL_AGENT to use another binary.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use config_access_collector::sandbox::Sandbox;
+
+mod common;
+use common::produce;
+
+const EXE: &str = env!("CARGO_BIN_EXE_config-access-collector");
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn rotel() -> PathBuf {
+    if let Some(p) = std::env::var_os("ROTEL_AGENT") {
+        return PathBuf::from(p);
+    }
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/lib");
+    std::fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages/rotel/rotel-agent"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            eprintln!("resources: no rotel-agent under {}; run `bash scripts/dev.sh test` or set ROTEL_AGENT", lib.display());
+            std::process::exit(1)
+        })
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+/// (CPU seconds used, RSS in KiB, peak RSS in KiB) of `pid`.
+fn usage(pid: u32) -> (f64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as f64;
+    let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (cpu, kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// Sum of every sample of `name` in Prometheus text whose labels contain `filter`.
+fn total(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(filter))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::get(format!("http://{addr}/metrics"))
+        .and_then(|r| r.text())
+        .unwrap_or_default()
+}
+
+/// Events lost so far: kernel ring drops plus every output's shedding.
+fn lost(addr: SocketAddr) -> (f64, f64) {
+    let t = scrape(addr);
+    let delivered = total(&t, "kernel_monitor_events_delivered_total", "");
+    let lost = total(&t, "kernel_monitor_events_dropped_total", "")
+        + total(&t, "kernel_monitor_output_shed_total", "");
+    (delivered, lost)
+}
+
+struct Running {
+    proc: Proc,
+    metrics: SocketAddr,
+}
+
+fn start_collector(sb: &Sandbox, otlp: SocketAddr, logs: bool) -> Running {
+    let metrics = free_addr();
+    let mut cmd = Command::new(EXE);
+    cmd.arg("run")
+        .arg("--kubelet-root")
+        .arg(sb.kubelet_root())
+        .args(["--no-kube", "--health-listen", "off", "--api-socket", "off"])
+        .arg("--otlp-endpoint")
+        .arg(format!("http://{otlp}"))
+        .arg("--metrics-listen")
+        .arg(metrics.to_string())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "10000")
+        .env("CAC_LOG_LEVEL", "warn")
+        .stdout(Stdio::null());
+    if logs {
+        cmd.arg("--otlp-logs");
+    }
+    let proc = Proc(cmd.spawn().expect("start the collector"));
+    let end = Instant::now() + Duration::from_secs(20);
+    while !scrape(metrics).contains("kernel_monitor_watched_volumes") {
+        assert!(Instant::now() < end, "collector did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Running { proc, metrics }
+}
+
+/// Highest rate of `rates` (3 s each) with nothing lost.
+fn ramp(c: &Running, file: &Path, rates: &[u64]) -> u64 {
+    let mut best = 0;
+    for &rate in rates {
+        let (d0, l0) = lost(c.metrics);
+        let opens = produce(file, rate, 3.0) as f64;
+        std::thread::sleep(Duration::from_secs(2));
+        let (d1, l1) = lost(c.metrics);
+        let (delivered, lost) = (d1 - d0, l1 - l0);
+        println!("  {rate:>7}/s: opens {opens:>8}, delivered {delivered:>8}, lost {lost:>7}");
+        if lost == 0.0 && delivered >= opens {
+            best = rate;
+        } else {
+            break;
+        }
+    }
+    best
+}
+
+fn main() {
+    common::require_root("resources");
+    let (sb, file) = common::secret_volume();
+    let otlp = free_addr();
+    let _rotel = Proc(
+        Command::new(rotel())
+            .args(["start", "--otlp-grpc-endpoint"])
+            .arg(otlp.to_string())
+            .arg("--otlp-http-endpoint")
+            .arg(free_addr().to_string())
+            .args(["--exporter", "blackhole"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rotel"),
+    );
+
+    let c = start_collector(&sb, otlp, true);
+    let pid = c.proc.0.id();
+    let measure = |label: &str, rate: u64| {
+        let secs = 10.0;
+        let (cpu0, _, _) = usage(pid);
+        let t0 = Instant::now();
+        if rate == 0 {
+            std::thread::sleep(Duration::from_secs_f64(secs));
+        } else {
+            produce(&file, rate, secs);
+        }
+        let (cpu1, rss, peak) = usage(pid);
+        let pct = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+        println!(
+            "{label:<10} CPU {pct:>5.2}% of one core, RSS {:>5.1} MiB (peak {:>5.1} MiB)",
+            rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+    };
+    println!("collector with JSON + OTLP metrics (10 s) + OTLP logs (gRPC) + /metrics:");
+    std::thread::sleep(Duration::from_secs(3));
+    measure("idle", 0);
+    measure("1k/s", 1_000);
+    measure("10k/s", 10_000);
+    let (_, l) = lost(c.metrics);
+    println!("lost during the runs above: {l}");
+    drop(c);
+    println!("collector with JSON + OTLP metrics (10 s) + /metrics, no OTLP logs:");
+    let c = start_collector(&sb, otlp, false);
+    let pid = c.proc.0.id();
+    std::thread::sleep(Duration::from_secs(3));
+    let measure = |label: &str, rate: u64| {
+        let (cpu0, _, _) = usage(pid);
+        let t0 = Instant::now();
+        produce(&file, rate, 10.0);
+        let (cpu1, rss, _) = usage(pid);
+        let pct = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+        println!(
+            "{label:<10} CPU {pct:>5.2}% of one core, RSS {:>5.1} MiB",
+            rss as f64 / 1024.0
+        );
+    };
+    measure("1k/s", 1_000);
+    measure("10k/s", 10_000);
+    drop(c);
+
+    let rates = [25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000];
+    println!("ramp, JSON + OTLP metrics:");
+    let c = start_collector(&sb, otlp, false);
+    let best = ramp(&c, &file, &rates);
+    drop(c);
+    println!("ramp, JSON + OTLP metrics + OTLP logs:");
+    let c = start_collector(&sb, otlp, true);
+    let best_logs = ramp(&c, &file, &[5_000, 10_000, 15_000, 20_000, 25_000, 50_000]);
+    drop(c);
+    println!("highest steady rate without loss: {best}/s (JSON + OTLP metrics), {best_logs}/s (with OTLP logs too)");
+}
