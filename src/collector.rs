@@ -16,7 +16,7 @@ use crate::clock::WallClock;
 use crate::config::{Config, KubeMode};
 use crate::correlation::{CorrelationMaps, KernelMaps};
 use crate::event::AccessEvent;
-use crate::event_logs::{BatchSettings, EventLogOutput};
+use crate::event_logs::EventLogOutput;
 use crate::metrics::{AccessMetrics, EventLogStats, Sources};
 use crate::pipeline::{Enricher, ExtraSink, UserStats, UserStatsSnapshot};
 use crate::pods::{LabelFilter, PodStore, WatchSettings};
@@ -139,9 +139,7 @@ impl Collector {
                     exporter,
                     telemetry.resource(),
                     rx,
-                    BatchSettings {
-                        max_batch: config.otlp_logs_batch,
-                    },
+                    config.otlp_logs_batch,
                     Arc::clone(&stats),
                 )
                 .map_err(crate::Error::Thread)?;

@@ -9,7 +9,7 @@
 //! deadline.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -153,13 +153,6 @@ pub fn fill_record(rec: &mut SdkLogRecord, ev: &AccessEvent) {
     );
 }
 
-/// Settings of the log output thread.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchSettings {
-    /// Records per export request.
-    pub max_batch: usize,
-}
-
 /// The running OTLP log output.
 #[derive(Debug)]
 pub struct EventLogOutput {
@@ -174,7 +167,8 @@ struct Worker {
     scope: InstrumentationScope,
     stats: Arc<EventLogStats>,
     deadline: Arc<OnceLock<Instant>>,
-    settings: BatchSettings,
+    /// Records per export request.
+    max_batch: usize,
 }
 
 impl Worker {
@@ -202,45 +196,27 @@ impl Worker {
     }
 
     fn run(self, events: Receiver<AccessEvent>) {
-        let mut batch: Vec<SdkLogRecord> = Vec::with_capacity(self.settings.max_batch);
-        let mut open = true;
-        while open {
-            let first = match events.recv() {
-                Ok(ev) => ev,
-                Err(_) => break,
-            };
-            let started = Instant::now();
+        let mut batch: Vec<SdkLogRecord> = Vec::with_capacity(self.max_batch);
+        // A batch is whatever arrives within LINGER of its first event, up to
+        // max_batch records; a closed queue ends the last batch at once.
+        while let Ok(first) = events.recv() {
+            let until = Instant::now() + LINGER;
             let mut next = Some(first);
-            while let Some(ev) = next.take() {
+            while let Some(ev) = next {
                 let mut rec = self.logger.create_log_record();
                 fill_record(&mut rec, &ev);
                 batch.push(rec);
-                if batch.len() >= self.settings.max_batch {
-                    break;
-                }
-                next = match events.try_recv() {
-                    Ok(ev) => Some(ev),
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        open = false;
-                        None
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Empty) => {
-                        let left = LINGER.saturating_sub(started.elapsed());
-                        match events.recv_timeout(left) {
-                            Ok(ev) => Some(ev),
-                            Err(RecvTimeoutError::Timeout) => None,
-                            Err(RecvTimeoutError::Disconnected) => {
-                                open = false;
-                                None
-                            }
-                        }
-                    }
+                next = if batch.len() < self.max_batch {
+                    events
+                        .recv_timeout(until.saturating_duration_since(Instant::now()))
+                        .ok()
+                } else {
+                    None
                 };
             }
             if self.past_deadline() {
                 let left = batch.len() as u64 + events.try_iter().count() as u64;
                 self.stats.shutdown.fetch_add(left, Ordering::Relaxed);
-                batch.clear();
                 break;
             }
             self.export(&batch);
@@ -253,12 +229,12 @@ impl Worker {
 }
 
 impl EventLogOutput {
-    /// Starts exporting the events that arrive on `events`.
+    /// Starts exporting the events that arrive on `events`, `max_batch` records per request.
     pub fn spawn(
         mut exporter: LogExporter,
         resource: &Resource,
         events: Receiver<AccessEvent>,
-        settings: BatchSettings,
+        max_batch: usize,
         stats: Arc<EventLogStats>,
     ) -> std::io::Result<Self> {
         exporter.set_resource(resource);
@@ -276,7 +252,7 @@ impl EventLogOutput {
             scope,
             stats: Arc::clone(&stats),
             deadline: Arc::clone(&deadline),
-            settings,
+            max_batch: max_batch.max(1),
         };
         let thread = std::thread::Builder::new()
             .name("otlp-logs".into())
@@ -297,3 +273,4 @@ impl EventLogOutput {
         }
     }
 }
+

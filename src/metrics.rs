@@ -20,7 +20,7 @@ use crate::correlation::{CorrelationMaps, CorrelationOp};
 use crate::event::AccessEvent;
 use crate::pipeline::UserStats;
 use crate::pods::{PodStore, SourceKind};
-use crate::probe::StatsReader;
+use crate::probe::{KernelStats, StatsReader};
 use crate::telemetry::ExportCounters;
 use crate::volumes::VolumeRegistry;
 
@@ -199,30 +199,45 @@ fn get(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
+/// A kernel counter exported as is: name, description, field.
+type KernelCounter = (&'static str, &'static str, fn(&KernelStats) -> u64);
+
 /// Registers the observable self-metrics; they are read at each collection.
 pub fn observe(meter: &Meter, s: &Sources) {
-    let src = s.clone();
-    meter
-        .u64_observable_counter("kernel_monitor_events_matched")
-        .with_description(
+    let kernel_counters: [KernelCounter; 4] = [
+        (
+            "kernel_monitor_opens_seen",
+            "Open-family syscalls the kernel programs examined",
+            |k| k.opens_seen,
+        ),
+        (
+            "kernel_monitor_events_matched",
             "Opens of watched volume files (and reported failed opens) the kernel programs matched",
-        )
-        .with_callback(move |o| {
-            if let Ok(k) = src.kernel.read() {
-                o.observe(k.matched, &[]);
-            }
-        })
-        .build();
-    let src = s.clone();
-    meter
-        .u64_observable_counter("kernel_monitor_events_delivered")
-        .with_description("Matched events written into the kernel ring buffer")
-        .with_callback(move |o| {
-            if let Ok(k) = src.kernel.read() {
-                o.observe(k.delivered, &[]);
-            }
-        })
-        .build();
+            |k| k.matched,
+        ),
+        (
+            "kernel_monitor_events_delivered",
+            "Matched events written into the kernel ring buffer",
+            |k| k.delivered,
+        ),
+        (
+            "kernel_monitor_sampler_hits",
+            "Syscalls recorded by the pid -> cgroup sampler",
+            |k| k.sampled,
+        ),
+    ];
+    for (name, description, field) in kernel_counters {
+        let kernel = Arc::clone(&s.kernel);
+        meter
+            .u64_observable_counter(name)
+            .with_description(description)
+            .with_callback(move |o| {
+                if let Ok(k) = kernel.read() {
+                    o.observe(field(&k), &[]);
+                }
+            })
+            .build();
+    }
     let src = s.clone();
     meter
         .u64_observable_counter("kernel_monitor_events_dropped")
@@ -234,10 +249,10 @@ pub fn observe(meter: &Meter, s: &Sources) {
                     &[KeyValue::new("reason", "ring_buffer_full")],
                 );
             }
-            let u = &src.user;
+            let u = src.user.snapshot();
             for (n, reason) in [
-                (get(&u.decode_errors), "decode_error"),
-                (get(&u.unknown_volume), "volume_gone"),
+                (u.decode_errors, "decode_error"),
+                (u.unknown_volume, "volume_gone"),
             ] {
                 o.observe(n, &[KeyValue::new("reason", reason)]);
             }
@@ -248,15 +263,12 @@ pub fn observe(meter: &Meter, s: &Sources) {
         .u64_observable_counter("kernel_monitor_events_filtered")
         .with_description("Kernel events that are not reported by design, by reason")
         .with_callback(move |o| {
-            let u = &src.user;
+            let u = src.user.snapshot();
             o.observe(
-                get(&u.not_volume),
+                u.not_volume,
                 &[KeyValue::new("reason", "not_a_volume_file")],
             );
-            o.observe(
-                get(&u.kubelet_dropped),
-                &[KeyValue::new("reason", "kubelet")],
-            );
+            o.observe(u.kubelet_dropped, &[KeyValue::new("reason", "kubelet")]);
         })
         .build();
     let src = s.clone();
@@ -264,7 +276,7 @@ pub fn observe(meter: &Meter, s: &Sources) {
         .u64_observable_counter("kernel_monitor_events_emitted")
         .with_description("Events handed to each output (json: the JSON-lines queue; otlp_logs: records the receiver accepted)")
         .with_callback(move |o| {
-            o.observe(get(&src.user.emitted), &[KeyValue::new("output", "json")]);
+            o.observe(src.user.snapshot().emitted, &[KeyValue::new("output", "json")]);
             if let Some(l) = &src.event_logs {
                 o.observe(get(&l.exported), &[KeyValue::new("output", "otlp_logs")]);
             }
@@ -276,7 +288,7 @@ pub fn observe(meter: &Meter, s: &Sources) {
         .with_description("Events an output could not take, by output and reason")
         .with_callback(move |o| {
             o.observe(
-                get(&src.user.shed),
+                src.user.snapshot().shed,
                 &[
                     KeyValue::new("output", "json"),
                     KeyValue::new("reason", "queue_full"),
@@ -334,26 +346,6 @@ pub fn observe(meter: &Meter, s: &Sources) {
         .with_description("Pods in the metadata store (0 in standalone mode)")
         .with_callback(move |o| {
             o.observe(src.pods.as_ref().map_or(0, |p| p.len() as u64), &[]);
-        })
-        .build();
-    let src = s.clone();
-    meter
-        .u64_observable_counter("kernel_monitor_sampler_hits")
-        .with_description("Syscalls recorded by the pid -> cgroup sampler")
-        .with_callback(move |o| {
-            if let Ok(k) = src.kernel.read() {
-                o.observe(k.sampled, &[]);
-            }
-        })
-        .build();
-    let src = s.clone();
-    meter
-        .u64_observable_counter("kernel_monitor_opens_seen")
-        .with_description("Open-family syscalls the kernel programs examined")
-        .with_callback(move |o| {
-            if let Ok(k) = src.kernel.read() {
-                o.observe(k.opens_seen, &[]);
-            }
         })
         .build();
     let src = s.clone();

@@ -91,6 +91,22 @@ impl OtlpSettings {
         }
     }
 
+    /// Endpoint, timeout and headers of an OTLP/gRPC exporter of `signal`.
+    fn grpc<B: WithExportConfig + WithTonicConfig>(&self, builder: B, signal: &str) -> B {
+        builder
+            .with_endpoint(self.url(signal))
+            .with_timeout(self.timeout)
+            .with_metadata(self.metadata())
+    }
+
+    /// Endpoint, timeout and headers of an OTLP/HTTP exporter of `signal`.
+    fn http<B: WithExportConfig + WithHttpConfig>(&self, builder: B, signal: &str) -> B {
+        builder
+            .with_endpoint(self.url(signal))
+            .with_timeout(self.timeout)
+            .with_headers(self.headers.clone())
+    }
+
     fn metadata(&self) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
         let mut headers = axum::http::HeaderMap::new();
         for (k, v) in &self.headers {
@@ -230,17 +246,11 @@ impl Telemetry {
         if let (Some(o), true) = (&otlp, config.otlp_metrics) {
             let _guard = runtime.as_ref().map(|r| r.enter());
             let exporter = match o.protocol {
-                OtlpProtocol::Grpc => MetricExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(o.url("metrics"))
-                    .with_timeout(o.timeout)
-                    .with_metadata(o.metadata())
+                OtlpProtocol::Grpc => o
+                    .grpc(MetricExporter::builder().with_tonic(), "metrics")
                     .build()?,
-                OtlpProtocol::HttpProtobuf => MetricExporter::builder()
-                    .with_http()
-                    .with_endpoint(o.url("metrics"))
-                    .with_timeout(o.timeout)
-                    .with_headers(o.headers.clone())
+                OtlpProtocol::HttpProtobuf => o
+                    .http(MetricExporter::builder().with_http(), "metrics")
                     .build()?,
             };
             let reader = PeriodicReader::builder(CountingExporter {
@@ -299,18 +309,12 @@ impl Telemetry {
         };
         let _guard = self.runtime.as_ref().map(|r| r.enter());
         let exporter = match o.protocol {
-            OtlpProtocol::Grpc => LogExporter::builder()
-                .with_tonic()
-                .with_endpoint(o.url("logs"))
-                .with_timeout(o.timeout)
-                .with_metadata(o.metadata())
+            OtlpProtocol::Grpc => o
+                .grpc(LogExporter::builder().with_tonic(), "logs")
                 .build()?,
-            OtlpProtocol::HttpProtobuf => LogExporter::builder()
-                .with_http()
-                .with_endpoint(o.url("logs"))
-                .with_timeout(o.timeout)
-                .with_headers(o.headers.clone())
-                .build()?,
+            OtlpProtocol::HttpProtobuf => {
+                o.http(LogExporter::builder().with_http(), "logs").build()?
+            }
         };
         Ok(Some(exporter))
     }
