@@ -274,3 +274,69 @@ impl EventLogOutput {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
+
+    #[test]
+    fn every_event_is_exported_or_counted_and_the_deadline_holds() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Accepts connections and never answers.
+        let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = hole.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let held: Vec<_> = hole.incoming().collect();
+            drop(held);
+        });
+        let exporter = LogExporter::builder()
+            .with_http()
+            .with_endpoint(format!("http://{addr}/v1/logs"))
+            .with_timeout(Duration::from_millis(200))
+            .with_headers(Default::default())
+            .build()
+            .unwrap();
+        let stats = Arc::new(EventLogStats::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1000);
+        let out = EventLogOutput::spawn(
+            exporter,
+            &Resource::builder_empty().build(),
+            rx,
+            10,
+            Arc::clone(&stats),
+        )
+        .unwrap();
+        let ev: AccessEvent = serde_json::from_str(
+            r#"{"event_type":"secret_access","timestamp":"2026-11-21T17:04:01.179182086Z",
+            "pod_uid":"u","namespace":"payments","pod_name":"p","config_name":"db","volume_name":"db",
+            "volume_type":"secret","key":"password","path":"/etc/db/password","mount_path":"/m",
+            "access":"read","result":"ok","syscall":"openat","process":{"pid":1,"tid":1,
+            "command":"cat","uid":0,"gid":0,"cgroup_id":1,"cgroup_v1_id":0,"mnt_ns":1,
+            "cgroup_path":null},"container":null,"reader_pod_uid":null,"workload":null,
+            "service_account":null,"labels":{},"source":null,"service_account_token":false}"#,
+        )
+        .unwrap();
+        for _ in 0..1000 {
+            tx.send(ev.clone()).unwrap();
+        }
+        drop(tx);
+        let started = Instant::now();
+        out.finish(started + Duration::from_millis(500));
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(g(&stats.exported), 0);
+        assert!(g(&stats.export_failed) > 0, "{stats:?}");
+        assert!(
+            g(&stats.shutdown) > 0,
+            "the deadline cut the drain short: {stats:?}"
+        );
+        assert_eq!(
+            g(&stats.export_failed) + g(&stats.shutdown),
+            1000,
+            "every event is exported or counted: {stats:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "bounded by the deadline plus one export timeout"
+        );
+    }
+}
