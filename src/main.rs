@@ -9,6 +9,11 @@ use config_access_collector::config::{Config, Overrides};
 use config_access_collector::container::ExecArgs;
 use config_access_collector::{demo, logging, output};
 
+/// The reader thread allocates what the writer threads free; mimalloc's
+/// per-thread free lists keep that producer/consumer pattern cheap.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Reports which pod, container and process opened which Secret or ConfigMap file.
 #[derive(Debug, Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]

@@ -126,7 +126,7 @@ struct Target {
 
 impl Enricher {
     /// Handles one raw ring-buffer record.
-    pub fn handle_record(&self, record: &[u8]) {
+    pub fn handle_record(&mut self, record: &[u8]) {
         bump(&self.stats.received);
         match decode_event(record) {
             Ok(ev) => self.handle(&ev),
@@ -195,7 +195,7 @@ impl Enricher {
     }
 
     /// Builds and emits the event for a decoded record.
-    pub fn handle(&self, ev: &KernelEvent) {
+    pub fn handle(&mut self, ev: &KernelEvent) {
         let Some(t) = self.target(ev) else { return };
         let kubelet = self.is_kubelet(ev);
         if kubelet && self.kubelet_writes == KubeletWrites::Drop {
