@@ -30,7 +30,7 @@ use crate::cgroup::CgroupResolver;
 use crate::correlation::{ContainerPid, CorrelationMaps, CorrelationOp, MountInfo, PodInfo};
 use crate::pipeline::UserStats;
 use crate::pods::PodStore;
-use crate::probe::StatsReader;
+use crate::probe::{Attachment, StatsReader};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -50,6 +50,8 @@ pub enum ApiError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the API token file {path} is empty (every TCP write would be refused)")]
+    EmptyToken { path: PathBuf },
 }
 
 /// The reader thread's liveness, in milliseconds since the collector started.
@@ -87,8 +89,8 @@ impl Heartbeat {
 pub struct ApiState {
     pub kernel_stats: StatsReader,
     pub user_stats: Arc<UserStats>,
-    /// Ids of the attached programs; all must still exist for health.
-    pub program_ids: Vec<u32>,
+    /// Whether the BPF programs are still attached.
+    pub attachment: Attachment,
     pub heartbeat: Arc<Heartbeat>,
     /// The reader is stalled when its heartbeat is older than this.
     pub stall_after: Duration,
@@ -218,10 +220,7 @@ async fn healthz(State(ctx): State<Ctx>) -> Response {
     let s = &ctx.state;
     let kernel = s.kernel_stats.read().unwrap_or_default();
     let user = s.user_stats.snapshot();
-    let loaded = s
-        .program_ids
-        .iter()
-        .all(|id| libbpf_rs::Program::fd_from_id(*id).is_ok());
+    let loaded = s.attachment.is_attached();
     let reader_ok = s.heartbeat.age() <= s.stall_after;
     let reason = match (loaded, reader_ok) {
         (false, _) => Some("a BPF program is no longer loaded".to_string()),
@@ -743,6 +742,9 @@ impl ApiServer {
                     path: path.clone(),
                     source,
                 })?;
+                if t.trim().is_empty() {
+                    return Err(ApiError::EmptyToken { path: path.clone() });
+                }
                 Some(Arc::<str>::from(t.trim()))
             }
             _ => None,

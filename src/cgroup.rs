@@ -243,14 +243,26 @@ impl Hierarchy {
         self.walked = Some(Instant::now());
     }
 
+    /// Walks again unless the last walk was less than [`REWALK_INTERVAL`] ago.
+    fn walk_if_due(&mut self) {
+        if self.walked.is_none_or(|t| t.elapsed() >= REWALK_INTERVAL) {
+            self.walk();
+        }
+    }
+
     fn lookup(&mut self, id: u64) -> Option<Arc<CgroupInfo>> {
         if let Some(hit) = self.by_id.get(&id) {
             return Some(Arc::clone(hit));
         }
-        if self.walked.is_none_or(|t| t.elapsed() >= REWALK_INTERVAL) {
-            self.walk();
-        }
+        self.walk_if_due();
         self.by_id.get(&id).cloned()
+    }
+
+    /// The one cgroup whose path ends with `tail` (which starts with `/`).
+    fn by_suffix(&self, tail: &str) -> Option<(u64, Arc<CgroupInfo>)> {
+        let mut hits = self.by_id.iter().filter(|(_, i)| i.path.ends_with(tail));
+        let (id, info) = hits.next()?;
+        hits.next().is_none().then(|| (*id, Arc::clone(info)))
     }
 }
 
@@ -325,14 +337,39 @@ impl CgroupResolver {
 
     /// cgroup v2 id and parsed path of process `pid`, from `/proc/<pid>/cgroup`.
     pub fn cgroup_of_pid(&self, pid: u32) -> Option<(u64, CgroupInfo)> {
-        use std::os::unix::fs::MetadataExt;
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        self.cgroup_of_path(rel)
+    }
+
+    /// cgroup v2 id and parsed path of a cgroup path as `/proc/<pid>/cgroup`
+    /// shows it to this process.
+    ///
+    /// In a private cgroup namespace (the collector's pod, usually) the path
+    /// is relative to the namespace's root and starts with `/..` for cgroups
+    /// outside it; the rest is then matched as the unique suffix of a cgroup
+    /// in the hierarchy (pod and container cgroups are named by unique ids).
+    pub fn cgroup_of_path(&self, rel: &str) -> Option<(u64, CgroupInfo)> {
+        use std::os::unix::fs::MetadataExt;
         let root = self.v2_root()?;
-        let id = std::fs::metadata(root.join(rel.trim_start_matches('/')))
-            .ok()?
-            .ino();
-        Some((id, parse_cgroup_path(rel)))
+        if !rel.starts_with("/..") {
+            if let Ok(m) = std::fs::metadata(root.join(rel.trim_start_matches('/'))) {
+                return Some((m.ino(), parse_cgroup_path(rel)));
+            }
+        }
+        let mut tail = rel;
+        while let Some(rest) = tail.strip_prefix("/..") {
+            tail = rest;
+        }
+        if tail.len() < 2 {
+            return None;
+        }
+        let mut h = self.v2.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+        let found = h.by_suffix(tail).or_else(|| {
+            h.walk_if_due();
+            h.by_suffix(tail)
+        })?;
+        Some((found.0, (*found.1).clone()))
     }
 
     /// Root of the cgroup2 hierarchy used.
@@ -405,6 +442,48 @@ mod tests {
             assert_eq!(info.container_id, None, "{p}");
         }
         assert_eq!(parse_cgroup_path("//a//b/").path, "/a/b");
+    }
+
+    #[test]
+    fn paths_from_a_private_cgroup_namespace() {
+        use std::os::unix::fs::MetadataExt;
+        let u = us(UID);
+        let root = tempfile::tempdir().unwrap();
+        let pod =
+            format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice");
+        let container = format!("{pod}/cri-containerd-{ID}.scope");
+        for dir in [
+            container.as_str(),
+            "kubepods.slice/kubepods-besteffort.slice/cri-containerd-other.scope",
+            "system.slice/a/same.scope",
+            "system.slice/b/same.scope",
+        ] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        let ino = std::fs::metadata(root.path().join(&container))
+            .unwrap()
+            .ino();
+        let r = CgroupResolver::new(Some(root.path().to_path_buf()), None);
+
+        // As the host's namespace shows it.
+        let (id, info) = r.cgroup_of_path(&format!("/{container}")).unwrap();
+        assert_eq!(id, ino);
+        assert_eq!(info.container_id.as_deref(), Some(ID));
+        // As a sibling pod's namespace shows it: `/..` up to a common ancestor.
+        for rel in [
+            format!("/../../kubepods-burstable-pod{u}.slice/cri-containerd-{ID}.scope"),
+            format!("/../cri-containerd-{ID}.scope"),
+        ] {
+            let (id, info) = r.cgroup_of_path(&rel).expect(&rel);
+            assert_eq!(id, ino, "{rel}");
+            assert_eq!(info.path, format!("/{container}"), "{rel}");
+            assert_eq!(info.pod_uid.as_deref(), Some(UID), "{rel}");
+            assert_eq!(info.container_id.as_deref(), Some(ID), "{rel}");
+        }
+        // Ambiguous or unknown tails resolve to nothing rather than to a guess.
+        assert_eq!(r.cgroup_of_path("/../same.scope"), None);
+        assert_eq!(r.cgroup_of_path("/../../missing.scope"), None);
+        assert_eq!(r.cgroup_of_path("/.."), None);
     }
 
     const HYBRID: &str = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\

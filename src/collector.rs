@@ -184,11 +184,10 @@ impl Collector {
             .name("ringbuf-reader".into())
             .spawn(move || read_loop(ring, enricher, flush, &stop_reader, &beat))
             .map_err(crate::Error::Thread)?;
-        let (program_ids, _) = probe.object_ids();
         let api_state = Arc::new(ApiState {
             kernel_stats: probe.stats_reader()?,
             user_stats: Arc::clone(&user_stats),
-            program_ids,
+            attachment: probe.attachment(),
             heartbeat,
             stall_after: (flush * 10).max(Duration::from_secs(5)),
             pods: pods.clone(),
@@ -382,6 +381,7 @@ fn spawn_kube(
                         tracing::warn!(
                             "{e}: running standalone; namespace and pod names stay null"
                         );
+                        store.set_standalone();
                         stop.await;
                     }
                 }
@@ -403,7 +403,7 @@ fn read_loop(
     let cell = std::cell::RefCell::new(&mut enricher);
     let mut builder = RingBufferBuilder::new();
     let added = builder.add(&ring, |data: &[u8]| {
-        cell.borrow().handle_record(data);
+        cell.borrow_mut().handle_record(data);
         0
     });
     let rb = match added.map(|_| ()).and_then(|()| builder.build()) {
@@ -423,6 +423,7 @@ fn read_loop(
         if let Err(e) = rb.consume() {
             tracing::warn!("ring buffer consume failed: {e}");
         }
+        cell.borrow_mut().metrics.flush();
         if stopping {
             return;
         }

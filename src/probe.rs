@@ -5,6 +5,8 @@
 //! handles ([`MapHandle`]) rather than borrowing the skeleton.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
@@ -112,6 +114,27 @@ impl StatsReader {
 pub struct Probe {
     skel: CollectorSkel<'static>,
     options: ProbeOptions,
+    attached: Attachment,
+}
+
+/// Whether a [`Probe`]'s programs are still attached, for health checks.
+///
+/// The programs stay attached exactly as long as the probe holds their links
+/// (nothing else holds them), so the probe clears this when it detaches or is
+/// dropped. Asking the kernel by program id instead (`BPF_PROG_GET_FD_BY_ID`)
+/// would need `CAP_SYS_ADMIN`, which the collector does not otherwise need.
+#[derive(Debug, Clone, Default)]
+pub struct Attachment(Arc<AtomicBool>);
+
+impl Attachment {
+    /// True while the programs are attached.
+    pub fn is_attached(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, attached: bool) {
+        self.0.store(attached, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for Probe {
@@ -119,6 +142,12 @@ impl std::fmt::Debug for Probe {
         f.debug_struct("Probe")
             .field("options", &self.options)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.attached.set(false);
     }
 }
 
@@ -162,10 +191,18 @@ impl Probe {
 
         let mut skel = open.load().map_err(ProbeError::Load)?;
         skel.attach().map_err(ProbeError::Attach)?;
+        let attached = Attachment::default();
+        attached.set(true);
         Ok(Self {
             skel,
             options: options.clone(),
+            attached,
         })
+    }
+
+    /// A handle that tells whether the programs are still attached.
+    pub fn attachment(&self) -> Attachment {
+        self.attached.clone()
     }
 
     /// The options the programs were loaded with.
@@ -175,6 +212,7 @@ impl Probe {
 
     /// Detaches every program; maps stay readable until the probe is dropped.
     pub fn detach(&mut self) {
+        self.attached.set(false);
         self.skel.links = Default::default();
     }
 

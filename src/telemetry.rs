@@ -190,6 +190,8 @@ pub fn resource(config: &Config) -> Resource {
 /// Providers and exporters of the running collector.
 pub struct Telemetry {
     meters: SdkMeterProvider,
+    /// False when neither OTLP metrics nor `/metrics` is on.
+    exported: bool,
     registry: Option<prometheus::Registry>,
     resource: Resource,
     otlp: Option<OtlpSettings>,
@@ -276,8 +278,10 @@ impl Telemetry {
                 Some(registry)
             }
         };
+        let exported = registry.is_some() || (otlp.is_some() && config.otlp_metrics);
         Ok(Self {
             meters: builder.build(),
+            exported,
             registry,
             resource,
             otlp_logs: config.otlp_logs && otlp.is_some(),
@@ -287,9 +291,15 @@ impl Telemetry {
         })
     }
 
-    /// The meter every instrument of the collector comes from.
+    /// The meter every instrument of the collector comes from (a no-op
+    /// meter when no metric is exported: a provider without readers refuses
+    /// observable instruments).
     pub fn meter(&self) -> Meter {
-        self.meters.meter(METER_NAME)
+        if self.exported {
+            self.meters.meter(METER_NAME)
+        } else {
+            opentelemetry::metrics::noop::NoopMeterProvider::new().meter(METER_NAME)
+        }
     }
 
     /// The Prometheus registry served at `/metrics` (when enabled).

@@ -125,7 +125,7 @@ fn unhealthy_when_the_reader_stalls_or_programs_are_gone() {
     let state = ApiState {
         kernel_stats: probe.stats_reader().unwrap(),
         user_stats: Default::default(),
-        program_ids: probe.object_ids().0,
+        attachment: probe.attachment(),
         heartbeat: heartbeat.clone(),
         stall_after: Duration::from_millis(300),
         pods: None,
@@ -507,4 +507,22 @@ fn random_requests_never_get_a_server_error() {
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn an_empty_token_file_stops_the_start() {
+    if !privileged("an_empty_token_file_stops_the_start") {
+        return;
+    }
+    let sb = config_access_collector::sandbox::Sandbox::new().unwrap();
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "  \n").unwrap();
+    let mut cfg = common::default_config(&sb);
+    cfg.kube = config_access_collector::config::KubeMode::Off;
+    cfg.api_listen = Some("127.0.0.1:0".into());
+    cfg.api_token_file = Some(token.path().to_path_buf());
+    let Err(err) = config_access_collector::collector::Collector::start(&cfg) else {
+        panic!("an empty token file is refused");
+    };
+    assert!(err.to_string().contains("is empty"), "{err}");
 }
