@@ -8,40 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::receivers::{self, attrs, scrape, value, OtlpReceiver, Prometheus};
-use common::{pod_cgroup, privileged, wait, Harness, POD};
+use common::{privileged, read_volumes, wait, Harness, POD};
 use config_access_collector::config::{Config, OtlpProtocol};
-use config_access_collector::container::{ContainerProc, ExecArgs};
+use config_access_collector::container::ExecArgs;
 
 const CID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
-
-/// Reads from the demo pod's container: the Secret twice, the ConfigMap and
-/// the token once each, then one denied open of the Secret's `api-key`.
-/// Returns the pids of the two processes.
-fn read_volumes(h: &mut Harness) -> (u32, u32) {
-    let cg = h.sb.make_cgroup(&pod_cgroup("burstable", CID)).unwrap();
-    let mut args = h.container(&[
-        "open:/etc/db/password",
-        "open:/etc/db/password",
-        "open:/etc/config/app.yaml",
-        "open:/var/run/secrets/kubernetes.io/serviceaccount/token",
-    ]);
-    args.cgroup = Some(cg.clone());
-    let (reader, results) = h.run(&args);
-    assert!(results.iter().all(|r| r.1 == "ok"), "{results:?}");
-    // The denied process stays alive until its event is read: user space
-    // resolves a denied path through the process's root.
-    let mut denied = h.container(&["open:/etc/db/api-key", "wait"]);
-    denied.cgroup = Some(cg);
-    denied.uid = Some(65534);
-    let mut p = ContainerProc::spawn(std::path::Path::new(common::EXE), &denied).unwrap();
-    assert_eq!(p.next_result().unwrap().1, "EACCES");
-    let intruder = p.pid;
-    let evs = h.events_of(intruder);
-    assert_eq!(evs.len(), 1, "{evs:#?}");
-    p.release();
-    p.finish().unwrap();
-    (reader, intruder)
-}
 
 fn otlp_end_to_end(test: &str, protocol: OtlpProtocol) {
     if !privileged(test) {
@@ -64,7 +35,7 @@ fn otlp_end_to_end(test: &str, protocol: OtlpProtocol) {
         c.metrics_access_labels
             .push(config_access_collector::config::AccessLabel::Pod);
     });
-    let (reader, intruder) = read_volumes(&mut h);
+    let (reader, intruder) = read_volumes(&mut h, CID);
 
     // Metrics: wait for an export that has counted everything.
     let want_transport = match protocol {
@@ -262,7 +233,7 @@ fn prometheus_scrapes_the_metrics_endpoint() {
     let (mut h, _api, _rt) = Harness::with_fake_api(CID, |c: &mut Config| {
         c.metrics_listen = "127.0.0.1:0".into();
     });
-    read_volumes(&mut h);
+    read_volumes(&mut h, CID);
     let addr = h
         .collector()
         .api()

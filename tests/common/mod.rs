@@ -191,3 +191,33 @@ pub fn exactly_one(events: Vec<AccessEvent>, what: &str) -> AccessEvent {
     );
     events.into_iter().next().unwrap()
 }
+
+/// Reads from the demo pod's container `cid` (under a pod-like cgroup): the
+/// Secret twice, the ConfigMap and the service-account token once each, then
+/// one denied open (EACCES) of the Secret's `api-key` by uid 65534. Returns
+/// the pids of the reader and of the denied process.
+pub fn read_volumes(h: &mut Harness, cid: &str) -> (u32, u32) {
+    let cg = h.sb.make_cgroup(&pod_cgroup("burstable", cid)).unwrap();
+    let mut args = h.container(&[
+        "open:/etc/db/password",
+        "open:/etc/db/password",
+        "open:/etc/config/app.yaml",
+        "open:/var/run/secrets/kubernetes.io/serviceaccount/token",
+    ]);
+    args.cgroup = Some(cg.clone());
+    let (reader, results) = h.run(&args);
+    assert!(results.iter().all(|r| r.1 == "ok"), "{results:?}");
+    // The denied process stays alive until its event is read: user space
+    // resolves a denied path through the process's root.
+    let mut denied = h.container(&["open:/etc/db/api-key", "wait"]);
+    denied.cgroup = Some(cg);
+    denied.uid = Some(65534);
+    let mut p = ContainerProc::spawn(Path::new(EXE), &denied).unwrap();
+    assert_eq!(p.next_result().unwrap().1, "EACCES");
+    let intruder = p.pid;
+    let evs = h.events_of(intruder);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    p.release();
+    p.finish().unwrap();
+    (reader, intruder)
+}
