@@ -733,6 +733,17 @@ fn listen_err(addr: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Ap
     }
 }
 
+/// Binds a TCP listener; returns it with the address it got.
+async fn bind_tcp(
+    addr: SocketAddr,
+) -> Result<(tokio::net::TcpListener, Option<SocketAddr>), ApiError> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(listen_err(addr))?;
+    let local = l.local_addr().ok();
+    Ok((l, local))
+}
+
 impl ApiServer {
     /// Binds every listener (so errors surface here), then serves on a thread.
     pub fn start(listeners: &Listeners, state: Arc<ApiState>) -> Result<Self, ApiError> {
@@ -771,36 +782,27 @@ impl ApiServer {
             socket: None,
         };
         let mut tasks = Vec::new();
+        let ctx = |writes| Ctx {
+            state: Arc::clone(&state),
+            writes,
+        };
+        let serve_tcp = |l: tokio::net::TcpListener, app: Router| {
+            tokio::spawn(
+                axum::serve(l, app)
+                    .with_graceful_shutdown(shutdown())
+                    .into_future(),
+            )
+        };
         runtime.block_on(async {
             if let Some(addr) = listeners.health {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(listen_err(addr))?;
-                server.health_addr = l.local_addr().ok();
-                let app = health_router(Ctx {
-                    state: Arc::clone(&state),
-                    writes: Writes::Denied,
-                });
-                tasks.push(tokio::spawn(
-                    axum::serve(l, app)
-                        .with_graceful_shutdown(shutdown())
-                        .into_future(),
-                ));
+                let (l, local) = bind_tcp(addr).await?;
+                server.health_addr = local;
+                tasks.push(serve_tcp(l, health_router(ctx(Writes::Denied))));
             }
             if let Some(addr) = listeners.metrics {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(listen_err(addr))?;
-                server.metrics_addr = l.local_addr().ok();
-                let app = metrics_router(Ctx {
-                    state: Arc::clone(&state),
-                    writes: Writes::Denied,
-                });
-                tasks.push(tokio::spawn(
-                    axum::serve(l, app)
-                        .with_graceful_shutdown(shutdown())
-                        .into_future(),
-                ));
+                let (l, local) = bind_tcp(addr).await?;
+                server.metrics_addr = local;
+                tasks.push(serve_tcp(l, metrics_router(ctx(Writes::Denied))));
             }
             if let Some((path, mode)) = &listeners.socket {
                 if let Some(dir) = path.parent() {
@@ -812,10 +814,7 @@ impl ApiServer {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
                     .map_err(listen_err(path.display()))?;
                 server.socket = Some(path.clone());
-                let app = api_router(Ctx {
-                    state: Arc::clone(&state),
-                    writes: Writes::Allowed,
-                });
+                let app = api_router(ctx(Writes::Allowed));
                 tasks.push(tokio::spawn(
                     axum::serve(l, app)
                         .with_graceful_shutdown(shutdown())
@@ -823,20 +822,10 @@ impl ApiServer {
                 ));
             }
             if let Some((addr, _)) = &listeners.tcp {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(listen_err(addr))?;
-                server.tcp_addr = l.local_addr().ok();
+                let (l, local) = bind_tcp(*addr).await?;
+                server.tcp_addr = local;
                 let writes = token.clone().map(Writes::Token).unwrap_or(Writes::Denied);
-                let app = api_router(Ctx {
-                    state: Arc::clone(&state),
-                    writes,
-                });
-                tasks.push(tokio::spawn(
-                    axum::serve(l, app)
-                        .with_graceful_shutdown(shutdown())
-                        .into_future(),
-                ));
+                tasks.push(serve_tcp(l, api_router(ctx(writes))));
             }
             Ok::<(), ApiError>(())
         })?;
