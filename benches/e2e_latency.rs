@@ -21,13 +21,13 @@ mod common;
 use common::produce;
 
 /// Consumes events like the JSON writer does; returns per-event latencies.
-fn consume(events: &Receiver<AccessEvent>, stop_after: Duration) -> Vec<Duration> {
+fn consume(events: &Receiver<std::sync::Arc<AccessEvent>>, stop_after: Duration) -> Vec<Duration> {
     let mut sink = std::io::sink();
     let mut lat = Vec::new();
     let mut line = Vec::with_capacity(1024);
     while let Ok(ev) = events.recv_timeout(stop_after) {
         line.clear();
-        serde_json::to_writer(&mut line, &ev).unwrap();
+        serde_json::to_writer(&mut line, &*ev).unwrap();
         line.push(b'\n');
         sink.write_all(&line).unwrap();
         let ts = chrono::DateTime::parse_from_rfc3339(&ev.timestamp).unwrap();
@@ -65,14 +65,14 @@ fn run(
         api_socket: "off".into(),
         ..Config::default()
     };
-    let (collector, events) = Collector::start(&cfg).expect("collector");
+    let (collector, events) = Collector::start_with_channel(&cfg).expect("collector");
     let consumer = std::thread::spawn(move || consume(&events, Duration::from_secs(2)));
     let opens = produce(file, rate, secs);
     std::thread::sleep(Duration::from_millis(flush_ms * 2 + 100));
     let stats = collector.stop();
     let mut lat = consumer.join().unwrap();
     lat.sort();
-    let lost = stats.kernel.dropped_ringbuf + stats.user.shed;
+    let lost = stats.kernel.dropped_ringbuf + stats.outputs_lost;
     (opens, lat.len(), lost, pct(&lat, 0.5), pct(&lat, 0.99))
 }
 

@@ -111,13 +111,16 @@ fn main() {
                 api_socket: "off".into(),
                 ..Config::default()
             };
-            let (collector, events) = Collector::start(&cfg).expect("collector");
+            let (collector, events) = Collector::start_with_channel(&cfg).expect("collector");
+            let counted =
+                std::sync::Arc::new(config_access_collector::output::OutputStats::new("bench"));
             let sink = std::thread::spawn(move || {
                 config_access_collector::output::write_json_lines(
                     &events,
-                    &mut [&mut std::io::sink()],
-                )
-                .unwrap()
+                    &mut std::io::sink(),
+                    &counted,
+                );
+                counted.delivered.load(std::sync::atomic::Ordering::Relaxed)
             });
             let (progs, _) = collector.object_ids();
             for (slot, file) in [(3, &other_dev), (4, &same_dev), (5, &volume_file)] {

@@ -74,7 +74,9 @@ enum cac_stat {
 	CAC_STAT_SAMPLED = 3,
 	/* Open-family syscalls that reached the exit programs. */
 	CAC_STAT_OPENS_SEEN = 4,
-	CAC_STAT_MAX = 5,
+	/* Events of the collector's own process, dropped before the ring buffer. */
+	CAC_STAT_OWN = 5,
+	CAC_STAT_MAX = 6,
 };
 
 /* Kubelet volume plugin of a watched directory. */

@@ -42,6 +42,11 @@
  *    timer.  A wakeup is forced when the backlog crosses cfg_wakeup_bytes, and
  *    for denied opens, whose process user space must inspect while it lives.
  *    Per-CPU counters in `stats` make matched == delivered + dropped.
+ * 5. The collector's own opens (its volume scans, its ENOENT probes of
+ *    missing plugin directories) are dropped just before delivery and only
+ *    counted (CAC_STAT_OWN): its thread group is identified by pid and pid
+ *    namespace (cfg_self_*), so this holds whichever pid namespace it runs in.
+ *    The check costs one helper call on the matched path only.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -69,6 +74,11 @@ const volatile __u64 cfg_wakeup_bytes = 256 * 1024;
 const volatile __u32 cfg_report_failed = 1;
 /* cgroup v1 subsystem index used for the fallback cgroup id; negative: none. */
 const volatile __s32 cfg_v1_subsys = -1;
+/* The collector's tgid in its own pid namespace; 0: do not filter its own events. */
+const volatile __u32 cfg_self_tgid = 0;
+/* Device (kernel encoding) and inode of the collector's pid namespace. */
+const volatile __u64 cfg_self_pidns_dev = 0;
+const volatile __u64 cfg_self_pidns_ino = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -240,11 +250,28 @@ static __always_inline void fill_args(struct cac_event *ev, struct task_struct *
 	}
 }
 
+/* Is the current task a thread of the collector itself? */
+static __always_inline bool is_self(void)
+{
+	struct bpf_pidns_info ns = {};
+
+	if (!cfg_self_tgid)
+		return false;
+	if (bpf_get_ns_current_pid_tgid(cfg_self_pidns_dev, cfg_self_pidns_ino, &ns, sizeof(ns)))
+		return false;
+	return ns.tgid == cfg_self_tgid;
+}
+
 /* Copy the event into the ring buffer and count the outcome. */
 static __always_inline void emit(struct cac_event *ev, bool urgent)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u64 pending;
+
+	if (is_self()) {
+		stat_inc(CAC_STAT_OWN);
+		return;
+	}
 
 	/*
 	 * Wake the reader only when this record makes the backlog cross the

@@ -173,6 +173,12 @@ struct css_set {
 	struct cgroup_subsys_state *subsys[16];
 } __attribute__((preserve_access_index));
 
+/* Filled by bpf_get_ns_current_pid_tgid(): ids as a pid namespace numbers them. */
+struct bpf_pidns_info {
+	__u32 pid;
+	__u32 tgid;
+};
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;

@@ -28,6 +28,8 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::cgroup::CgroupResolver;
 use crate::correlation::{ContainerPid, CorrelationMaps, CorrelationOp, MountInfo, PodInfo};
+use crate::health::{self, Condition, HealthBoard, Severity};
+use crate::output::OutputStats;
 use crate::pipeline::UserStats;
 use crate::pods::PodStore;
 use crate::probe::{Attachment, StatsReader};
@@ -99,6 +101,10 @@ pub struct ApiState {
     pub cgroups: Arc<CgroupResolver>,
     /// Metrics served at `/metrics` (Prometheus text format), when enabled.
     pub registry: Option<prometheus::Registry>,
+    /// Conditions raised by the collector's components.
+    pub health: Arc<HealthBoard>,
+    /// The outputs' counters.
+    pub outputs: Vec<Arc<OutputStats>>,
 }
 
 /// Who may write through a listener.
@@ -199,7 +205,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// `/healthz` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `healthy` or `unhealthy`.
+    /// `healthy`, `degraded` (answered with 200: part of what should be seen
+    /// or delivered is lost, see `conditions`) or `unhealthy` (503).
     pub status: String,
     pub ebpf_loaded: bool,
     /// Always `config_access`.
@@ -209,63 +216,101 @@ pub struct Health {
     pub events_processed: u64,
     /// Events lost in the kernel (ring buffer full).
     pub events_dropped_kernel: u64,
-    /// Events shed because the output queue was full.
+    /// Events an output lost (its queue was full, or it failed).
     pub events_shed: u64,
-    /// Why the collector is unhealthy.
+    /// Every condition, joined: `component: reason; ...`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What is wrong, one entry per affected component.
+    pub conditions: Vec<Condition>,
+}
+
+/// `/readyz` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Ready {
+    pub ready: bool,
+    /// Every condition, joined: `component: reason; ...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub conditions: Vec<Condition>,
+}
+
+/// The probe and reader conditions, then those of the health board.
+fn conditions(s: &ApiState) -> Vec<Condition> {
+    let mut all = Vec::new();
+    if !s.attachment.is_attached() {
+        all.push(Condition::now(
+            "ebpf",
+            Severity::Unhealthy,
+            "a BPF program is no longer loaded",
+        ));
+    }
+    if s.heartbeat.age() > s.stall_after {
+        all.push(Condition::now(
+            "ring_buffer_reader",
+            Severity::Unhealthy,
+            format!(
+                "the ring-buffer reader has not run for {:?}",
+                s.heartbeat.age()
+            ),
+        ));
+    }
+    all.extend(s.health.conditions());
+    all
 }
 
 async fn healthz(State(ctx): State<Ctx>) -> Response {
     let s = &ctx.state;
     let kernel = s.kernel_stats.read().unwrap_or_default();
     let user = s.user_stats.snapshot();
-    let loaded = s.attachment.is_attached();
-    let reader_ok = s.heartbeat.age() <= s.stall_after;
-    let reason = match (loaded, reader_ok) {
-        (false, _) => Some("a BPF program is no longer loaded".to_string()),
-        (true, false) => Some(format!(
-            "the ring-buffer reader has not run for {:?}",
-            s.heartbeat.age()
-        )),
-        _ => None,
-    };
+    let conditions = conditions(s);
+    let worst = health::worst(&conditions);
     let body = Health {
-        status: if reason.is_none() {
-            "healthy"
-        } else {
-            "unhealthy"
+        status: match worst {
+            None => "healthy",
+            Some(Severity::Degraded) => "degraded",
+            Some(Severity::Unhealthy) => "unhealthy",
         }
         .into(),
-        ebpf_loaded: loaded,
+        ebpf_loaded: s.attachment.is_attached(),
         focus: "config_access".into(),
-        ring_buffer_active: reader_ok,
+        ring_buffer_active: s.heartbeat.age() <= s.stall_after,
         events_processed: user.emitted,
         events_dropped_kernel: kernel.dropped_ringbuf,
-        events_shed: user.shed,
-        reason,
+        events_shed: s.outputs.iter().map(|o| o.lost()).sum(),
+        reason: health::summary(&conditions),
+        conditions,
     };
-    let status = if body.reason.is_none() {
-        StatusCode::OK
-    } else {
+    let status = if worst == Some(Severity::Unhealthy) {
         StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
     (status, Json(body)).into_response()
 }
 
 async fn readyz(State(ctx): State<Ctx>) -> Response {
-    let waiting = match &ctx.state.pods {
-        Some(p) if !p.synced() && !p.standalone() => Some("waiting for the first pod list"),
-        _ => None,
-    };
-    match waiting {
-        None => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),
-        Some(r) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"ready": false, "reason": r})),
-        )
-            .into_response(),
+    let mut conditions = conditions(&ctx.state);
+    if let Some(p) = &ctx.state.pods {
+        if !p.synced() && !p.standalone() {
+            conditions.push(Condition::now(
+                "kube",
+                Severity::Degraded,
+                "waiting for the first pod list",
+            ));
+        }
     }
+    let body = Ready {
+        ready: conditions.is_empty(),
+        reason: health::summary(&conditions),
+        conditions,
+    };
+    let status = if body.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// A pod as the API returns it.

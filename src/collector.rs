@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,13 +17,15 @@ use crate::config::{Config, KubeMode};
 use crate::correlation::{CorrelationMaps, KernelMaps};
 use crate::event::AccessEvent;
 use crate::event_logs::EventLogOutput;
-use crate::metrics::{AccessMetrics, EventLogStats, Sources};
-use crate::pipeline::{Enricher, ExtraSink, UserStats, UserStatsSnapshot};
+use crate::health::HealthBoard;
+use crate::metrics::{AccessMetrics, Sources};
+use crate::output::{OutputStats, Sink};
+use crate::pipeline::{Enricher, UserStats, UserStatsSnapshot};
 use crate::pods::{LabelFilter, PodStore, WatchSettings};
 use crate::probe::{KernelStats, Probe, StatsReader};
 use crate::telemetry::Telemetry;
 use crate::volumes::{KernelDirs, VolumeRegistry};
-use crate::watcher::{VolumeWatcher, WatchConfig};
+use crate::watcher::{VolumeWatcher, WatchConfig, WatchShared, WatchStats};
 
 /// How often the reader re-measures the monotonic -> wall-clock offset.
 const CLOCK_REFRESH: Duration = Duration::from_secs(1);
@@ -37,9 +39,11 @@ const CORRELATION_SYNC: Duration = Duration::from_secs(1);
 pub struct Stats {
     pub kernel: KernelStats,
     pub user: UserStatsSnapshot,
+    /// Events the outputs lost, summed over outputs and reasons.
+    pub outputs_lost: u64,
 }
 
-/// A started collector. Events arrive on the receiver returned by [`Collector::start`].
+/// A started collector. Events go to the outputs given to [`Collector::start`].
 pub struct Collector {
     probe: Option<Probe>,
     watcher: VolumeWatcher,
@@ -55,6 +59,9 @@ pub struct Collector {
     api: Option<ApiServer>,
     telemetry: Option<Telemetry>,
     event_logs: Option<EventLogOutput>,
+    outputs: Vec<Arc<OutputStats>>,
+    health: Arc<HealthBoard>,
+    watch_stats: Arc<WatchStats>,
     shutdown_timeout: Duration,
 }
 
@@ -86,8 +93,17 @@ fn host_mnt_ns() -> u32 {
 }
 
 impl Collector {
-    /// Loads the programs, fills the volume map, and starts reading events.
-    pub fn start(config: &Config) -> crate::Result<(Self, Receiver<AccessEvent>)> {
+    /// Starts a collector whose events arrive on the returned receiver (a
+    /// queue of `buffer_size` events named `channel`): the demo, tests and benchmarks.
+    pub fn start_with_channel(
+        config: &Config,
+    ) -> crate::Result<(Self, Receiver<Arc<AccessEvent>>)> {
+        let (sink, events) = Sink::channel("channel", config.buffer_size);
+        Ok((Self::start(config, vec![sink])?, events))
+    }
+
+    /// Loads the programs, fills the volume map, and starts handing events to `outputs`.
+    pub fn start(config: &Config, mut outputs: Vec<Sink>) -> crate::Result<Self> {
         let probe = Probe::load(&config.probe_options())?;
         let registry = Arc::new(VolumeRegistry::new());
         let (pod_info, container_pids) = probe.correlation_maps()?;
@@ -97,6 +113,13 @@ impl Collector {
             pid_samples: probe.pid_samples_map()?,
         }));
         let (dirs, devs) = probe.volume_maps()?;
+        let health = Arc::new(HealthBoard::default());
+        let watch = WatchShared {
+            registry: Arc::clone(&registry),
+            correlation: Arc::clone(&correlation),
+            health: Arc::clone(&health),
+            stats: Arc::new(WatchStats::default()),
+        };
         let watcher = VolumeWatcher::start(
             WatchConfig {
                 kubelet_root: config.kubelet_root.clone(),
@@ -104,9 +127,8 @@ impl Collector {
                 rescan_interval: Duration::from_millis(config.rescan_interval_ms),
                 debounce: Duration::from_millis(50),
             },
-            Arc::clone(&registry),
+            watch.clone(),
             KernelDirs::new(dirs, devs),
-            Arc::clone(&correlation),
         )?;
         let pods = match config.kube {
             KubeMode::Off => {
@@ -126,26 +148,31 @@ impl Collector {
         let correlator = (config.syscall_sampling_rate > 0)
             .then(|| spawn_correlator(Arc::clone(&correlation), Arc::clone(&cgroups), pods.clone()))
             .transpose()?;
-        let (sink, events) = sync_channel(config.buffer_size);
         let user_stats = Arc::new(UserStats::default());
         let telemetry = Telemetry::start(config)?;
         let meter = telemetry.meter();
-        let (logs, event_logs) = match telemetry.log_exporter()? {
-            None => (None, None),
+        let event_logs = match telemetry.log_exporter()? {
+            None => None,
             Some(exporter) => {
-                let stats = Arc::new(EventLogStats::default());
-                let (queue, rx) = sync_channel(config.otlp_logs_queue);
+                let (sink, rx) = Sink::channel("otlp_logs", config.otlp_logs_queue);
                 let out = EventLogOutput::spawn(
                     exporter,
                     telemetry.resource(),
                     rx,
                     config.otlp_logs_batch,
-                    Arc::clone(&stats),
+                    Arc::clone(sink.stats()),
                 )
                 .map_err(crate::Error::Thread)?;
-                (Some(ExtraSink { queue, shed: stats }), Some(out))
+                outputs.push(sink);
+                Some(out)
             }
         };
+        let output_stats: Vec<Arc<OutputStats>> =
+            outputs.iter().map(|o| Arc::clone(o.stats())).collect();
+        let watched = output_stats.clone();
+        health.check(Box::new(move || {
+            crate::output::conditions(&watched, crate::output::STALL_AFTER)
+        }));
         crate::metrics::observe(
             &meter,
             &Sources {
@@ -155,7 +182,8 @@ impl Collector {
                 pods: pods.clone(),
                 correlation: Arc::clone(&correlation),
                 metric_exports: Arc::clone(&telemetry.metric_exports),
-                event_logs: event_logs.as_ref().map(|l| Arc::clone(&l.stats)),
+                outputs: output_stats.clone(),
+                watch: Arc::clone(&watch.stats),
             },
         );
         let enricher = Enricher {
@@ -165,12 +193,12 @@ impl Collector {
             kubelet_names: config.kubelet_process_names.clone(),
             host_mnt_ns: host_mnt_ns(),
             kubelet_writes: config.kubelet_writes,
-            sink,
+            outputs,
             cgroups,
             pods: pods.clone(),
             metrics: AccessMetrics::new(&meter, config.metrics_access_labels.clone()),
             correlation: Arc::clone(&correlation),
-            logs,
+            unresolved_log: Default::default(),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let ring = probe.events_map()?;
@@ -194,10 +222,15 @@ impl Collector {
             correlation: Arc::clone(&correlation),
             cgroups,
             registry: telemetry.registry().cloned(),
+            health: Arc::clone(&health),
+            outputs: output_stats.clone(),
         });
         let api = ApiServer::start(&config.listeners()?, api_state)?;
         if let Some(addr) = api.health_addr {
             tracing::info!(%addr, "health endpoints listening");
+        }
+        if let Some(addr) = api.metrics_addr {
+            tracing::info!(%addr, "metrics endpoint listening");
         }
         // Loading parsed the kernel's BTF (megabytes) into heap memory that is
         // free now; hand it back to the system instead of keeping it resident.
@@ -211,26 +244,26 @@ impl Collector {
             kubelet_root = %config.kubelet_root.display(),
             "collector started"
         );
-        Ok((
-            Self {
-                kernel_stats: probe.stats_reader()?,
-                probe: Some(probe),
-                watcher,
-                reader: Some(reader),
-                stop,
-                user_stats,
-                registry,
-                correlation,
-                pods,
-                kube,
-                correlator,
-                api: Some(api),
-                telemetry: Some(telemetry),
-                event_logs,
-                shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
-            },
-            events,
-        ))
+        Ok(Self {
+            kernel_stats: probe.stats_reader()?,
+            probe: Some(probe),
+            watcher,
+            reader: Some(reader),
+            stop,
+            user_stats,
+            registry,
+            correlation,
+            pods,
+            kube,
+            correlator,
+            api: Some(api),
+            telemetry: Some(telemetry),
+            event_logs,
+            outputs: output_stats,
+            health,
+            watch_stats: watch.stats,
+            shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
+        })
     }
 
     /// Current counters.
@@ -238,7 +271,23 @@ impl Collector {
         Stats {
             kernel: self.kernel_stats.read().unwrap_or_default(),
             user: self.user_stats.snapshot(),
+            outputs_lost: self.outputs.iter().map(|o| o.lost()).sum(),
         }
+    }
+
+    /// The health board (conditions of the volume watch, the outputs, ...).
+    pub fn health(&self) -> &Arc<HealthBoard> {
+        &self.health
+    }
+
+    /// Counters of the volume watch.
+    pub fn watch_stats(&self) -> &Arc<WatchStats> {
+        &self.watch_stats
+    }
+
+    /// The outputs' counters, the OTLP log output last.
+    pub fn outputs(&self) -> &[Arc<OutputStats>] {
+        &self.outputs
     }
 
     /// Kernel ids of the loaded programs and maps.

@@ -267,6 +267,10 @@ pub struct Config {
     pub resource_attributes: BTreeMap<String, String>,
     /// Longest time the shutdown spends draining and flushing, in ms.
     pub shutdown_timeout_ms: u64,
+    /// Drop the collector's own opens in the kernel (always on in the binary;
+    /// tests and benchmarks whose own process plays a reader turn it off).
+    #[serde(skip)]
+    pub ignore_own_opens: bool,
 }
 
 fn redacted_values<S: serde::Serializer>(
@@ -331,6 +335,7 @@ impl Default for Config {
             service_name: None,
             resource_attributes: BTreeMap::new(),
             shutdown_timeout_ms: 5000,
+            ignore_own_opens: true,
         }
     }
 }
@@ -697,6 +702,7 @@ impl Config {
                     max_bytes: self.output_file_max_bytes,
                     keep: self.output_file_keep,
                 }),
+            queue: self.buffer_size,
         }
     }
 
@@ -782,6 +788,7 @@ impl Config {
             report_failed_opens: self.report_failed_opens,
             cgroup_v1_subsys: crate::cgroup::detect_v1_subsys(&self.cgroup_v1_controller)
                 .map(|(i, _)| i),
+            ignore_own_process: self.ignore_own_opens,
         }
     }
 }

@@ -129,7 +129,7 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
         api_socket: "off".into(),
         ..Config::default()
     };
-    let (collector, events) = Collector::start(&cfg)?;
+    let (collector, events) = Collector::start_with_channel(&cfg)?;
 
     let app = ExecArgs {
         cgroup: Some(cgroup.clone()),

@@ -5,8 +5,8 @@
 //! The output has its own bounded queue (filled by the reader with
 //! `try_send`, so it never blocks the kernel reader) and its own thread,
 //! which exports batches synchronously. Every event ends exported, or counted
-//! in [`EventLogStats`]: queue full, export failed, or left at the shutdown
-//! deadline.
+//! in its [`OutputStats`]: queue full, export failed, or left at the
+//! shutdown deadline.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -22,7 +22,7 @@ use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLogge
 use opentelemetry_sdk::Resource;
 
 use crate::event::AccessEvent;
-use crate::metrics::EventLogStats;
+use crate::output::OutputStats;
 use crate::pods::SourceKind;
 
 /// Longest wait for a batch to fill once its first event arrived.
@@ -158,14 +158,14 @@ pub fn fill_record(rec: &mut SdkLogRecord, ev: &AccessEvent) {
 pub struct EventLogOutput {
     thread: Option<JoinHandle<()>>,
     deadline: Arc<OnceLock<Instant>>,
-    pub stats: Arc<EventLogStats>,
+    pub stats: Arc<OutputStats>,
 }
 
 struct Worker {
     exporter: LogExporter,
     logger: SdkLogger,
     scope: InstrumentationScope,
-    stats: Arc<EventLogStats>,
+    stats: Arc<OutputStats>,
     deadline: Arc<OnceLock<Instant>>,
     /// Records per export request.
     max_batch: usize,
@@ -183,9 +183,12 @@ impl Worker {
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             batch.iter().map(|r| (r, &self.scope)).collect();
         let n = batch.len() as u64;
-        match futures::executor::block_on(self.exporter.export(LogBatch::new(&refs))) {
+        let result = self
+            .stats
+            .busy(|| futures::executor::block_on(self.exporter.export(LogBatch::new(&refs))));
+        match result {
             Ok(()) => {
-                self.stats.exported.fetch_add(n, Ordering::Relaxed);
+                self.stats.delivered.fetch_add(n, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::debug!("OTLP log export of {n} records failed: {e}");
@@ -195,7 +198,7 @@ impl Worker {
         }
     }
 
-    fn run(self, events: Receiver<AccessEvent>) {
+    fn run(self, events: Receiver<Arc<AccessEvent>>) {
         let mut batch: Vec<SdkLogRecord> = Vec::with_capacity(self.max_batch);
         // A batch is whatever arrives within LINGER of its first event, up to
         // max_batch records; a closed queue ends the last batch at once.
@@ -233,9 +236,9 @@ impl EventLogOutput {
     pub fn spawn(
         mut exporter: LogExporter,
         resource: &Resource,
-        events: Receiver<AccessEvent>,
+        events: Receiver<Arc<AccessEvent>>,
         max_batch: usize,
-        stats: Arc<EventLogStats>,
+        stats: Arc<OutputStats>,
     ) -> std::io::Result<Self> {
         exporter.set_resource(resource);
         // A provider without processors: only a factory of records here.
@@ -296,7 +299,7 @@ mod tests {
             .with_headers(Default::default())
             .build()
             .unwrap();
-        let stats = Arc::new(EventLogStats::default());
+        let stats = Arc::new(OutputStats::new("otlp_logs"));
         let (tx, rx) = std::sync::mpsc::sync_channel(1000);
         let out = EventLogOutput::spawn(
             exporter,
@@ -317,13 +320,13 @@ mod tests {
         )
         .unwrap();
         for _ in 0..1000 {
-            tx.send(ev.clone()).unwrap();
+            tx.send(Arc::new(ev.clone())).unwrap();
         }
         drop(tx);
         let started = Instant::now();
         out.finish(started + Duration::from_millis(500));
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        assert_eq!(g(&stats.exported), 0);
+        assert_eq!(g(&stats.delivered), 0);
         assert!(g(&stats.export_failed) > 0, "{stats:?}");
         assert!(
             g(&stats.shutdown) > 0,

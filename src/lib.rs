@@ -24,6 +24,7 @@ pub mod demo;
 pub mod denied;
 pub mod event;
 pub mod event_logs;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod output;

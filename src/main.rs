@@ -60,8 +60,9 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if !config.kubelet_root.join("pods").is_dir() {
         tracing::warn!(path = %config.kubelet_root.join("pods").display(), "no kubelet pods directory yet; watching for it");
     }
-    let (collector, events) = Collector::start(&config).context("starting the collector")?;
-    let writer = output::spawn_writer(events, &config.outputs())?;
+    let (sinks, writers) =
+        output::spawn_json_outputs(&config.outputs()).context("opening the outputs")?;
+    let collector = Collector::start(&config, sinks).context("starting the collector")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -73,11 +74,29 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     })?;
     tracing::info!("shutting down");
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(config.shutdown_timeout_ms);
+    let outputs = collector.outputs().to_vec();
     let stats = collector.stop();
-    let written = writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("stdout writer panicked"))??;
-    tracing::info!(?stats, written, "stopped");
+    // A writer blocked in a write is left behind: the process exits anyway.
+    for late in writers.join(deadline) {
+        tracing::warn!(
+            output = late.name,
+            "output did not finish writing by the shutdown deadline"
+        );
+    }
+    for o in &outputs {
+        let lost = o.lost();
+        if lost > 0 || o.failed() {
+            tracing::warn!(
+                output = o.name,
+                lost,
+                failed = o.failed(),
+                "output lost events"
+            );
+        }
+    }
+    tracing::info!(?stats, "stopped");
     Ok(ExitCode::SUCCESS)
 }
 

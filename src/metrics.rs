@@ -20,11 +20,13 @@ use opentelemetry::{KeyValue, Value};
 use crate::config::AccessLabel;
 use crate::correlation::{CorrelationMaps, CorrelationOp};
 use crate::event::AccessEvent;
+use crate::output::OutputStats;
 use crate::pipeline::UserStats;
 use crate::pods::{PodStore, SourceKind};
 use crate::probe::{KernelStats, StatsReader};
 use crate::telemetry::ExportCounters;
-use crate::volumes::VolumeRegistry;
+use crate::volumes::{IgnoreReason, VolumeRegistry};
+use crate::watcher::WatchStats;
 
 /// Bucket bounds of `kernel_monitor_processing_duration_ms`, in ms.
 const DURATION_BUCKETS_MS: [f64; 16] = [
@@ -229,21 +231,6 @@ impl AccessMetrics {
     }
 }
 
-/// Counters of the OTLP event-log output.
-#[derive(Debug, Default)]
-pub struct EventLogStats {
-    /// Log records the receiver accepted.
-    pub exported: AtomicU64,
-    /// Events shed because the log queue was full.
-    pub queue_full: AtomicU64,
-    /// Records lost with a failed export request.
-    pub export_failed: AtomicU64,
-    /// Events left in the queue when the shutdown deadline passed.
-    pub shutdown: AtomicU64,
-    /// Export requests that failed.
-    pub failed_requests: AtomicU64,
-}
-
 /// What the self-metrics are read from.
 #[derive(Clone)]
 pub struct Sources {
@@ -253,7 +240,10 @@ pub struct Sources {
     pub pods: Option<Arc<PodStore>>,
     pub correlation: Arc<CorrelationMaps>,
     pub metric_exports: Arc<ExportCounters>,
-    pub event_logs: Option<Arc<EventLogStats>>,
+    /// Every output's counters.
+    pub outputs: Vec<Arc<OutputStats>>,
+    /// Counters of the volume watch.
+    pub watch: Arc<WatchStats>,
 }
 
 fn get(a: &AtomicU64) -> u64 {
@@ -314,6 +304,7 @@ pub fn observe(meter: &Meter, s: &Sources) {
             for (n, reason) in [
                 (u.decode_errors, "decode_error"),
                 (u.unknown_volume, "volume_gone"),
+                (u.denied_unresolved, "denied_unresolved"),
             ] {
                 o.observe(n, &[KeyValue::new("reason", reason)]);
             }
@@ -330,45 +321,58 @@ pub fn observe(meter: &Meter, s: &Sources) {
                 &[KeyValue::new("reason", "not_a_volume_file")],
             );
             o.observe(u.kubelet_dropped, &[KeyValue::new("reason", "kubelet")]);
+            if let Ok(k) = src.kernel.read() {
+                o.observe(k.own, &[KeyValue::new("reason", "collector")]);
+            }
         })
         .build();
     let src = s.clone();
     meter
         .u64_observable_counter("kernel_monitor_events_emitted")
-        .with_description("Events handed to each output (json: the JSON-lines queue; otlp_logs: records the receiver accepted)")
+        .with_description("Events each output delivered (stdout, file: lines written; otlp_logs: records the receiver accepted)")
         .with_callback(move |o| {
-            o.observe(src.user.snapshot().emitted, &[KeyValue::new("output", "json")]);
-            if let Some(l) = &src.event_logs {
-                o.observe(get(&l.exported), &[KeyValue::new("output", "otlp_logs")]);
+            for out in &src.outputs {
+                o.observe(get(&out.delivered), &[KeyValue::new("output", out.name)]);
             }
         })
         .build();
     let src = s.clone();
     meter
         .u64_observable_counter("kernel_monitor_output_shed")
-        .with_description("Events an output could not take, by output and reason")
+        .with_description("Events an output lost, by output and reason")
         .with_callback(move |o| {
-            o.observe(
-                src.user.snapshot().shed,
-                &[
-                    KeyValue::new("output", "json"),
-                    KeyValue::new("reason", "queue_full"),
-                ],
-            );
-            if let Some(l) = &src.event_logs {
+            for out in &src.outputs {
+                let exports = out.name == "otlp_logs";
                 for (n, reason) in [
-                    (get(&l.queue_full), "queue_full"),
-                    (get(&l.export_failed), "export_failed"),
-                    (get(&l.shutdown), "shutdown"),
+                    (get(&out.queue_full), "queue_full"),
+                    (get(&out.output_failed), "output_failed"),
+                    (get(&out.export_failed), "export_failed"),
+                    (get(&out.shutdown), "shutdown"),
                 ] {
+                    if reason == "export_failed" && !exports {
+                        continue;
+                    }
                     o.observe(
                         n,
                         &[
-                            KeyValue::new("output", "otlp_logs"),
+                            KeyValue::new("output", out.name),
                             KeyValue::new("reason", reason),
                         ],
                     );
                 }
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_gauge("kernel_monitor_output_failed")
+        .with_description("1 when an output has failed (its events are counted as lost), by output")
+        .with_callback(move |o| {
+            for out in &src.outputs {
+                o.observe(
+                    u64::from(out.failed()),
+                    &[KeyValue::new("output", out.name)],
+                );
             }
         })
         .build();
@@ -381,8 +385,11 @@ pub fn observe(meter: &Meter, s: &Sources) {
                 get(&src.metric_exports.failed),
                 &[KeyValue::new("signal", "metrics")],
             );
-            if let Some(l) = &src.event_logs {
-                o.observe(get(&l.failed_requests), &[KeyValue::new("signal", "logs")]);
+            for out in src.outputs.iter().filter(|o| o.name == "otlp_logs") {
+                o.observe(
+                    get(&out.failed_requests),
+                    &[KeyValue::new("signal", "logs")],
+                );
             }
         })
         .build();
@@ -398,6 +405,25 @@ pub fn observe(meter: &Meter, s: &Sources) {
             for t in ["secret", "configmap", "projected", "downward-api"] {
                 let n = by_type.get(t).copied().unwrap_or(0);
                 o.observe(n, &[KeyValue::new("volume_type", t)]);
+            }
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_counter("kernel_monitor_volume_scans")
+        .with_description("Scans of the kubelet volume tree, by result (failed: some directory could not be read or some kernel entry written; what is there is kept and the scan retried)")
+        .with_callback(move |o| {
+            o.observe(get(&src.watch.scans_ok), &[KeyValue::new("result", "ok")]);
+            o.observe(get(&src.watch.scans_failed), &[KeyValue::new("result", "failed")]);
+        })
+        .build();
+    let src = s.clone();
+    meter
+        .u64_observable_gauge("kernel_monitor_volume_entries_ignored")
+        .with_description("Entries the last volume scan left out, by reason (symlink, not_a_directory, walk_too_deep, index_full)")
+        .with_callback(move |o| {
+            for reason in IgnoreReason::ALL {
+                o.observe(src.watch.ignored(reason), &[KeyValue::new("reason", reason.as_str())]);
             }
         })
         .build();

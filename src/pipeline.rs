@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -20,8 +19,9 @@ use crate::event::{
     access_from_flags, access_from_fmode, result_name, AccessEvent, ProcessInfo, KUBELET_WRITE,
 };
 use crate::metrics::AccessMetrics;
+use crate::output::Sink;
 use crate::pods::{PodStore, SourceKind};
-use crate::volumes::{parse_volume_path, VolumeRegistry};
+use crate::volumes::{parse_volume_path, VolumePath, VolumeRegistry};
 
 /// What to do with the kubelet's own accesses to volume files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -38,26 +38,18 @@ pub enum KubeletWrites {
 pub struct UserStats {
     /// Records read from the ring buffer.
     pub received: AtomicU64,
-    /// Events handed to the output.
+    /// Events built and handed to every output's queue (each output counts its own losses).
     pub emitted: AtomicU64,
-    /// Events lost because the output queue was full.
-    pub shed: AtomicU64,
     /// Records that did not decode.
     pub decode_errors: AtomicU64,
     /// Matched opens whose volume vanished before the record was read.
     pub unknown_volume: AtomicU64,
     /// Failed opens (denied, or on a volume-like path) that named no watched volume file.
     pub not_volume: AtomicU64,
+    /// Denied opens whose path could not be placed (process, mount namespace and container spec all gone).
+    pub denied_unresolved: AtomicU64,
     /// Kubelet accesses dropped by configuration.
     pub kubelet_dropped: AtomicU64,
-}
-
-/// A second event consumer (OTLP logs) with its own bounded queue.
-#[derive(Debug)]
-pub struct ExtraSink {
-    pub queue: SyncSender<AccessEvent>,
-    /// Counts the events the full queue refused.
-    pub shed: Arc<crate::metrics::EventLogStats>,
 }
 
 /// A snapshot of [`UserStats`].
@@ -65,10 +57,10 @@ pub struct ExtraSink {
 pub struct UserStatsSnapshot {
     pub received: u64,
     pub emitted: u64,
-    pub shed: u64,
     pub decode_errors: u64,
     pub unknown_volume: u64,
     pub not_volume: u64,
+    pub denied_unresolved: u64,
     pub kubelet_dropped: u64,
 }
 
@@ -78,10 +70,10 @@ impl UserStats {
         UserStatsSnapshot {
             received: g(&self.received),
             emitted: g(&self.emitted),
-            shed: g(&self.shed),
             decode_errors: g(&self.decode_errors),
             unknown_volume: g(&self.unknown_volume),
             not_volume: g(&self.not_volume),
+            denied_unresolved: g(&self.denied_unresolved),
             kubelet_dropped: g(&self.kubelet_dropped),
         }
     }
@@ -89,6 +81,36 @@ impl UserStats {
 
 fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// At most [`LogBudget::PER_MINUTE`] log lines a minute; the rest are only counted.
+#[derive(Debug)]
+pub struct LogBudget {
+    window: std::time::Instant,
+    used: u32,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self {
+            window: std::time::Instant::now(),
+            used: 0,
+        }
+    }
+}
+
+impl LogBudget {
+    pub const PER_MINUTE: u32 = 10;
+
+    /// Whether one more line may be logged now.
+    pub fn take(&mut self) -> bool {
+        if self.window.elapsed() >= std::time::Duration::from_secs(60) {
+            self.window = std::time::Instant::now();
+            self.used = 0;
+        }
+        self.used += 1;
+        self.used <= Self::PER_MINUTE
+    }
 }
 
 /// Everything the enrichment step needs.
@@ -102,7 +124,8 @@ pub struct Enricher {
     /// Mount namespace of the host (pid 1); the kubelet runs there.
     pub host_mnt_ns: u32,
     pub kubelet_writes: KubeletWrites,
-    pub sink: SyncSender<AccessEvent>,
+    /// Every output's queue; each event is offered to all of them.
+    pub outputs: Vec<Sink>,
     /// cgroup id -> pod and container of the reading process.
     pub cgroups: Arc<CgroupResolver>,
     /// Pod metadata; `None` in standalone mode.
@@ -111,8 +134,8 @@ pub struct Enricher {
     pub metrics: AccessMetrics,
     /// Correlation operation counts.
     pub correlation: Arc<CorrelationMaps>,
-    /// The OTLP log output, when on.
-    pub logs: Option<ExtraSink>,
+    /// Log lines about unresolved denied opens.
+    pub unresolved_log: LogBudget,
 }
 
 /// Where an event's volume fields come from.
@@ -122,6 +145,26 @@ struct Target {
     volume_name: String,
     mount_path: String,
     key: Option<String>,
+}
+
+impl From<VolumePath> for Target {
+    fn from(p: VolumePath) -> Self {
+        Self {
+            pod_uid: p.pod_uid,
+            volume_type: p.volume_type,
+            volume_name: p.volume_name,
+            mount_path: p.mount_path.to_string_lossy().into_owned(),
+            key: p.key,
+        }
+    }
+}
+
+/// The kubelet volume an event's absolute path names, by its parts.
+fn kubelet_path(ev: &KernelEvent) -> Option<VolumePath> {
+    ev.path
+        .as_deref()
+        .filter(|p| p.is_absolute())
+        .and_then(parse_volume_path)
 }
 
 impl Enricher {
@@ -137,7 +180,35 @@ impl Enricher {
         }
     }
 
-    fn target(&self, ev: &KernelEvent) -> Option<Target> {
+    /// What a denied open named: by the live process or its mount namespace,
+    /// else by the reader container's volume mounts.
+    fn resolve_denied(&self, ev: &KernelEvent) -> denied::Resolved {
+        match denied::resolve(ev, &self.registry) {
+            denied::Resolved::Unresolved => self
+                .resolve_by_spec(ev)
+                .unwrap_or(denied::Resolved::Unresolved),
+            known => known,
+        }
+    }
+
+    /// Maps a denied path through the volume mounts of the reader's container.
+    fn resolve_by_spec(&self, ev: &KernelEvent) -> Option<denied::Resolved> {
+        let path = ev.path.as_deref()?;
+        let Resolution::Found(reader) = self.cgroups.resolve(ev.cgroup_id, ev.cgroup_v1_id) else {
+            return None;
+        };
+        let pod_uid = reader.pod_uid.as_deref()?;
+        let pod = self.pods.as_deref()?.get(pod_uid)?;
+        let container = pod.container_by_id(reader.container_id.as_deref()?)?;
+        Some(denied::resolve_by_spec(
+            path,
+            pod_uid,
+            container,
+            &self.registry,
+        ))
+    }
+
+    fn target(&mut self, ev: &KernelEvent) -> Option<Target> {
         match ev.kind {
             EventKind::VolumeOpen => {
                 let (id, _) = ev.volume?;
@@ -157,35 +228,39 @@ impl Enricher {
                     key,
                 })
             }
-            EventKind::VolumePathFailed | EventKind::Denied => {
-                let by_object = (ev.kind == EventKind::Denied)
-                    .then(|| denied::resolve(ev, &self.registry))
-                    .flatten();
-                if let Some((v, key)) = by_object {
-                    return Some(Target {
-                        pod_uid: v.pod_uid.clone(),
-                        volume_type: v.volume_type,
-                        volume_name: v.name.clone(),
-                        mount_path: v.mount_path.to_string_lossy().into_owned(),
-                        key: Some(key),
-                    });
-                }
-                let parsed = ev
-                    .path
-                    .as_deref()
-                    .filter(|p| p.is_absolute())
-                    .and_then(parse_volume_path);
-                let Some(p) = parsed else {
+            EventKind::Denied => match self.resolve_denied(ev) {
+                denied::Resolved::Volume(v, key) => Some(Target {
+                    pod_uid: v.pod_uid.clone(),
+                    volume_type: v.volume_type,
+                    volume_name: v.name.clone(),
+                    mount_path: v.mount_path.to_string_lossy().into_owned(),
+                    key,
+                }),
+                // A kubelet path names its volume even when nothing else does.
+                _ if kubelet_path(ev).is_some() => kubelet_path(ev).map(Target::from),
+                denied::Resolved::NotAVolumeFile => {
                     bump(&self.stats.not_volume);
-                    return None;
-                };
-                Some(Target {
-                    pod_uid: p.pod_uid,
-                    volume_type: p.volume_type,
-                    volume_name: p.volume_name,
-                    mount_path: p.mount_path.to_string_lossy().into_owned(),
-                    key: p.key,
-                })
+                    None
+                }
+                denied::Resolved::Unresolved => {
+                    bump(&self.stats.denied_unresolved);
+                    if self.unresolved_log.take() {
+                        tracing::warn!(
+                            pid = ev.tgid,
+                            command = %ev.comm,
+                            path = %ev.path.as_deref().unwrap_or(Path::new("")).display(),
+                            "denied open not resolved: its process, mount namespace and container spec are gone; counted in kernel_monitor_events_dropped{{reason=\"denied_unresolved\"}}"
+                        );
+                    }
+                    None
+                }
+            },
+            EventKind::VolumePathFailed => {
+                let target = kubelet_path(ev).map(Target::from);
+                if target.is_none() {
+                    bump(&self.stats.not_volume);
+                }
+                target
             }
         }
     }
@@ -299,14 +374,10 @@ impl Enricher {
             source,
         };
         self.metrics.record(&event, WallClock::elapsed_ms(ev.ts_ns));
-        if let Some(logs) = &self.logs {
-            if logs.queue.try_send(event.clone()).is_err() {
-                logs.shed.queue_full.fetch_add(1, Ordering::Relaxed);
-            }
+        let event = Arc::new(event);
+        for output in &self.outputs {
+            output.offer(&event);
         }
-        match self.sink.try_send(event) {
-            Ok(()) => bump(&self.stats.emitted),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => bump(&self.stats.shed),
-        }
+        bump(&self.stats.emitted);
     }
 }

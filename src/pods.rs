@@ -79,6 +79,43 @@ pub struct ContainerMeta {
     pub image: Name,
     /// Runtime container id (64 hex digits, without the `containerd://` scheme), once running.
     pub id: Option<Box<str>>,
+    /// Where the container mounts the pod's watched volumes.
+    pub mounts: Box<[VolumeMountMeta]>,
+}
+
+/// A container's mount of a watched volume (`spec.containers[].volumeMounts[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumeMountMeta {
+    /// Path inside the container.
+    pub path: Box<str>,
+    /// The pod's volume name.
+    pub volume: Name,
+    /// Path inside the volume mounted there (`subPath`); `None`: the whole volume.
+    pub sub_path: Option<Box<str>>,
+}
+
+/// The mounts of watched volumes among `mounts`; `subPathExpr` mounts are
+/// left out (their path depends on the environment of the container).
+fn watched_mounts(
+    mounts: Option<&Vec<k8s_openapi::api::core::v1::VolumeMount>>,
+    watched: &[Name],
+    names: &Interner,
+) -> Box<[VolumeMountMeta]> {
+    mounts
+        .into_iter()
+        .flatten()
+        .filter(|m| m.sub_path_expr.as_deref().unwrap_or_default().is_empty())
+        .filter(|m| watched.iter().any(|w| **w == *m.name))
+        .map(|m| VolumeMountMeta {
+            path: m.mount_path.trim_end_matches('/').into(),
+            volume: names.get(&m.name),
+            sub_path: m
+                .sub_path
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(Box::from),
+        })
+        .collect()
 }
 
 /// Kind of object a file of a volume comes from.
@@ -307,33 +344,43 @@ impl PodMeta {
             })
             .filter_map(|c| Some((c.name.as_str(), strip_scheme(c.container_id.as_deref()?))))
             .collect();
+        let sources = Sources(names);
+        let volumes: Box<[_]> = spec
+            .and_then(|s| s.volumes.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| Some((names.get(&v.name), sources.volume(v)?)))
+            .collect();
+        let watched: Vec<Name> = volumes.iter().map(|(n, _)| Arc::clone(n)).collect();
         let mut containers = Vec::new();
         if let Some(spec) = spec {
             let regular = spec
                 .containers
                 .iter()
                 .chain(spec.init_containers.iter().flatten())
-                .map(|c| (c.name.as_str(), c.image.as_deref()));
-            let ephemeral = spec
-                .ephemeral_containers
-                .iter()
-                .flatten()
-                .map(|c| (c.name.as_str(), c.image.as_deref()));
-            for (name, image) in regular.chain(ephemeral) {
+                .map(|c| {
+                    (
+                        c.name.as_str(),
+                        c.image.as_deref(),
+                        c.volume_mounts.as_ref(),
+                    )
+                });
+            let ephemeral = spec.ephemeral_containers.iter().flatten().map(|c| {
+                (
+                    c.name.as_str(),
+                    c.image.as_deref(),
+                    c.volume_mounts.as_ref(),
+                )
+            });
+            for (name, image, mounts) in regular.chain(ephemeral) {
                 containers.push(ContainerMeta {
                     name: names.get(name),
                     image: names.get(image.unwrap_or_default()),
                     id: ids.get(name).map(|id| Box::from(*id)),
+                    mounts: watched_mounts(mounts, &watched, names),
                 });
             }
         }
-        let sources = Sources(names);
-        let volumes = spec
-            .and_then(|s| s.volumes.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|v| Some((names.get(&v.name), sources.volume(v)?)))
-            .collect();
         Some(Self {
             uid,
             name: md.name.as_deref().unwrap_or_default().into(),

@@ -30,6 +30,8 @@ pub enum ProbeError {
     Load(#[source] libbpf_rs::Error),
     #[error("attaching the BPF programs (is tracefs mounted at /sys/kernel/tracing?): {0}")]
     Attach(#[source] libbpf_rs::Error),
+    #[error("identifying this process's pid namespace (/proc/self/ns/pid): {0}")]
+    OwnNamespace(#[source] std::io::Error),
     #[error("BPF map {map}: {source}")]
     Map {
         map: &'static str,
@@ -51,6 +53,8 @@ pub struct ProbeOptions {
     pub report_failed_opens: bool,
     /// cgroup v1 subsystem index for the fallback cgroup id (`None`: v2 only).
     pub cgroup_v1_subsys: Option<u32>,
+    /// Drop (and only count) events of this process itself.
+    pub ignore_own_process: bool,
 }
 
 impl Default for ProbeOptions {
@@ -61,6 +65,7 @@ impl Default for ProbeOptions {
             wakeup_bytes: 256 << 10,
             report_failed_opens: true,
             cgroup_v1_subsys: None,
+            ignore_own_process: false,
         }
     }
 }
@@ -78,6 +83,8 @@ pub struct KernelStats {
     pub sampled: u64,
     /// Open-family syscalls seen by the exit programs.
     pub opens_seen: u64,
+    /// Events of the collector's own process, dropped in the kernel.
+    pub own: u64,
 }
 
 /// Reads the per-CPU `stats` map.
@@ -106,8 +113,16 @@ impl StatsReader {
             dropped_ringbuf: get(cac_stat::CAC_STAT_DROPPED_RINGBUF)?,
             sampled: get(cac_stat::CAC_STAT_SAMPLED)?,
             opens_seen: get(cac_stat::CAC_STAT_OPENS_SEEN)?,
+            own: get(cac_stat::CAC_STAT_OWN)?,
         })
     }
+}
+
+/// Device (kernel encoding) and inode of this process's pid namespace.
+fn own_pid_namespace() -> Result<(u32, u64), ProbeError> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata("/proc/self/ns/pid").map_err(ProbeError::OwnNamespace)?;
+    Ok((crate::volumes::kernel_dev(md.dev()), md.ino()))
 }
 
 /// The loaded and attached BPF programs.
@@ -175,6 +190,12 @@ impl Probe {
             .cgroup_v1_subsys
             .and_then(|s| i32::try_from(s).ok())
             .unwrap_or(-1);
+        if options.ignore_own_process {
+            let (dev, ino) = own_pid_namespace()?;
+            rodata.cfg_self_tgid = std::process::id();
+            rodata.cfg_self_pidns_dev = u64::from(dev);
+            rodata.cfg_self_pidns_ino = ino;
+        }
         open.maps
             .events
             .set_max_entries(options.ring_bytes)

@@ -132,6 +132,8 @@ fn unhealthy_when_the_reader_stalls_or_programs_are_gone() {
         correlation: std::sync::Arc::new(CorrelationMaps::new()),
         registry: None,
         cgroups: std::sync::Arc::new(CgroupResolver::for_host(None)),
+        health: Default::default(),
+        outputs: Vec::new(),
     };
     let server = ApiServer::start(
         &Listeners {
@@ -521,7 +523,7 @@ fn an_empty_token_file_stops_the_start() {
     cfg.kube = config_access_collector::config::KubeMode::Off;
     cfg.api_listen = Some("127.0.0.1:0".into());
     cfg.api_token_file = Some(token.path().to_path_buf());
-    let Err(err) = config_access_collector::collector::Collector::start(&cfg) else {
+    let Err(err) = config_access_collector::collector::Collector::start(&cfg, Vec::new()) else {
         panic!("an empty token file is refused");
     };
     assert!(err.to_string().contains("is empty"), "{err}");

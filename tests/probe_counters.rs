@@ -25,9 +25,12 @@ fn watched_volume(probe: &Probe) -> (Sandbox, std::path::PathBuf, KernelDirs) {
     let (dirs, devs) = probe.volume_maps().unwrap();
     let mut kernel = KernelDirs::new(dirs, devs);
     let registry = Arc::new(VolumeRegistry::new());
-    registry
-        .apply(scan(&sb.kubelet_root(), &VolumeType::ALL), &mut kernel)
-        .unwrap();
+    let changes = registry.apply(
+        scan(&sb.kubelet_root(), &VolumeType::ALL).found,
+        &[],
+        &mut kernel,
+    );
+    assert_eq!(changes.added.len(), 1, "{changes:?}");
     (sb, dir, kernel)
 }
 

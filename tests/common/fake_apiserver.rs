@@ -235,7 +235,7 @@ pub fn start_blocking(addr: SocketAddr) -> (FakeApiServer, tokio::runtime::Runti
 /// projected token volume whose `ca.crt` comes from key `root-ca.pem` of
 /// ConfigMap `kube-root-ca.crt`.
 pub fn demo_pod(uid: &str, container_id: &str) -> Value {
-    pod(
+    let mut pod = pod(
         uid,
         "payments-api-0",
         "payments",
@@ -250,5 +250,12 @@ pub fn demo_pod(uid: &str, container_id: &str) -> Value {
             ]}}
         ]),
         container_id,
-    )
+    );
+    // Where the sandbox's container (demo::PodVolumes::container) mounts them.
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([
+        {"name": "db-creds", "mountPath": "/etc/db", "readOnly": true},
+        {"name": "app-config", "mountPath": "/etc/config", "readOnly": true},
+        {"name": "kube-api-access-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
+    ]);
+    pod
 }

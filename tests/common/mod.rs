@@ -8,6 +8,7 @@ pub mod receivers;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config_access_collector::collector::Collector;
@@ -37,7 +38,7 @@ pub fn privileged(test: &str) -> bool {
 pub struct Harness {
     pub sb: Sandbox,
     pub collector: Option<Collector>,
-    pub events: Receiver<AccessEvent>,
+    pub events: Receiver<Arc<AccessEvent>>,
     pub secret: PathBuf,
     pub config: PathBuf,
     pub token: PathBuf,
@@ -62,7 +63,8 @@ impl Harness {
         let pod = build_pod(&mut sb).expect("demo pod");
         let mut cfg = default_config(&sb);
         edit(&mut cfg);
-        let (collector, events) = Collector::start(&cfg).expect("collector starts (BPF must load)");
+        let (collector, events) =
+            Collector::start_with_channel(&cfg).expect("collector starts (BPF must load)");
         Self {
             secret: pod.secret.clone(),
             config: pod.config.clone(),
@@ -130,7 +132,7 @@ impl Harness {
         let mut out = std::mem::take(&mut self.backlog);
         while Instant::now() < end {
             match self.events.recv_timeout(quiet) {
-                Ok(ev) => out.push(ev),
+                Ok(ev) => out.push(Arc::unwrap_or_clone(ev)),
                 Err(_) => break,
             }
         }

@@ -1,0 +1,544 @@
+//! Ways the collector could go blind or be misled without saying so, each
+//! reproduced with real processes, mounts, namespaces and sockets: a volume
+//! scan that fails for lack of file descriptors, a volume directory that is a
+//! symlink, a stdout that stalls then closes, denied reads from mount
+//! namespaces that die at once, and the collector's own opens.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{pod_cgroup, privileged, Harness, EXE, POD};
+use config_access_collector::config::KubeMode;
+use config_access_collector::container::{ContainerProc, ExecArgs};
+use config_access_collector::sandbox::Sandbox;
+use config_access_collector::volumes::{IgnoreReason, VolumeType};
+
+/// Waits up to `limit` for `cond`, failing with `what` otherwise.
+fn wait_up_to(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One HTTP/1.1 connection kept open across requests, so it still works
+/// when the collector can no longer accept new ones.
+struct KeepAlive {
+    stream: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        Self {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    /// GET `path`: status and body.
+    fn get(&mut self, path: &str) -> (u16, String) {
+        write!(
+            self.stream.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: collector\r\n\r\n"
+        )
+        .unwrap();
+        let mut line = String::new();
+        self.stream.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let mut len = 0;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).unwrap();
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    fn json(&mut self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.get(path);
+        (status, serde_json::from_str(&body).unwrap())
+    }
+}
+
+/// Value of the Prometheus sample of metric `name` that has every label of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        let matches = metric == name
+            && labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        matches.then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// The collector binary, run as a user runs it.
+struct Agent {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    health: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Agent {
+    /// Starts `run` on `sb` with `config` (YAML) and extra flags; waits until it started.
+    fn start(sb: &Sandbox, config: &str, extra: &[&str], stdout: Stdio) -> Self {
+        let path = sb.scratch().join("config.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(EXE)
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .arg("--kubelet-root")
+            .arg(sb.kubelet_root())
+            .args([
+                "--health-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--no-kube",
+            ])
+            .arg("--api-socket")
+            .arg(sb.scratch().join("api.sock"))
+            .args(extra)
+            .env("CAC_LOG_LEVEL", "info")
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut agent = Self {
+            child,
+            log,
+            health: "0.0.0.0:0".parse().unwrap(),
+            metrics: "0.0.0.0:0".parse().unwrap(),
+        };
+        wait_up_to(Duration::from_secs(30), "the collector to start", || {
+            agent.logged("collector started")
+        });
+        agent.health = agent.addr("health endpoints listening");
+        agent.metrics = agent.addr("metrics endpoint listening");
+        agent
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    /// The `addr=` of the log line containing `what`.
+    fn addr(&self, what: &str) -> SocketAddr {
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in {log:#?}"));
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next();
+        addr.unwrap().parse().unwrap()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM; returns whether the exit status was 0.
+    fn terminate(mut self) -> (bool, Vec<String>) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.lock().unwrap().clone();
+        (status.success(), log)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sets the soft RLIMIT_NOFILE of process `pid` (the hard limit stays).
+fn set_nofile_soft(pid: i32, soft: u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a null new limit only reads the current one into `old`.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) },
+        0
+    );
+    let new = libc::rlimit {
+        rlim_cur: soft.min(old.rlim_max),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: both pointers are valid for the call.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) },
+        0,
+        "prlimit: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A sandbox pod with Secret volume `creds` holding `password`.
+fn secret_pod() -> (Sandbox, PathBuf) {
+    let mut sb = Sandbox::new().unwrap();
+    let dir = sb
+        .add_volume(POD, VolumeType::Secret, "creds", true)
+        .unwrap();
+    sb.write_atomic(&dir, &[("password", b"x", 0o644)]).unwrap();
+    (sb, dir)
+}
+
+/// Collects the JSON events the collector prints on stdout.
+fn collect_stdout(child: &mut Child) -> Arc<Mutex<Vec<serde_json::Value>>> {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock()
+                .unwrap()
+                .push(serde_json::from_str(&line).unwrap());
+        }
+    });
+    events
+}
+
+/// Opens `path` `n` times from a process of its own; returns its pid.
+fn open_n_times(path: &Path, n: usize) -> u32 {
+    let args = ExecArgs {
+        steps: vec![format!("open:{}", path.display()); n],
+        ..Default::default()
+    };
+    let mut p = ContainerProc::spawn(Path::new(EXE), &args).unwrap();
+    for _ in 0..n {
+        assert_eq!(p.next_result().unwrap().1, "ok");
+    }
+    let pid = p.pid;
+    assert_eq!(p.finish().unwrap(), 0);
+    pid
+}
+
+fn events_of(events: &Mutex<Vec<serde_json::Value>>, pid: u32) -> usize {
+    let events = events.lock().unwrap();
+    events.iter().filter(|e| e["process"]["pid"] == pid).count()
+}
+
+#[test]
+fn a_scan_without_file_descriptors_keeps_the_watch_set_and_degrades_health() {
+    if !privileged("a_scan_without_file_descriptors_keeps_the_watch_set_and_degrades_health") {
+        return;
+    }
+    let (sb, dir) = secret_pod();
+    let mut agent = Agent::start(&sb, "rescan_interval_ms: 300\n", &[], Stdio::piped());
+    let events = collect_stdout(&mut agent.child);
+    let mut health = KeepAlive::connect(agent.health);
+    let mut metrics = KeepAlive::connect(agent.metrics);
+    assert_eq!(health.json("/healthz").1["status"], "healthy");
+    let password = dir.join("password");
+    let before = open_n_times(&password, 1);
+    wait_up_to(Duration::from_secs(10), "the first event", || {
+        events_of(&events, before) == 1
+    });
+
+    // No descriptor left: every scan of the volume tree fails from now on.
+    set_nofile_soft(agent.pid(), 3);
+    wait_up_to(Duration::from_secs(15), "a degraded health", || {
+        let (status, body) = health.json("/healthz");
+        status == 200
+            && body["status"] == "degraded"
+            && body["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["component"] == "volume_scan")
+    });
+    let (status, ready) = health.json("/readyz");
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["reason"].as_str().unwrap().contains("volume_scan"),
+        "{ready}"
+    );
+    let (_, text) = metrics.get("/metrics");
+    let failed = sample(
+        &text,
+        "kernel_monitor_volume_scans_total",
+        &[("result", "failed")],
+    );
+    assert!(failed.is_some_and(|n| n >= 1.0), "{text}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let during = open_n_times(&password, 1);
+    wait_up_to(
+        Duration::from_secs(10),
+        "an event while scans fail (the watch set is kept)",
+        || events_of(&events, during) == 1,
+    );
+    assert!(agent.logged("volume scan incomplete"));
+
+    set_nofile_soft(agent.pid(), 1 << 16);
+    wait_up_to(Duration::from_secs(15), "health to recover", || {
+        health.json("/healthz").1["status"] == "healthy"
+    });
+    assert_eq!(health.json("/readyz").0, 200);
+    assert!(agent.logged("volume scan recovered"));
+    let (ok, log) = agent.terminate();
+    assert!(ok, "{log:#?}");
+}
+
+#[test]
+fn a_symlinked_volume_directory_is_ignored_not_followed() {
+    if !privileged("a_symlinked_volume_directory_is_ignored_not_followed") {
+        return;
+    }
+    let mut h = Harness::start();
+    let elsewhere = h.sb.scratch().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("hostname"), "node-a").unwrap();
+    let plugin = h.sb.volume_dir(POD, VolumeType::Secret, "x");
+    std::os::unix::fs::symlink(&elsewhere, &plugin).unwrap();
+    common::wait("the symlink to be seen and ignored", || {
+        h.collector().watch_stats().ignored(IgnoreReason::Symlink) == 1
+    });
+    assert!(h.collector().registry().by_mount_path(&plugin).is_none());
+    let (pid, results) = h.run(&ExecArgs {
+        steps: vec![
+            format!("open:{}", elsewhere.join("hostname").display()),
+            format!("open:{}", plugin.join("hostname").display()),
+        ],
+        ..Default::default()
+    });
+    assert!(results.iter().all(|r| r.1 == "ok"), "{results:?}");
+    let events = h.events_of(pid);
+    assert!(
+        events.is_empty(),
+        "a symlink target is not a volume: {events:#?}"
+    );
+    // Real volumes are still watched.
+    let (pid, _) = h.run(&ExecArgs {
+        steps: vec![format!("open:{}", h.secret.join("password").display())],
+        ..Default::default()
+    });
+    common::exactly_one(h.events_of(pid), "a read of a real volume");
+}
+
+#[test]
+fn a_stalled_then_closed_stdout_does_not_stop_the_file_output() {
+    if !privileged("a_stalled_then_closed_stdout_does_not_stop_the_file_output") {
+        return;
+    }
+    let (sb, dir) = secret_pod();
+    let file = sb.scratch().join("out/events.jsonl");
+    let file_arg = file.to_str().unwrap().to_string();
+    let mut agent = Agent::start(&sb, "{}\n", &["--output-file", &file_arg], Stdio::piped());
+    // Nobody reads stdout: its pipe fills and its writer blocks.
+    let stdout = agent.child.stdout.take().unwrap();
+    let in_file = |pid: u32| {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("\"pid\":{pid},")))
+            .count()
+    };
+    let password = dir.join("password");
+    let first = open_n_times(&password, 2000);
+    wait_up_to(Duration::from_secs(30), "2000 events in the file", || {
+        in_file(first) == 2000
+    });
+    let mut health = KeepAlive::connect(agent.health);
+    wait_up_to(
+        Duration::from_secs(20),
+        "stdout reported as stalled",
+        || {
+            let body = health.json("/healthz").1;
+            body["status"] == "degraded"
+                && body["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("output:stdout: blocked in one write"))
+        },
+    );
+
+    // The reader of stdout goes away: stdout fails, the file goes on.
+    drop(stdout);
+    let second = open_n_times(&password, 500);
+    wait_up_to(
+        Duration::from_secs(30),
+        "500 more events in the file",
+        || in_file(second) == 500,
+    );
+    wait_up_to(Duration::from_secs(10), "stdout reported as failed", || {
+        let (status, body) = health.json("/healthz");
+        status == 200
+            && body["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("output:stdout: failed"))
+    });
+    let (_, text) = KeepAlive::connect(agent.metrics).get("/metrics");
+    assert_eq!(
+        sample(
+            &text,
+            "kernel_monitor_output_failed",
+            &[("output", "stdout")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "kernel_monitor_output_failed", &[("output", "file")]),
+        Some(0.0)
+    );
+    let lost = sample(
+        &text,
+        "kernel_monitor_output_shed_total",
+        &[("output", "stdout"), ("reason", "output_failed")],
+    );
+    assert!(lost.is_some_and(|n| n > 0.0), "{text}");
+    let (ok, log) = agent.terminate();
+    assert!(ok, "SIGTERM after a stdout EPIPE exits 0: {log:#?}");
+}
+
+/// Runs 20 container processes that each try to read `api-key` as uid 65534
+/// (denied) and exit at once, taking their mount namespace with them.
+fn twenty_denied_reads_from_dying_namespaces(h: &mut Harness) -> Vec<u32> {
+    let cg = h.sb.make_cgroup(&pod_cgroup("burstable", CID)).unwrap();
+    (0..20)
+        .map(|_| {
+            let mut args = h.container(&["open:/etc/db/api-key"]);
+            args.cgroup = Some(cg.clone());
+            args.uid = Some(65534);
+            let (pid, results) = h.run(&args);
+            assert_eq!(results[0].1, "EACCES");
+            pid
+        })
+        .collect()
+}
+
+const CID: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+#[test]
+fn denied_reads_from_dying_mount_namespaces_are_all_reported() {
+    if !privileged("denied_reads_from_dying_mount_namespaces_are_all_reported") {
+        return;
+    }
+    let (mut h, _api, _rt) = Harness::with_fake_api(CID, |_| {});
+    let pids = twenty_denied_reads_from_dying_namespaces(&mut h);
+    let events = h.drain(Duration::from_millis(500), Duration::from_secs(10));
+    let reported: Vec<_> = events
+        .iter()
+        .filter(|e| pids.contains(&e.process.pid))
+        .collect();
+    assert_eq!(reported.len(), 20, "{reported:#?}");
+    for ev in reported {
+        assert_eq!(
+            (
+                ev.event_type.as_str(),
+                ev.volume_name.as_deref(),
+                ev.key.as_deref(),
+                ev.result.as_str()
+            ),
+            ("secret_access", Some("db-creds"), Some("api-key"), "EACCES")
+        );
+        assert_eq!(
+            ev.container.as_ref().and_then(|c| c.name.as_deref()),
+            Some("app")
+        );
+    }
+    let user = h.collector().stats().user;
+    assert_eq!(
+        (user.not_volume, user.denied_unresolved),
+        (0, 0),
+        "{user:?}"
+    );
+}
+
+#[test]
+fn denied_reads_from_dying_namespaces_standalone_are_reported_or_counted_unresolved() {
+    if !privileged(
+        "denied_reads_from_dying_namespaces_standalone_are_reported_or_counted_unresolved",
+    ) {
+        return;
+    }
+    let mut h = Harness::start_with(|c| c.kube = KubeMode::Off);
+    let pids = twenty_denied_reads_from_dying_namespaces(&mut h);
+    let events = h.drain(Duration::from_millis(500), Duration::from_secs(10));
+    let reported = events
+        .iter()
+        .filter(|e| pids.contains(&e.process.pid))
+        .inspect(|e| assert_eq!(e.key.as_deref(), Some("api-key"), "{e:#?}"))
+        .count() as u64;
+    let user = h.collector().stats().user;
+    assert_eq!(
+        reported + user.denied_unresolved,
+        20,
+        "every denied read is reported or counted as unresolved: {user:?}"
+    );
+    assert_eq!(
+        user.not_volume, 0,
+        "never mistaken for not_a_volume_file: {user:?}"
+    );
+}
+
+#[test]
+fn the_collectors_own_opens_are_not_matched() {
+    if !privileged("the_collectors_own_opens_are_not_matched") {
+        return;
+    }
+    let mut h = Harness::start();
+    let own = std::process::id();
+    // This process hosts the collector: its reads are the collector's own.
+    drop(std::fs::File::open(h.secret.join("password")).unwrap());
+    let missing = h.sb.kubelet_root().join(format!(
+        "pods/{POD}/volumes/kubernetes.io~configmap/missing/key"
+    ));
+    assert!(std::fs::File::open(missing).is_err());
+    let (pid, _) = h.run(&ExecArgs {
+        steps: vec![format!("open:{}", h.secret.join("password").display())],
+        ..Default::default()
+    });
+    common::exactly_one(h.events_of(pid), "another process's read");
+    let events = h.drain(Duration::from_millis(300), Duration::from_secs(2));
+    assert!(events.iter().all(|e| e.process.pid != own), "{events:#?}");
+    let kernel = h.collector().stats().kernel;
+    assert!(kernel.own >= 2, "own opens are counted: {kernel:?}");
+}
