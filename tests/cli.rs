@@ -168,3 +168,84 @@ fn run_prints_json_lines_and_stops_cleanly_on_sigterm() {
         "the file output holds the same event as stdout"
     );
 }
+
+/// A pod directory whose name holds a newline and then what looks like a
+/// log line, and a volume whose name holds terminal escape sequences.
+const FORGED_POD: &str = "0000\n2026-01-01T00:00:00.000000Z ERROR FORGED volume tampering";
+const FORGED_VOLUME: &str = "creds\u{1b}[2K\u{1b}[1Acleared\r";
+
+#[test]
+fn a_newline_in_a_pod_directory_name_cannot_forge_a_log_line() {
+    if !privileged("a_newline_in_a_pod_directory_name_cannot_forge_a_log_line") {
+        return;
+    }
+    let mut sb = Sandbox::new().unwrap();
+    // One volume is there at start (the first scan), one comes later (the watcher).
+    sb.add_volume(FORGED_POD, VolumeType::Secret, FORGED_VOLUME, false)
+        .unwrap();
+    let mut child = Command::new(EXE)
+        .arg("run")
+        .arg("--kubelet-root")
+        .arg(sb.kubelet_root())
+        .args(["--health-listen", "off", "--no-kube", "--api-socket", "off"])
+        .env("CAC_LOG_LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stderr = BufReader::new(stderr);
+        let mut line = Vec::new();
+        while stderr.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+            line.clear();
+        }
+    });
+    let mut log: Vec<String> = Vec::new();
+    let mut wait_for = |what: &str, n: usize| {
+        let end = Instant::now() + Duration::from_secs(30);
+        while log.iter().filter(|l| l.contains(what)).count() < n {
+            assert!(Instant::now() < end, "no {what:?} (x{n}) in {log:#?}");
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+                log.push(l);
+            }
+        }
+    };
+    wait_for("collector started", 1);
+    wait_for("watching volume", 1);
+    let late = sb
+        .add_volume(FORGED_POD, VolumeType::ConfigMap, FORGED_VOLUME, false)
+        .unwrap();
+    wait_for("watching volume", 2);
+    std::fs::remove_dir(&late).unwrap();
+    wait_for("volume gone", 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    log.extend(rx.iter());
+    assert!(status.success(), "{status}: {log:#?}");
+    for line in &log {
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00.000000Z"),
+            "a pod directory name forged a log line: {line:?} in {log:#?}"
+        );
+        assert!(
+            !line.contains(['\u{1b}', '\r']),
+            "a control character reached the log: {line:?}"
+        );
+    }
+    // Each logged name is there, escaped, on its own line.
+    for what in ["watching volume", "volume gone"] {
+        assert!(
+            log.iter().any(|l| l.contains(what)
+                && l.contains("0000\\n2026-01-01T00:00:00.000000Z ERROR FORGED volume tampering")
+                && l.contains("creds\\u{1b}[2K\\u{1b}[1Acleared\\r")),
+            "no escaped {what:?} line in {log:#?}"
+        );
+    }
+}
