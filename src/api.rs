@@ -38,13 +38,13 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Listen {
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("reading the API token file {path}: {source}")]
+    #[error("reading the API token file {path}")]
     Token {
         path: PathBuf,
         #[source]
@@ -506,7 +506,7 @@ async fn add_container_pid(
         Err(crate::correlation::CorrelationError::NoProcess(p)) => {
             not_found(format_args!("process {p}"))
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, crate::logging::chain(&e)),
     }
 }
 
@@ -559,7 +559,7 @@ async fn add_pod_info(
         .add_pod_info(req.cgroup_id, req.info.clone())
     {
         Ok(()) => (StatusCode::CREATED, Json(req.info)).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, crate::logging::chain(&e)),
     }
 }
 

@@ -33,7 +33,7 @@ pub enum CorrelationError {
     NoKernelMaps,
     #[error("process {0} not found or not readable")]
     NoProcess(u32),
-    #[error("BPF map {map}: {source}")]
+    #[error("BPF map {map}")]
     Map {
         map: &'static str,
         #[source]

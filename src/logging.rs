@@ -9,6 +9,10 @@
 //! only at some call sites) and keeps just the line's own terminating
 //! newline. Colours are off for the same reason: the escaping would show
 //! the formatter's own escape sequences as text.
+//!
+//! Errors are printed once, cause by cause, with [`chain`]: an error's
+//! message does not repeat its source's, and the binary's edge (and every
+//! log site that prints an error) joins the chain with `": "`.
 
 use std::borrow::Cow;
 use std::io::{self, Write};
@@ -122,6 +126,26 @@ impl<W: Write> Drop for EscapingWriter<W> {
     }
 }
 
+/// `err` and its causes, each once, joined with `": "`.
+///
+/// A cause whose message the previous one already ends with (an error type
+/// that both prints and reports its source) is not repeated.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut last = out.clone();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let msg = cause.to_string();
+        if !msg.is_empty() && !last.ends_with(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        last = msg;
+        next = cause.source();
+    }
+    out
+}
+
 fn libbpf_print(level: PrintLevel, msg: String) {
     let msg = msg.trim_end();
     match level {
@@ -200,5 +224,81 @@ mod tests {
         );
         assert!(lines[0].contains("path=/pods/a\\r\\u{1b}[2Kb"), "{text}");
         assert!(lines[0].contains("dir=x\\n2025"), "{text}");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle")]
+    struct Middle(#[source] io::Error);
+
+    /// Prints its source in its own message and reports it too.
+    #[derive(Debug, thiserror::Error)]
+    #[error("both: {0}")]
+    struct Both(#[source] io::Error);
+
+    #[test]
+    fn chain_names_each_cause_once() {
+        let e = Outer(Middle(io::Error::from_raw_os_error(libc::ENOENT)));
+        let text = chain(&e);
+        assert!(text.starts_with("outer: middle: "), "{text}");
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        let e = Both(io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(chain(&e).matches("Permission denied").count(), 1);
+        let any = anyhow::Error::new(e).context("starting");
+        let text = chain(any.as_ref());
+        assert!(text.starts_with("starting: both: "), "{text}");
+        assert_eq!(text.matches("Permission denied").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn no_error_of_the_crate_prints_its_source_twice() {
+        let io = || io::Error::from_raw_os_error(libc::ENOENT);
+        let errors: Vec<Box<dyn std::error::Error>> = vec![
+            Box::new(crate::config::ConfigError::Read {
+                path: "/c.yaml".into(),
+                source: io(),
+            }),
+            Box::new(crate::volumes::VolumeError::Watch {
+                path: "/v".into(),
+                source: io(),
+            }),
+            Box::new(crate::volumes::VolumeError::Map {
+                map: "m",
+                source: io().into(),
+            }),
+            Box::new(crate::api::ApiError::Listen {
+                addr: "a".into(),
+                source: io(),
+            }),
+            Box::new(crate::api::ApiError::Token {
+                path: "/t".into(),
+                source: io(),
+            }),
+            Box::new(crate::probe::ProbeError::Open(io().into())),
+            Box::new(crate::probe::ProbeError::Load(io().into())),
+            Box::new(crate::probe::ProbeError::Attach(io().into())),
+            Box::new(crate::probe::ProbeError::Resize {
+                map: "m",
+                source: io().into(),
+            }),
+            Box::new(crate::correlation::CorrelationError::Map {
+                map: "m",
+                source: io().into(),
+            }),
+            Box::new(crate::telemetry::TelemetryError::Runtime(io())),
+            Box::new(crate::Error::Demo(io())),
+            Box::new(crate::Error::Thread(io())),
+        ];
+        for e in errors {
+            assert!(
+                !e.to_string().contains("No such file"),
+                "{e:?} prints its source in its own message: {e}"
+            );
+            let text = chain(&*e);
+            assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        }
     }
 }

@@ -101,7 +101,12 @@ fn main() -> ExitCode {
         ) as u8)),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("config-access-collector: error: {e:#}");
+        // Each cause once; names and paths in it are escaped like the logs.
+        let chain = logging::chain(e.as_ref());
+        eprintln!(
+            "config-access-collector: error: {}",
+            logging::escape(&chain)
+        );
         ExitCode::FAILURE
     })
 }

@@ -169,6 +169,36 @@ fn run_prints_json_lines_and_stops_cleanly_on_sigterm() {
     );
 }
 
+/// Runs the binary with `args` and `env` (every other `CAC_*` variable removed).
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(EXE);
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAC_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_io_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let (code, err) = run_with(&["--config", missing.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    let line = format!(
+        "config-access-collector: error: reading config file {}: No such file or directory (os error 2)\n",
+        missing.display()
+    );
+    assert_eq!(err, line);
+}
+
 /// A pod directory whose name holds a newline and then what looks like a
 /// log line, and a volume whose name holds terminal escape sequences.
 const FORGED_POD: &str = "0000\n2026-01-01T00:00:00.000000Z ERROR FORGED volume tampering";
