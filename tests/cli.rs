@@ -186,6 +186,121 @@ fn run_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     )
 }
 
+/// Flags, environment, text the error must hold, text it must not hold.
+type BadInput<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+
+#[test]
+fn bad_flags_and_environment_variables_exit_1_naming_the_source() {
+    let cases: &[BadInput] = &[
+        (
+            &["--ring-buffer-bytes", "abc"],
+            &[],
+            "--ring-buffer-bytes",
+            "CAC_",
+        ),
+        (&["--no-such-flag"], &[], "--no-such-flag", "CAC_"),
+        (
+            &["--kubelet-writes", "sometimes"],
+            &[],
+            "--kubelet-writes",
+            "CAC_",
+        ),
+        (
+            &[],
+            &[("CAC_RING_BUFFER_BYTES", "abc")],
+            "environment variable CAC_RING_BUFFER_BYTES",
+            "\n\n",
+        ),
+        (
+            &[],
+            &[("CAC_KUBELET_WRITES", "sometimes")],
+            "environment variable CAC_KUBELET_WRITES",
+            "\n\n",
+        ),
+        (
+            &[],
+            &[("CAC_NO_KUBE", "maybe")],
+            "environment variable CAC_NO_KUBE",
+            "\n\n",
+        ),
+        (
+            &["run"],
+            &[("CAC_SYSCALL_SAMPLING_RATE", "-1")],
+            "environment variable CAC_SYSCALL_SAMPLING_RATE",
+            "\n\n",
+        ),
+        // Values clap accepts but the configuration refuses.
+        (
+            &[],
+            &[("CAC_RING_BUFFER_BYTES", "12345")],
+            "environment variable CAC_RING_BUFFER_BYTES: config key `ring_buffer_bytes`",
+            "--ring-buffer-bytes",
+        ),
+        (
+            &["--ring-buffer-bytes", "12345"],
+            &[],
+            "flag --ring-buffer-bytes: config key `ring_buffer_bytes`",
+            "CAC_",
+        ),
+        (
+            &["--health-listen", "9890"],
+            &[],
+            "flag --health-listen: config key `health_listen`",
+            "CAC_",
+        ),
+        (
+            &[],
+            &[("CAC_API_SOCKET", "relative.sock")],
+            "environment variable CAC_API_SOCKET: config key `api_socket`",
+            "--api-socket",
+        ),
+    ];
+    for (flags, env, want, unwanted) in cases {
+        let mut args = flags.to_vec();
+        args.push("--print-config");
+        let (code, err) = run_with(&args, env);
+        assert_eq!(
+            code,
+            Some(1),
+            "{flags:?} {env:?}: exit status {code:?} (docs say 1): {err}"
+        );
+        assert!(
+            err.contains(want),
+            "{flags:?} {env:?}: no {want:?} in: {err}"
+        );
+        assert!(
+            !err.contains(unwanted),
+            "{flags:?} {env:?}: {unwanted:?} in: {err}"
+        );
+    }
+    // A flag wins over its variable: the variable's bad value is not used.
+    let (code, err) = run_with(
+        &["--ring-buffer-bytes", "8388608", "--print-config"],
+        &[("CAC_RING_BUFFER_BYTES", "abc")],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // Help and version are not errors.
+    for flag in ["--help", "--version"] {
+        let (code, err) = run_with(&[flag], &[]);
+        assert_eq!(code, Some(0), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn yaml_syntax_error_gives_line_and_column_and_blames_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    // Line 3 is indented with a tab; the parser was still inside `stdout`.
+    std::fs::write(&path, "log_level: info\nstdout: true\n\tapi_socket: off\n").unwrap();
+    let (code, err) = run_with(&["--print-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not valid YAML"), "{err}");
+    assert!(err.contains("line 3, column 1"), "{err}");
+    for key in ["stdout", "log_level", "api_socket", "config key"] {
+        assert!(!err.contains(key), "the error blames {key:?}: {err}");
+    }
+}
+
 #[test]
 fn an_io_error_names_its_cause_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,7 +308,7 @@ fn an_io_error_names_its_cause_once() {
     let (code, err) = run_with(&["--config", missing.to_str().unwrap()], &[]);
     assert_eq!(code, Some(1), "{err}");
     let line = format!(
-        "config-access-collector: error: reading config file {}: No such file or directory (os error 2)\n",
+        "config-access-collector: error: flag --config: reading config file {}: No such file or directory (os error 2)\n",
         missing.display()
     );
     assert_eq!(err, line);
