@@ -12,7 +12,9 @@ use config_access_collector::container::ExecArgs;
 use config_access_collector::{demo, logging, output};
 
 /// The reader thread allocates what the writer threads free; mimalloc's
-/// per-thread free lists keep that producer/consumer pattern cheap.
+/// per-thread free lists keep that producer/consumer pattern cheap. The
+/// `system-allocator` feature builds with glibc's malloc instead.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
