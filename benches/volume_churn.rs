@@ -22,7 +22,9 @@
 //! the live heap is back near its baseline.
 //!
 //! Environment: `CHURN_CYCLES` (default 5), `CHURN_PODS` (default 200; five
-//! volumes each), `CHURN_ONLY=inproc|process`.
+//! volumes each), `CHURN_ONLY=inproc|process`, `CHURN_LOG` (the in-process
+//! collector's log filter, default `warn`; `info` logs every volume, as the
+//! binary does).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::io::{BufRead, BufReader};
@@ -202,6 +204,10 @@ fn config(sb: &Sandbox) -> Config {
 }
 
 fn in_process(cycles: usize, pods: usize) {
+    // As the binary does, so that its log lines are part of what is measured.
+    config_access_collector::logging::init(
+        &std::env::var("CHURN_LOG").unwrap_or_else(|_| "warn".into()),
+    );
     let mut sb = Sandbox::new().expect("sandbox");
     let (collector, events) = Collector::start(&config(&sb)).expect("collector starts");
     let received = Arc::new(AtomicUsize::new(0));
