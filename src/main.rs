@@ -57,6 +57,11 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     logging::init(&config.log_level);
+    // Every HTTP connection holds a descriptor: use what the hard limit allows.
+    match config_access_collector::api::raise_fd_limit() {
+        Ok(n) => tracing::debug!(open_files = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
     if !config.kubelet_root.join("pods").is_dir() {
         tracing::warn!(path = %config.kubelet_root.join("pods").display(), "no kubelet pods directory yet; watching for it");
     }
