@@ -51,13 +51,13 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Listen {
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("reading the API token file {path}: {source}")]
+    #[error("reading the API token file {path}")]
     Token {
         path: PathBuf,
         #[source]
@@ -357,7 +357,7 @@ fn whole_number<T: TryFrom<i128>>(n: &serde_json::Number) -> Option<T> {
 pub struct AddContainerPid {
     /// Process id in the host pid namespace.
     #[serde(deserialize_with = "whole")]
-    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    #[schema(format = "uint32", minimum = 0, maximum = 4294967295_u64)]
     pub pid: u32,
 }
 
@@ -368,7 +368,7 @@ pub struct AddContainerPid {
 pub struct AddPodInfo {
     /// cgroup v2 id.
     #[serde(deserialize_with = "whole")]
-    #[schema(minimum = 0, maximum = 18446744073709551615_u64)]
+    #[schema(format = "uint64", minimum = 0, maximum = 18446744073709551615_u64)]
     pub cgroup_id: u64,
     #[schema(max_length = 36, pattern = "^[ -~]*$")]
     pub pod_uid: String,
@@ -478,7 +478,7 @@ fn parse_id<T: TryFrom<i128>>(
 }
 
 #[utoipa::path(get, path = "/v1/pods/by-cgroup/{cgroup_id}",
-    params(("cgroup_id" = u64, Path, description = "cgroup v2 id")),
+    params(("cgroup_id" = u64, Path, description = "cgroup v2 id", format = "uint64", minimum = 0, maximum = 18446744073709551615_u64)),
     responses((status = 200, body = PodInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn pod_by_cgroup(
     State(ctx): State<Ctx>,
@@ -508,7 +508,7 @@ fn container_of(ctx: &Ctx, pid: u32) -> Option<ContainerPid> {
 }
 
 #[utoipa::path(get, path = "/v1/pods/by-pid/{pid}",
-    params(("pid" = u32, Path, description = "process id in the host pid namespace")),
+    params(("pid" = u32, Path, description = "process id in the host pid namespace", format = "uint32", minimum = 0, maximum = 4294967295_u64)),
     responses((status = 200, body = PodInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn pod_by_pid(State(ctx): State<Ctx>, raw: Result<Path<String>, PathRejection>) -> Response {
     ctx.state.correlation.ops.bump(CorrelationOp::PodByPid);
@@ -571,7 +571,7 @@ async fn pod_by_uid(State(ctx): State<Ctx>, raw: Result<Path<String>, PathReject
 }
 
 #[utoipa::path(get, path = "/v1/containers/by-pid/{pid}",
-    params(("pid" = u32, Path, description = "process id in the host pid namespace")),
+    params(("pid" = u32, Path, description = "process id in the host pid namespace", format = "uint32", minimum = 0, maximum = 4294967295_u64)),
     responses((status = 200, body = ContainerPid), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn container_by_pid(
     State(ctx): State<Ctx>,
@@ -646,7 +646,7 @@ async fn add_container_pid(
     {
         Ok(c) => (StatusCode::CREATED, Json(c)).into_response(),
         Err(CorrelationError::NoProcess(p)) => not_found(format_args!("process {p}")),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, crate::logging::chain(&e)),
     }
 }
 
@@ -693,7 +693,7 @@ async fn add_pod_info(
             StatusCode::CONFLICT,
             format!("{e}; entries leave when their cgroup is gone"),
         ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, crate::logging::chain(&e)),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::volumes::VolumeType;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config file {path}: {source}")]
+    #[error("reading config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -25,6 +25,13 @@ pub enum ConfigError {
     },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// The file is not YAML: no key can be blamed, the place is given instead.
+    #[error("config file is not valid YAML: line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -357,9 +364,17 @@ impl Default for Config {
 }
 
 /// Parses config YAML; errors name the offending key path.
+///
+/// A syntax error is reported by line and column, never by key: the
+/// deserializer meets the broken text while it is inside whichever key came
+/// before, and naming that key would blame the wrong line. So the text is
+/// first checked as YAML alone, then deserialized with key paths.
 pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
+    }
+    if let Err(e) = serde_yaml_ng::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(syntax_error(&e));
     }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -369,8 +384,31 @@ pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
         } else {
             key
         };
-        invalid(&key, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // The YAML error names the key path itself; say it once.
+        let message = match message.strip_prefix(&format!("{key}: ")) {
+            Some(rest) => rest.to_string(),
+            None => message,
+        };
+        invalid(&key, message)
     })
+}
+
+fn syntax_error(e: &serde_yaml_ng::Error) -> ConfigError {
+    let message = e.to_string();
+    match e.location() {
+        Some(at) => ConfigError::Syntax {
+            line: at.line(),
+            column: at.column(),
+            // The place is in the variant; drop it from the parser's words.
+            message: message.replacen(
+                &format!(" at line {} column {}", at.line(), at.column()),
+                "",
+                1,
+            ),
+        },
+        None => invalid("(top level)", message),
+    }
 }
 
 /// Reads and parses a config file (empty settings when `path` is `None`).
@@ -904,6 +942,47 @@ mod tests {
         assert_eq!(key("otlp_logs_queue: 0\n"), "otlp_logs_queue");
         let unknown = load_str("no_such_key: 1\n").unwrap_err().to_string();
         assert!(unknown.contains("no_such_key"), "{unknown}");
+    }
+
+    #[test]
+    fn syntax_errors_give_the_place_and_blame_no_key() {
+        // (text, line and column of the problem, keys that must not be blamed)
+        let cases = [
+            // A tab in the indentation of line 3; parsing was inside `stdout`.
+            ("log_level: info\nstdout: true\n\tapi_socket: off\n", (3, 1)),
+            // A quote opened in `kubelet_root` and never closed.
+            (
+                "log_level: info\nkubelet_root: \"/var/lib\nstdout: true\n",
+                (4, 1),
+            ),
+            // A flow mapping that is never closed.
+            ("stdout: true\nresource_attributes: {a: b\n", (3, 1)),
+        ];
+        for (text, (line, column)) in cases {
+            let e = load_str(text).unwrap_err();
+            let ConfigError::Syntax {
+                line: l, column: c, ..
+            } = &e
+            else {
+                panic!("{text:?}: expected a syntax error, got {e:?}");
+            };
+            assert_eq!((*l, *c), (line, column), "{text:?}: {e}");
+            let shown = e.to_string();
+            for key in ["log_level", "stdout", "kubelet_root", "resource_attributes"] {
+                assert!(!shown.contains(key), "{text:?} blames {key}: {shown}");
+            }
+            assert!(
+                shown.contains(&format!("line {line}, column {column}")),
+                "{shown}"
+            );
+        }
+        // A type error in valid YAML still names its key, once.
+        let e = load_str("log_level: info\nring_buffer_bytes: [1]\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key, .. } if key == "ring_buffer_bytes"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string().matches("ring_buffer_bytes").count(), 1, "{e}");
     }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {

@@ -35,7 +35,7 @@ pub enum CorrelationError {
     NoProcess(u32),
     #[error("the {map} table is full ({entries} entries)")]
     Full { map: &'static str, entries: usize },
-    #[error("BPF map {map}: {source}")]
+    #[error("BPF map {map}")]
     Map {
         map: &'static str,
         #[source]

@@ -197,7 +197,7 @@ fn watch_loop(mut state: State, mountinfo: File, stop: &EventFd) {
             while state.inotify.read_events().is_ok_and(|e| !e.is_empty()) {}
         }
         if let Err(e) = state.rescan() {
-            tracing::error!("volume rescan failed: {e}");
+            tracing::error!("volume rescan failed: {}", crate::logging::chain(&e));
         }
     }
 }

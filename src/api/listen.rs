@@ -145,7 +145,7 @@ pub enum SocketFileError {
     NotASocket { path: PathBuf, kind: &'static str },
     #[error("api_socket {path} is served by another running process")]
     InUse { path: PathBuf },
-    #[error("api_socket {path}: {source}")]
+    #[error("api_socket {path}")]
     Io {
         path: PathBuf,
         #[source]
