@@ -935,6 +935,10 @@ mod tests {
             "otlp_headers.bad key"
         );
         assert_eq!(key("metrics_listen: 9891\n"), "metrics_listen");
+        assert_eq!(key("api_max_connections: 0\n"), "api_max_connections");
+        assert_eq!(key("health_max_connections: 0\n"), "health_max_connections");
+        assert_eq!(key("http_timeout_ms: 50\n"), "http_timeout_ms");
+        assert_eq!(key("api_max_mounts: 0\n"), "api_max_mounts");
         assert_eq!(
             key("metrics_access_labels: [pid]\n"),
             "metrics_access_labels[0]"

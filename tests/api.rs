@@ -1130,7 +1130,9 @@ fn only_a_socket_the_collector_created_is_ever_removed() {
     .unwrap();
     let (status, log) = exit_of(&mut child, &rx);
     assert!(status.success(), "{log}");
-    assert_eq!(std::fs::read_to_string(&sock).unwrap(), "written later\n");
+    let left = std::fs::read_to_string(&sock)
+        .expect("the file written in the socket's place survives the stop");
+    assert_eq!(left, "written later\n");
 
     // And the collector's own socket is removed at stop.
     std::fs::remove_file(&sock).unwrap();
