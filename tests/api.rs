@@ -640,7 +640,7 @@ fn idle_and_slow_connections_are_cut_and_health_answers_meanwhile() {
     let mut idle: Vec<UnixStream> = (0..N)
         .map(|_| UnixStream::connect(&sock).unwrap())
         .collect();
-    let mut idle_health: Vec<std::net::TcpStream> = (0..N.min(30))
+    let mut idle_health: Vec<std::net::TcpStream> = (0..N / 2)
         .map(|_| std::net::TcpStream::connect(health).unwrap())
         .collect();
     let mut slow: Vec<std::net::TcpStream> = (0..N)
@@ -674,10 +674,9 @@ fn idle_and_slow_connections_are_cut_and_health_answers_meanwhile() {
         })
     };
 
-    // Health answers during the flood (the connections are all open).
-    wait("the flood to be accepted", || {
-        stats.get(ListenerKind::ApiTcp).open.load(Ordering::Relaxed) >= N as u64
-    });
+    // Health answers during the flood. (No wait for every connection to be
+    // counted: on a slow machine the first ones may time out before the
+    // last are accepted.)
     for _ in 0..3 {
         let (status, body) = get_health(health);
         assert_eq!(status, 200, "{body}");
@@ -706,7 +705,7 @@ fn idle_and_slow_connections_are_cut_and_health_answers_meanwhile() {
     for (kind, n) in [
         (ListenerKind::ApiSocket, N + 1),
         (ListenerKind::ApiTcp, N),
-        (ListenerKind::Health, N.min(30)),
+        (ListenerKind::Health, N / 2),
     ] {
         let c = stats.get(kind);
         wait("the connections to be closed", || {
