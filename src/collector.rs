@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use libbpf_rs::RingBufferBuilder;
 use serde::Serialize;
 
-use crate::api::{ApiServer, ApiState, Heartbeat};
+use crate::api::{ApiServer, ApiState, Heartbeat, ListenerStats};
 use crate::cgroup::{detect_v1_subsys, CgroupResolver};
 use crate::clock::WallClock;
 use crate::config::{Config, KubeMode};
@@ -146,6 +146,7 @@ impl Collector {
                 (Some(ExtraSink { queue, shed: stats }), Some(out))
             }
         };
+        let listener_stats = Arc::new(ListenerStats::default());
         crate::metrics::observe(
             &meter,
             &Sources {
@@ -156,6 +157,7 @@ impl Collector {
                 correlation: Arc::clone(&correlation),
                 metric_exports: Arc::clone(&telemetry.metric_exports),
                 event_logs: event_logs.as_ref().map(|l| Arc::clone(&l.stats)),
+                listeners: Arc::clone(&listener_stats),
             },
         );
         let enricher = Enricher {
@@ -195,7 +197,7 @@ impl Collector {
             cgroups,
             registry: telemetry.registry().cloned(),
         });
-        let api = ApiServer::start(&config.listeners()?, api_state)?;
+        let api = ApiServer::start_with_stats(&config.listeners()?, api_state, listener_stats)?;
         if let Some(addr) = api.health_addr {
             tracing::info!(%addr, "health endpoints listening");
         }

@@ -88,6 +88,10 @@ pub struct FileConfig {
     pub api_socket_mode: Option<String>,
     pub api_listen: Option<String>,
     pub api_token_file: Option<PathBuf>,
+    pub api_max_connections: Option<usize>,
+    pub health_max_connections: Option<usize>,
+    pub http_timeout_ms: Option<u64>,
+    pub api_max_mounts: Option<usize>,
     pub stdout: Option<bool>,
     pub output_file: Option<PathBuf>,
     pub output_file_max_bytes: Option<usize>,
@@ -235,6 +239,19 @@ pub struct Config {
     pub api_listen: Option<String>,
     /// File holding the bearer token that allows writes over TCP.
     pub api_token_file: Option<PathBuf>,
+    /// Most connections open at once on each correlation API listener (Unix
+    /// socket, TCP); further ones are closed at once.
+    pub api_max_connections: usize,
+    /// Most connections open at once on the health listener, and on the
+    /// `/metrics` listener (a budget each, apart from the API's).
+    pub health_max_connections: usize,
+    /// HTTP timeout of every listener, in ms: reading a request's headers,
+    /// an idle keep-alive connection, a stalled body read or response write,
+    /// and a whole request.
+    pub http_timeout_ms: u64,
+    /// Most mounts the correlation API holds from `POST /v1/mounts` (the
+    /// watched volumes do not count).
+    pub api_max_mounts: usize,
     /// Print events as JSON lines on stdout.
     pub stdout: bool,
     /// Also write JSON lines to this file, rotated by size.
@@ -313,6 +330,10 @@ impl Default for Config {
             api_socket_mode: "0660".into(),
             api_listen: None,
             api_token_file: None,
+            api_max_connections: 256,
+            health_max_connections: 32,
+            http_timeout_ms: 10_000,
+            api_max_mounts: 4096,
             stdout: true,
             output_file: None,
             output_file_max_bytes: 100 << 20,
@@ -505,6 +526,10 @@ impl Config {
         if f.api_token_file.is_some() {
             self.api_token_file = f.api_token_file;
         }
+        set(&mut self.api_max_connections, f.api_max_connections);
+        set(&mut self.health_max_connections, f.health_max_connections);
+        set(&mut self.http_timeout_ms, f.http_timeout_ms);
+        set(&mut self.api_max_mounts, f.api_max_mounts);
         set(&mut self.stdout, f.stdout);
         if f.output_file.is_some() {
             self.output_file = f.output_file;
@@ -698,6 +723,14 @@ impl Config {
                 1,
             ),
             ("shutdown_timeout_ms", self.shutdown_timeout_ms, 1),
+            ("api_max_connections", self.api_max_connections as u64, 1),
+            (
+                "health_max_connections",
+                self.health_max_connections as u64,
+                1,
+            ),
+            ("http_timeout_ms", self.http_timeout_ms, 100),
+            ("api_max_mounts", self.api_max_mounts as u64, 1),
         ] {
             if v < min {
                 return Err(invalid(key, format!("must be at least {min}, got {v}")));
@@ -795,6 +828,12 @@ impl Config {
             socket,
             tcp,
             metrics: self.metrics_addr()?,
+            limits: crate::api::Limits {
+                api_max_connections: self.api_max_connections,
+                health_max_connections: self.health_max_connections,
+                http_timeout: std::time::Duration::from_millis(self.http_timeout_ms),
+                api_max_mounts: self.api_max_mounts,
+            },
         })
     }
 
@@ -896,6 +935,10 @@ mod tests {
             "otlp_headers.bad key"
         );
         assert_eq!(key("metrics_listen: 9891\n"), "metrics_listen");
+        assert_eq!(key("api_max_connections: 0\n"), "api_max_connections");
+        assert_eq!(key("health_max_connections: 0\n"), "health_max_connections");
+        assert_eq!(key("http_timeout_ms: 50\n"), "http_timeout_ms");
+        assert_eq!(key("api_max_mounts: 0\n"), "api_max_mounts");
         assert_eq!(
             key("metrics_access_labels: [pid]\n"),
             "metrics_access_labels[0]"

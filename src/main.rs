@@ -65,21 +65,35 @@ fn run(args: &RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     logging::init(&config.log_level);
+    // Every HTTP connection holds a descriptor: use what the hard limit allows.
+    match config_access_collector::api::raise_fd_limit() {
+        Ok(n) => tracing::debug!(open_files = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
     if !config.kubelet_root.join("pods").is_dir() {
         tracing::warn!(path = %config.kubelet_root.join("pods").display(), "no kubelet pods directory yet; watching for it");
     }
-    let (collector, events) = Collector::start(&config).context("starting the collector")?;
-    let writer = output::spawn_writer(events, &config.outputs())?;
+    // Take SIGTERM and SIGINT over before starting: one that arrives while
+    // the collector starts is then a clean shutdown right after, not a kill.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _rt = runtime.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
+    let (collector, events) = Collector::start(&config).context("starting the collector")?;
+    let writer = output::spawn_writer(events, &config.outputs())?;
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    })?;
+    });
     tracing::info!("shutting down");
     let stats = collector.stop();
     let written = writer
