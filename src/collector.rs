@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use libbpf_rs::RingBufferBuilder;
 use serde::Serialize;
 
-use crate::api::{ApiServer, ApiState, Heartbeat};
+use crate::api::{ApiServer, ApiState, Heartbeat, ListenerStats};
 use crate::cgroup::{detect_v1_subsys, CgroupResolver};
 use crate::clock::WallClock;
 use crate::config::{Config, KubeMode};
@@ -173,6 +173,7 @@ impl Collector {
         health.check(Box::new(move || {
             crate::output::conditions(&watched, crate::output::STALL_AFTER)
         }));
+        let listener_stats = Arc::new(ListenerStats::default());
         crate::metrics::observe(
             &meter,
             &Sources {
@@ -184,6 +185,7 @@ impl Collector {
                 metric_exports: Arc::clone(&telemetry.metric_exports),
                 outputs: output_stats.clone(),
                 watch: Arc::clone(&watch.stats),
+                listeners: Arc::clone(&listener_stats),
             },
         );
         let enricher = Enricher {
@@ -225,7 +227,7 @@ impl Collector {
             health: Arc::clone(&health),
             outputs: output_stats.clone(),
         });
-        let api = ApiServer::start(&config.listeners()?, api_state)?;
+        let api = ApiServer::start_with_stats(&config.listeners()?, api_state, listener_stats)?;
         if let Some(addr) = api.health_addr {
             tracing::info!(%addr, "health endpoints listening");
         }

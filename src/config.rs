@@ -17,7 +17,7 @@ use crate::volumes::VolumeType;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config file {path}: {source}")]
+    #[error("reading config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -25,6 +25,13 @@ pub enum ConfigError {
     },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// The file is not YAML: no key can be blamed, the place is given instead.
+    #[error("config file is not valid YAML: line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -81,6 +88,10 @@ pub struct FileConfig {
     pub api_socket_mode: Option<String>,
     pub api_listen: Option<String>,
     pub api_token_file: Option<PathBuf>,
+    pub api_max_connections: Option<usize>,
+    pub health_max_connections: Option<usize>,
+    pub http_timeout_ms: Option<u64>,
+    pub api_max_mounts: Option<usize>,
     pub stdout: Option<bool>,
     pub output_file: Option<PathBuf>,
     pub output_file_max_bytes: Option<usize>,
@@ -228,6 +239,19 @@ pub struct Config {
     pub api_listen: Option<String>,
     /// File holding the bearer token that allows writes over TCP.
     pub api_token_file: Option<PathBuf>,
+    /// Most connections open at once on each correlation API listener (Unix
+    /// socket, TCP); further ones are closed at once.
+    pub api_max_connections: usize,
+    /// Most connections open at once on the health listener, and on the
+    /// `/metrics` listener (a budget each, apart from the API's).
+    pub health_max_connections: usize,
+    /// HTTP timeout of every listener, in ms: reading a request's headers,
+    /// an idle keep-alive connection, a stalled body read or response write,
+    /// and a whole request.
+    pub http_timeout_ms: u64,
+    /// Most mounts the correlation API holds from `POST /v1/mounts` (the
+    /// watched volumes do not count).
+    pub api_max_mounts: usize,
     /// Print events as JSON lines on stdout.
     pub stdout: bool,
     /// Also write JSON lines to this file, rotated by size.
@@ -310,6 +334,10 @@ impl Default for Config {
             api_socket_mode: "0660".into(),
             api_listen: None,
             api_token_file: None,
+            api_max_connections: 256,
+            health_max_connections: 32,
+            http_timeout_ms: 10_000,
+            api_max_mounts: 4096,
             stdout: true,
             output_file: None,
             output_file_max_bytes: 100 << 20,
@@ -341,9 +369,17 @@ impl Default for Config {
 }
 
 /// Parses config YAML; errors name the offending key path.
+///
+/// A syntax error is reported by line and column, never by key: the
+/// deserializer meets the broken text while it is inside whichever key came
+/// before, and naming that key would blame the wrong line. So the text is
+/// first checked as YAML alone, then deserialized with key paths.
 pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
+    }
+    if let Err(e) = serde_yaml_ng::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(syntax_error(&e));
     }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -353,8 +389,31 @@ pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
         } else {
             key
         };
-        invalid(&key, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // The YAML error names the key path itself; say it once.
+        let message = match message.strip_prefix(&format!("{key}: ")) {
+            Some(rest) => rest.to_string(),
+            None => message,
+        };
+        invalid(&key, message)
     })
+}
+
+fn syntax_error(e: &serde_yaml_ng::Error) -> ConfigError {
+    let message = e.to_string();
+    match e.location() {
+        Some(at) => ConfigError::Syntax {
+            line: at.line(),
+            column: at.column(),
+            // The place is in the variant; drop it from the parser's words.
+            message: message.replacen(
+                &format!(" at line {} column {}", at.line(), at.column()),
+                "",
+                1,
+            ),
+        },
+        None => invalid("(top level)", message),
+    }
 }
 
 /// Reads and parses a config file (empty settings when `path` is `None`).
@@ -472,6 +531,10 @@ impl Config {
         if f.api_token_file.is_some() {
             self.api_token_file = f.api_token_file;
         }
+        set(&mut self.api_max_connections, f.api_max_connections);
+        set(&mut self.health_max_connections, f.health_max_connections);
+        set(&mut self.http_timeout_ms, f.http_timeout_ms);
+        set(&mut self.api_max_mounts, f.api_max_mounts);
         set(&mut self.stdout, f.stdout);
         if f.output_file.is_some() {
             self.output_file = f.output_file;
@@ -665,6 +728,14 @@ impl Config {
                 1,
             ),
             ("shutdown_timeout_ms", self.shutdown_timeout_ms, 1),
+            ("api_max_connections", self.api_max_connections as u64, 1),
+            (
+                "health_max_connections",
+                self.health_max_connections as u64,
+                1,
+            ),
+            ("http_timeout_ms", self.http_timeout_ms, 100),
+            ("api_max_mounts", self.api_max_mounts as u64, 1),
         ] {
             if v < min {
                 return Err(invalid(key, format!("must be at least {min}, got {v}")));
@@ -763,6 +834,12 @@ impl Config {
             socket,
             tcp,
             metrics: self.metrics_addr()?,
+            limits: crate::api::Limits {
+                api_max_connections: self.api_max_connections,
+                health_max_connections: self.health_max_connections,
+                http_timeout: std::time::Duration::from_millis(self.http_timeout_ms),
+                api_max_mounts: self.api_max_mounts,
+            },
         })
     }
 
@@ -865,6 +942,10 @@ mod tests {
             "otlp_headers.bad key"
         );
         assert_eq!(key("metrics_listen: 9891\n"), "metrics_listen");
+        assert_eq!(key("api_max_connections: 0\n"), "api_max_connections");
+        assert_eq!(key("health_max_connections: 0\n"), "health_max_connections");
+        assert_eq!(key("http_timeout_ms: 50\n"), "http_timeout_ms");
+        assert_eq!(key("api_max_mounts: 0\n"), "api_max_mounts");
         assert_eq!(
             key("metrics_access_labels: [pid]\n"),
             "metrics_access_labels[0]"
@@ -872,6 +953,47 @@ mod tests {
         assert_eq!(key("otlp_logs_queue: 0\n"), "otlp_logs_queue");
         let unknown = load_str("no_such_key: 1\n").unwrap_err().to_string();
         assert!(unknown.contains("no_such_key"), "{unknown}");
+    }
+
+    #[test]
+    fn syntax_errors_give_the_place_and_blame_no_key() {
+        // (text, line and column of the problem, keys that must not be blamed)
+        let cases = [
+            // A tab in the indentation of line 3; parsing was inside `stdout`.
+            ("log_level: info\nstdout: true\n\tapi_socket: off\n", (3, 1)),
+            // A quote opened in `kubelet_root` and never closed.
+            (
+                "log_level: info\nkubelet_root: \"/var/lib\nstdout: true\n",
+                (4, 1),
+            ),
+            // A flow mapping that is never closed.
+            ("stdout: true\nresource_attributes: {a: b\n", (3, 1)),
+        ];
+        for (text, (line, column)) in cases {
+            let e = load_str(text).unwrap_err();
+            let ConfigError::Syntax {
+                line: l, column: c, ..
+            } = &e
+            else {
+                panic!("{text:?}: expected a syntax error, got {e:?}");
+            };
+            assert_eq!((*l, *c), (line, column), "{text:?}: {e}");
+            let shown = e.to_string();
+            for key in ["log_level", "stdout", "kubelet_root", "resource_attributes"] {
+                assert!(!shown.contains(key), "{text:?} blames {key}: {shown}");
+            }
+            assert!(
+                shown.contains(&format!("line {line}, column {column}")),
+                "{shown}"
+            );
+        }
+        // A type error in valid YAML still names its key, once.
+        let e = load_str("log_level: info\nring_buffer_bytes: [1]\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key, .. } if key == "ring_buffer_bytes"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string().matches("ring_buffer_bytes").count(), 1, "{e}");
     }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {

@@ -33,7 +33,9 @@ pub enum CorrelationError {
     NoKernelMaps,
     #[error("process {0} not found or not readable")]
     NoProcess(u32),
-    #[error("BPF map {map}: {source}")]
+    #[error("the {map} table is full ({entries} entries)")]
+    Full { map: &'static str, entries: usize },
+    #[error("BPF map {map}")]
     Map {
         map: &'static str,
         #[source]
@@ -187,10 +189,41 @@ impl CorrelationOps {
     }
 }
 
+/// Most entries of the kernel `pod_info` map (`max_entries` in the BPF object).
+pub const POD_INFO_ENTRIES: usize = 16384;
+
+/// A refused [`CorrelationMaps::post_mount_info`]: the posted entries reached the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the mount table holds {max} entries posted through the API (api_max_mounts)")]
+pub struct MountsFull {
+    /// The bound.
+    pub max: usize,
+}
+
+/// What [`CorrelationMaps::remove_posted_mount`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemovedMount {
+    /// The entry was posted through the API and is gone now.
+    Removed(MountInfo),
+    /// The entry is one of the collector's watched volumes: kept.
+    Watched,
+    /// No entry under that hash.
+    Missing,
+}
+
+/// The mount table: entries of watched volumes, and entries posted through the API.
+#[derive(Debug, Default)]
+struct Mounts {
+    /// Path hash -> the mount and whether it was posted through the API.
+    map: HashMap<String, (MountInfo, bool)>,
+    /// How many entries of `map` were posted.
+    posted: usize,
+}
+
 /// Shared correlation state.
 #[derive(Debug, Default)]
 pub struct CorrelationMaps {
-    mounts: RwLock<HashMap<String, MountInfo>>,
+    mounts: RwLock<Mounts>,
     kernel: Option<KernelMaps>,
     /// Operation counts for the metrics.
     pub ops: CorrelationOps,
@@ -225,7 +258,8 @@ impl CorrelationMaps {
         self.kernel.as_ref().ok_or(CorrelationError::NoKernelMaps)
     }
 
-    /// Records the pod of a cgroup.
+    /// Records the pod of a cgroup; [`CorrelationError::Full`] when the
+    /// kernel map holds [`POD_INFO_ENTRIES`] other cgroups.
     pub fn add_pod_info(&self, cgroup_id: u64, info: PodInfo) -> Result<(), CorrelationError> {
         self.kernel()?
             .pod_info
@@ -234,7 +268,19 @@ impl CorrelationMaps {
                 bytes_of(&encode_pod_info(&info)),
                 MapFlags::ANY,
             )
-            .map_err(map_err("pod_info"))
+            .map_err(|source| {
+                if source.kind() == libbpf_rs::ErrorKind::TooBig {
+                    CorrelationError::Full {
+                        map: "pod_info",
+                        entries: POD_INFO_ENTRIES,
+                    }
+                } else {
+                    CorrelationError::Map {
+                        map: "pod_info",
+                        source,
+                    }
+                }
+            })
     }
 
     /// The pod of a cgroup.
@@ -371,25 +417,77 @@ impl CorrelationMaps {
         report
     }
 
-    /// Records a mount under the blake3 hash of its path.
+    /// Records a watched volume's mount under the blake3 hash of its path
+    /// (never refused; an entry posted under the same hash becomes the volume's).
     pub fn add_mount_info(&self, path_hash: &str, info: MountInfo) {
-        self.mounts
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path_hash.to_string(), info);
+        let mut m = self.mounts.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, true)) = m.map.insert(path_hash.to_string(), (info, false)) {
+            m.posted -= 1;
+        }
     }
 
-    /// Forgets a mount.
+    /// Records a mount posted through the API, unless `max` posted entries
+    /// exist already. Replacing an existing entry is always accepted (a
+    /// watched volume's entry stays the volume's).
+    pub fn post_mount_info(
+        &self,
+        path_hash: &str,
+        info: MountInfo,
+        max: usize,
+    ) -> Result<(), MountsFull> {
+        let mut m = self.mounts.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = m.map.get_mut(path_hash) {
+            entry.0 = info;
+            return Ok(());
+        }
+        if m.posted >= max {
+            return Err(MountsFull { max });
+        }
+        m.map.insert(path_hash.to_string(), (info, true));
+        m.posted += 1;
+        Ok(())
+    }
+
+    /// Forgets a mount (the watcher, when a volume goes).
     pub fn remove_mount_info(&self, path_hash: &str) -> Option<MountInfo> {
-        self.mounts
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(path_hash)
+        let mut m = self.mounts.write().unwrap_or_else(|e| e.into_inner());
+        let (info, posted) = m.map.remove(path_hash)?;
+        if posted {
+            m.posted -= 1;
+        }
+        Some(info)
+    }
+
+    /// Forgets a mount posted through the API; a watched volume's entry stays.
+    pub fn remove_posted_mount(&self, path_hash: &str) -> RemovedMount {
+        let mut m = self.mounts.write().unwrap_or_else(|e| e.into_inner());
+        match m.map.get(path_hash) {
+            None => RemovedMount::Missing,
+            Some((_, false)) => RemovedMount::Watched,
+            Some((_, true)) => {
+                m.posted -= 1;
+                m.map
+                    .remove(path_hash)
+                    .map_or(RemovedMount::Missing, |(info, _)| {
+                        RemovedMount::Removed(info)
+                    })
+            }
+        }
+    }
+
+    /// How many mounts were posted through the API (and not removed).
+    pub fn posted_mounts(&self) -> usize {
+        self.mounts.read().map_or(0, |m| m.posted)
     }
 
     /// The mount recorded under `path_hash`.
     pub fn mount_info(&self, path_hash: &str) -> Option<MountInfo> {
-        self.mounts.read().ok()?.get(path_hash).cloned()
+        self.mounts
+            .read()
+            .ok()?
+            .map
+            .get(path_hash)
+            .map(|e| e.0.clone())
     }
 
     /// Every recorded mount with its hash.
@@ -397,8 +495,60 @@ impl CorrelationMaps {
         let Ok(m) = self.mounts.read() else {
             return Vec::new();
         };
-        let mut all: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut all: Vec<_> = m
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
         all.sort_by(|a, b| a.1.mount_path.cmp(&b.1.mount_path));
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(path: &str) -> MountInfo {
+        MountInfo {
+            name: "n".into(),
+            namespace: None,
+            mount_path: path.into(),
+            is_secret: true,
+            volume_type: "secret".into(),
+            pod_uid: "u".into(),
+        }
+    }
+
+    #[test]
+    fn posted_mounts_are_bounded_and_watched_ones_are_not() {
+        let c = CorrelationMaps::new();
+        c.add_mount_info("w", mount("/w"));
+        c.post_mount_info("a", mount("/a"), 2).unwrap();
+        c.post_mount_info("b", mount("/b"), 2).unwrap();
+        assert_eq!(
+            c.post_mount_info("c", mount("/c"), 2),
+            Err(MountsFull { max: 2 })
+        );
+        // Replacing is not adding; the watcher is never refused.
+        c.post_mount_info("a", mount("/a2"), 2).unwrap();
+        c.post_mount_info("w", mount("/w2"), 2).unwrap();
+        c.add_mount_info("x", mount("/x"));
+        assert_eq!(c.posted_mounts(), 2);
+        assert_eq!(c.remove_posted_mount("w"), RemovedMount::Watched);
+        assert_eq!(c.remove_posted_mount("nope"), RemovedMount::Missing);
+        assert!(
+            matches!(c.remove_posted_mount("a"), RemovedMount::Removed(m) if m.mount_path == "/a2")
+        );
+        c.post_mount_info("c", mount("/c"), 2).unwrap();
+        // A watched volume taking over a posted entry frees its slot.
+        c.add_mount_info("c", mount("/c"));
+        assert_eq!(c.posted_mounts(), 1);
+        assert_eq!(
+            c.remove_mount_info("b").map(|m| m.mount_path),
+            Some("/b".into())
+        );
+        assert_eq!(c.posted_mounts(), 0);
+        assert_eq!(c.mounts().len(), 3);
     }
 }

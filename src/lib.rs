@@ -49,9 +49,9 @@ pub enum Error {
     Api(#[from] api::ApiError),
     #[error(transparent)]
     Telemetry(#[from] telemetry::TelemetryError),
-    #[error("demo sandbox: {0}")]
+    #[error("demo sandbox")]
     Demo(#[source] std::io::Error),
-    #[error("starting a thread: {0}")]
+    #[error("starting a thread")]
     Thread(#[source] std::io::Error),
 }
 

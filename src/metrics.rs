@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::{KeyValue, Value};
 
+use crate::api::ListenerStats;
 use crate::config::AccessLabel;
 use crate::correlation::{CorrelationMaps, CorrelationOp};
 use crate::event::AccessEvent;
@@ -244,6 +245,8 @@ pub struct Sources {
     pub outputs: Vec<Arc<OutputStats>>,
     /// Counters of the volume watch.
     pub watch: Arc<WatchStats>,
+    /// Connection counters of the HTTP listeners.
+    pub listeners: Arc<ListenerStats>,
 }
 
 fn get(a: &AtomicU64) -> u64 {
@@ -252,6 +255,13 @@ fn get(a: &AtomicU64) -> u64 {
 
 /// A kernel counter exported as is: name, description, field.
 type KernelCounter = (&'static str, &'static str, fn(&KernelStats) -> u64);
+
+/// A listener counter: name, description, field.
+type ListenerCounter = (
+    &'static str,
+    &'static str,
+    fn(&crate::api::ListenerCounters) -> u64,
+);
 
 /// Registers the observable self-metrics; they are read at each collection.
 pub fn observe(meter: &Meter, s: &Sources) {
@@ -433,6 +443,40 @@ pub fn observe(meter: &Meter, s: &Sources) {
         .with_description("Pods in the metadata store (0 in standalone mode)")
         .with_callback(move |o| {
             o.observe(src.pods.as_ref().map_or(0, |p| p.len() as u64), &[]);
+        })
+        .build();
+    let listener_metrics: [ListenerCounter; 2] = [
+        (
+            "kernel_monitor_api_connections_refused",
+            "Connections closed at once because their listener's connection budget was used up, by listener",
+            |c| get(&c.refused),
+        ),
+        (
+            "kernel_monitor_api_timeouts",
+            "Connections closed, or requests answered 408, because an HTTP timeout passed, by listener",
+            |c| get(&c.timeouts),
+        ),
+    ];
+    for (name, description, field) in listener_metrics {
+        let stats = Arc::clone(&s.listeners);
+        meter
+            .u64_observable_counter(name)
+            .with_description(description)
+            .with_callback(move |o| {
+                for (kind, c) in stats.enabled() {
+                    o.observe(field(c), &[KeyValue::new("listener", kind.name())]);
+                }
+            })
+            .build();
+    }
+    let stats = Arc::clone(&s.listeners);
+    meter
+        .u64_observable_gauge("kernel_monitor_api_connections_open")
+        .with_description("Connections open now, by listener")
+        .with_callback(move |o| {
+            for (kind, c) in stats.enabled() {
+                o.observe(get(&c.open), &[KeyValue::new("listener", kind.name())]);
+            }
         })
         .build();
     let src = s.clone();

@@ -18,21 +18,21 @@ use crate::decode::decode_u64;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("opening the BPF object: {0}")]
+    #[error("opening the BPF object")]
     Open(#[source] libbpf_rs::Error),
-    #[error("sizing map {map}: {source}")]
+    #[error("sizing map {map}")]
     Resize {
         map: &'static str,
         #[source]
         source: libbpf_rs::Error,
     },
-    #[error("loading the BPF programs into the kernel (is this root, with BTF at /sys/kernel/btf/vmlinux?): {0}")]
+    #[error("loading the BPF programs into the kernel (is this root, with BTF at /sys/kernel/btf/vmlinux?)")]
     Load(#[source] libbpf_rs::Error),
-    #[error("attaching the BPF programs (is tracefs mounted at /sys/kernel/tracing?): {0}")]
+    #[error("attaching the BPF programs (is tracefs mounted at /sys/kernel/tracing?)")]
     Attach(#[source] libbpf_rs::Error),
-    #[error("identifying this process's pid namespace (/proc/self/ns/pid): {0}")]
+    #[error("identifying this process's pid namespace (/proc/self/ns/pid)")]
     OwnNamespace(#[source] std::io::Error),
-    #[error("BPF map {map}: {source}")]
+    #[error("BPF map {map}")]
     Map {
         map: &'static str,
         #[source]

@@ -34,11 +34,11 @@ pub const METER_NAME: &str = "config-access-collector";
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("OTLP exporter: {0}")]
+    #[error("OTLP exporter")]
     Exporter(#[from] ExporterBuildError),
     #[error("Prometheus exporter: {0}")]
     Prometheus(String),
-    #[error("OTLP exporter runtime: {0}")]
+    #[error("OTLP exporter runtime")]
     Runtime(#[source] std::io::Error),
     #[error("TLS provider: {0}")]
     Tls(String),

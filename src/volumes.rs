@@ -25,13 +25,13 @@ use crate::decode::{bytes_of, dir_key, FileId};
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("updating BPF map {map}: {source}")]
+    #[error("updating BPF map {map}")]
     Map {
         map: &'static str,
         #[source]
         source: libbpf_rs::Error,
     },
-    #[error("watching {path}: {source}")]
+    #[error("watching {path}")]
     Watch {
         path: PathBuf,
         #[source]
@@ -630,7 +630,7 @@ impl Inner {
             if let Err(e) = kernel.insert(&volume) {
                 changes
                     .failed
-                    .push((volume.mount_path.clone(), e.to_string()));
+                    .push((volume.mount_path.clone(), crate::logging::chain(&e)));
                 return;
             }
         }

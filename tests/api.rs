@@ -528,3 +528,753 @@ fn an_empty_token_file_stops_the_start() {
     };
     assert!(err.to_string().contains("is empty"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// Listener limits, write bounds, the socket file, and the 413 a client that
+// sends its whole body first still receives.
+
+/// A connected stream whose read timeout can be set.
+trait Conn: Read + Write {
+    fn read_timeout(&self, d: Duration);
+}
+
+impl Conn for std::net::TcpStream {
+    fn read_timeout(&self, d: Duration) {
+        self.set_read_timeout(Some(d)).unwrap();
+    }
+}
+
+impl Conn for UnixStream {
+    fn read_timeout(&self, d: Duration) {
+        self.set_read_timeout(Some(d)).unwrap();
+    }
+}
+
+/// Whether the server has closed `s` (EOF or reset); what it sent before is
+/// appended to `got`. Waits at most `wait`.
+fn is_closed(s: &mut impl Conn, wait: Duration, got: &mut Vec<u8>) -> bool {
+    s.read_timeout(wait);
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Waits until the server has closed every connection of `conns`, failing
+/// with `what` after `limit`.
+fn wait_all_closed<C: Conn>(what: &str, conns: &mut [C], limit: Duration) {
+    let end = std::time::Instant::now() + limit;
+    let mut open: Vec<usize> = (0..conns.len()).collect();
+    while !open.is_empty() {
+        assert!(
+            std::time::Instant::now() < end,
+            "{what}: {} of {} connections still open after {limit:?}",
+            open.len(),
+            conns.len()
+        );
+        open.retain(|&i| !is_closed(&mut conns[i], Duration::from_millis(20), &mut Vec::new()));
+    }
+}
+
+fn get_health(addr: std::net::SocketAddr) -> (u16, Value) {
+    exchange(
+        std::net::TcpStream::connect(addr).unwrap(),
+        "GET",
+        "/healthz",
+        &[],
+        b"",
+    )
+}
+
+/// The value of the Prometheus sample `name` with label `listener`.
+fn listener_sample(metrics: std::net::SocketAddr, name: &str, listener: &str) -> Option<f64> {
+    let mut s = std::net::TcpStream::connect(metrics).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let label = format!("listener=\"{listener}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn idle_and_slow_connections_are_cut_and_health_answers_meanwhile() {
+    use config_access_collector::api::ListenerKind;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !privileged("idle_and_slow_connections_are_cut_and_health_answers_meanwhile") {
+        return;
+    }
+    const N: usize = 40;
+    let h = Harness::start_with(|c| {
+        c.kube = config_access_collector::config::KubeMode::Off;
+        c.api_listen = Some("127.0.0.1:0".into());
+        c.metrics_listen = "127.0.0.1:0".into();
+        c.http_timeout_ms = 1000;
+    });
+    let api = h.collector().api().unwrap();
+    let (tcp, health, metrics) = (
+        api.tcp_addr.unwrap(),
+        api.health_addr.unwrap(),
+        api.metrics_addr.unwrap(),
+    );
+    let sock = h.sb.scratch().join("api.sock");
+    let stats = api.stats();
+
+    // N idle connections on the socket, N idle ones on the health port, and
+    // N that send a request head one byte every 200 ms and never finish it.
+    let mut idle: Vec<UnixStream> = (0..N)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    let mut idle_health: Vec<std::net::TcpStream> = (0..N / 2)
+        .map(|_| std::net::TcpStream::connect(health).unwrap())
+        .collect();
+    let mut slow: Vec<std::net::TcpStream> = (0..N)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(tcp).unwrap();
+            s.write_all(b"GET /v1/mounts HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    // And one whose body trickles in: the whole request has a deadline.
+    let mut slow_body = UnixStream::connect(&sock).unwrap();
+    slow_body
+        .write_all(b"POST /v1/container-pids HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+        .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let mut trickled: Vec<Box<dyn Write + Send>> = slow
+        .iter()
+        .map(|s| Box::new(s.try_clone().unwrap()) as Box<dyn Write + Send>)
+        .collect();
+    trickled.push(Box::new(slow_body.try_clone().unwrap()));
+    let trickler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for s in &mut trickled {
+                    let _ = s.write_all(b" ");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+
+    // Health answers during the flood. (No wait for every connection to be
+    // counted: on a slow machine the first ones may time out before the
+    // last are accepted.)
+    for _ in 0..3 {
+        let (status, body) = get_health(health);
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Every one of them is cut once the timeout (1 s) passes.
+    let limit = Duration::from_secs(30);
+    wait_all_closed("idle on the socket", &mut idle, limit);
+    wait_all_closed("idle on the health port", &mut idle_health, limit);
+    wait_all_closed("slow request heads", &mut slow, limit);
+    let mut answer = Vec::new();
+    let end = std::time::Instant::now() + limit;
+    while !is_closed(&mut slow_body, Duration::from_millis(100), &mut answer) {
+        assert!(
+            std::time::Instant::now() < end,
+            "the trickled body was not cut"
+        );
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("http_timeout_ms"), "{answer}");
+    stop.store(true, Ordering::Relaxed);
+    trickler.join().unwrap();
+
+    // Counted, and nothing stays open.
+    for (kind, n) in [
+        (ListenerKind::ApiSocket, N + 1),
+        (ListenerKind::ApiTcp, N),
+        (ListenerKind::Health, N / 2),
+    ] {
+        let c = stats.get(kind);
+        wait("the connections to be closed", || {
+            c.open.load(Ordering::Relaxed) == 0
+        });
+        assert!(
+            c.timeouts.load(Ordering::Relaxed) >= n as u64,
+            "{kind:?}: {} timeouts",
+            c.timeouts.load(Ordering::Relaxed)
+        );
+        assert!(
+            listener_sample(metrics, "kernel_monitor_api_timeouts_total", kind.name())
+                .is_some_and(|v| v >= n as f64),
+            "{kind:?} in /metrics"
+        );
+    }
+    assert_eq!(get_health(health).0, 200);
+}
+
+#[test]
+fn connections_over_the_budget_are_refused_and_health_has_its_own() {
+    use config_access_collector::api::ListenerKind;
+    use std::sync::atomic::Ordering;
+    if !privileged("connections_over_the_budget_are_refused_and_health_has_its_own") {
+        return;
+    }
+    let h = Harness::start_with(|c| {
+        c.kube = config_access_collector::config::KubeMode::Off;
+        c.metrics_listen = "127.0.0.1:0".into();
+        c.api_max_connections = 4;
+        c.health_max_connections = 2;
+        c.http_timeout_ms = 60_000;
+    });
+    let api = h.collector().api().unwrap();
+    let (health, metrics) = (api.health_addr.unwrap(), api.metrics_addr.unwrap());
+    let sock = h.sb.scratch().join("api.sock");
+    let stats = api.stats();
+    let open = |k: ListenerKind| stats.get(k).open.load(Ordering::Relaxed);
+
+    // The API's budget is taken by idle connections: the next ones are closed.
+    let mut held: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    wait("4 open API connections", || {
+        open(ListenerKind::ApiSocket) == 4
+    });
+    let mut extra: Vec<UnixStream> = (0..3)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    wait_all_closed("over the API budget", &mut extra, Duration::from_secs(10));
+    assert!(
+        stats
+            .get(ListenerKind::ApiSocket)
+            .refused
+            .load(Ordering::Relaxed)
+            >= 3
+    );
+    // The held ones still work, and health answers on its own budget.
+    let (status, _) = exchange(&mut held[0], "GET", "/v1/mounts", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(get_health(health).0, 200);
+
+    // Health's budget is its own: filled, it refuses too, and frees up.
+    wait("earlier health connections closed", || {
+        open(ListenerKind::Health) == 0
+    });
+    let mut held_health: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(health).unwrap())
+        .collect();
+    wait("2 open health connections", || {
+        open(ListenerKind::Health) == 2
+    });
+    let mut over = vec![std::net::TcpStream::connect(health).unwrap()];
+    wait_all_closed("over the health budget", &mut over, Duration::from_secs(10));
+    assert!(
+        stats
+            .get(ListenerKind::Health)
+            .refused
+            .load(Ordering::Relaxed)
+            >= 1
+    );
+    drop(held_health.pop());
+    wait("a health connection freed", || {
+        open(ListenerKind::Health) == 1
+    });
+    assert_eq!(get_health(health).0, 200);
+
+    // A freed API slot serves the next client.
+    drop(held.drain(..2));
+    wait("API connections freed", || {
+        open(ListenerKind::ApiSocket) <= 2
+    });
+    let (status, _) = exchange(
+        UnixStream::connect(&sock).unwrap(),
+        "GET",
+        "/v1/mounts",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+
+    wait("the client's connection closed", || {
+        open(ListenerKind::ApiSocket) == 2
+    });
+    assert!(listener_sample(
+        metrics,
+        "kernel_monitor_api_connections_refused_total",
+        "api_socket"
+    )
+    .is_some_and(|v| v >= 3.0));
+    assert_eq!(
+        listener_sample(metrics, "kernel_monitor_api_connections_open", "api_socket"),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn write_endpoints_bound_and_validate_what_they_store() {
+    use config_access_collector::correlation::PodInfo;
+    if !privileged("write_endpoints_bound_and_validate_what_they_store") {
+        return;
+    }
+    let h = Harness::start_with(|c| {
+        c.kube = config_access_collector::config::KubeMode::Off;
+        c.api_max_mounts = 3;
+        // No sampler: its sync would drop the pod_info entries of unknown cgroups.
+        c.syscall_sampling_rate = 0;
+    });
+    let sock = h.sb.scratch().join("api.sock");
+    let call = |m: &str, p: &str, b: &[u8]| {
+        exchange(UnixStream::connect(&sock).unwrap(), m, p, &[JSON], b)
+    };
+    let refused = |m: &str, p: &str, b: Vec<u8>, want: u16, says: &str| {
+        let (status, body) = call(m, p, &b);
+        assert_eq!(status, want, "{m} {p}: {body}");
+        let reason = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no JSON reason: {body}"));
+        assert!(
+            reason.contains(says),
+            "{m} {p}: {reason:?} does not mention {says:?}"
+        );
+    };
+    let mount = |path: &str| {
+        json!({"name": "creds", "namespace": "prod", "mount_path": path, "is_secret": true,
+               "volume_type": "secret", "pod_uid": "u"})
+    };
+
+    // Over-long and malformed fields, and unknown fields: 400 naming the field.
+    let long_path = format!("/{}", "p".repeat(60_000));
+    refused(
+        "POST",
+        "/v1/mounts",
+        json_body(&mount(&long_path)),
+        400,
+        "mount_path",
+    );
+    let mut m = mount("/a");
+    m["name"] = json!("n".repeat(254));
+    refused("POST", "/v1/mounts", json_body(&m), 400, "name");
+    let mut m = mount("/a");
+    m["pod_uid"] = json!("line\nbreak");
+    refused("POST", "/v1/mounts", json_body(&m), 400, "pod_uid");
+    let mut m = mount("/a");
+    m["extra"] = json!(1);
+    refused("POST", "/v1/mounts", json_body(&m), 400, "extra");
+    let mut m = mount("/a");
+    m["volume_type"] = json!("hostpath");
+    refused("POST", "/v1/mounts", json_body(&m), 400, "volume_type");
+    let info = |name: &str| json!({"cgroup_id": 77, "pod_uid": "u", "namespace": "n", "pod_name": name, "created_at": 1});
+    refused(
+        "POST",
+        "/v1/pod-info",
+        json_body(&info(&"p".repeat(128))),
+        400,
+        "pod_name",
+    );
+    refused(
+        "POST",
+        "/v1/pod-info",
+        json_body(&info("caf\u{e9}")),
+        400,
+        "pod_name",
+    );
+    let mut i = info("p");
+    i["labels"] = json!({});
+    refused("POST", "/v1/pod-info", json_body(&i), 400, "labels");
+    refused(
+        "POST",
+        "/v1/container-pids",
+        br#"{"pid": 1.5}"#.to_vec(),
+        400,
+        "pid",
+    );
+    // A head over 16 KiB is refused before any handler runs.
+    let big = "h".repeat(20 * 1024);
+    let (status, _) = exchange(
+        UnixStream::connect(&sock).unwrap(),
+        "GET",
+        "/v1/mounts",
+        &[("X-Big", &big)],
+        b"",
+    );
+    assert_eq!(status, 431);
+
+    // Whole numbers written as floats are numbers all the same.
+    let me = std::process::id();
+    let (status, body) = call(
+        "POST",
+        "/v1/container-pids",
+        format!(r#"{{"pid": {me}.0}}"#).as_bytes(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut i = info("p");
+    i["cgroup_id"] = json!(78.0);
+    assert_eq!(call("POST", "/v1/pod-info", &json_body(&i)).0, 201);
+    assert_eq!(call("GET", "/v1/pods/by-cgroup/78", b"").0, 200);
+
+    // Posted mounts are bounded (api_max_mounts: 3): 409, then a DELETE frees one.
+    let mut hashes = Vec::new();
+    for p in ["/m/1", "/m/2", "/m/3"] {
+        let (status, body) = call("POST", "/v1/mounts", &json_body(&mount(p)));
+        assert_eq!(status, 201, "{body}");
+        hashes.push(body["path_hash"].as_str().unwrap().to_string());
+    }
+    refused(
+        "POST",
+        "/v1/mounts",
+        json_body(&mount("/m/4")),
+        409,
+        "api_max_mounts",
+    );
+    assert_eq!(
+        call("POST", "/v1/mounts", &json_body(&mount("/m/1"))).0,
+        201,
+        "replacing is not adding"
+    );
+    let (status, _) = call("DELETE", &format!("/v1/mounts/{}", hashes[0]), b"");
+    assert_eq!(status, 204);
+    refused(
+        "DELETE",
+        &format!("/v1/mounts/{}", hashes[0]),
+        vec![],
+        404,
+        "not found",
+    );
+    assert_eq!(
+        call("POST", "/v1/mounts", &json_body(&mount("/m/4"))).0,
+        201
+    );
+    // The watched volumes are not the API's to delete, and do not count.
+    let watched = h
+        .collector()
+        .correlation()
+        .mounts()
+        .into_iter()
+        .find(|(_, m)| {
+            m.mount_path
+                .starts_with(h.sb.kubelet_root().to_str().unwrap())
+        })
+        .expect("a watched volume")
+        .0;
+    refused(
+        "DELETE",
+        &format!("/v1/mounts/{watched}"),
+        vec![],
+        409,
+        "watched volume",
+    );
+    assert_eq!(h.collector().correlation().posted_mounts(), 3);
+
+    // A full kernel pod_info table: 409 with the reason, not a 5xx.
+    let c = h.collector().correlation();
+    let mut id = 1_000_000u64;
+    loop {
+        let pod = PodInfo {
+            pod_uid: "u".into(),
+            namespace: "n".into(),
+            pod_name: "p".into(),
+            created_at: 0,
+        };
+        match c.add_pod_info(id, pod) {
+            Ok(()) => id += 1,
+            Err(config_access_collector::correlation::CorrelationError::Full { .. }) => break,
+            Err(e) => panic!("filling pod_info: {e}"),
+        }
+        assert!(id < 1_000_000 + 100_000, "pod_info never filled up");
+    }
+    let mut i = info("p");
+    i["cgroup_id"] = json!(5);
+    refused("POST", "/v1/pod-info", json_body(&i), 409, "full");
+}
+
+/// Runs the collector binary on an empty kubelet root with the API socket at
+/// `sock`; returns the child and a receiver of its stderr lines.
+fn spawn_binary(
+    root: &Path,
+    sock: &Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    std::fs::create_dir_all(root.join("pods")).unwrap();
+    let mut child = std::process::Command::new(common::EXE)
+        .arg("run")
+        .arg("--kubelet-root")
+        .arg(root)
+        .args(["--health-listen", "127.0.0.1:0", "--no-kube"])
+        .arg("--api-socket")
+        .arg(sock)
+        .env("CAC_LOG_LEVEL", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for the child to exit (at most 30 s); returns its status and stderr.
+fn exit_of(
+    child: &mut std::process::Child,
+    rx: &std::sync::mpsc::Receiver<String>,
+) -> (std::process::ExitStatus, String) {
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(100));
+            return (status, rx.try_iter().collect::<Vec<_>>().join("\n"));
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("the collector did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn only_a_socket_the_collector_created_is_ever_removed() {
+    if !privileged("only_a_socket_the_collector_created_is_ever_removed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("kubelet");
+    let sock = dir.path().join("run/api.sock");
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+
+    // A regular file or a directory there: the start is refused, naming the key.
+    for (make, kind) in [
+        (
+            Box::new(|p: &Path| std::fs::write(p, "operator data\n").unwrap())
+                as Box<dyn Fn(&Path)>,
+            "regular file",
+        ),
+        (
+            Box::new(|p: &Path| std::fs::create_dir(p).unwrap()),
+            "directory",
+        ),
+    ] {
+        make(&sock);
+        let (mut child, rx) = spawn_binary(&root, &sock);
+        let (status, log) = exit_of(&mut child, &rx);
+        assert!(!status.success(), "started over a {kind}: {log}");
+        assert!(log.contains("api_socket") && log.contains(kind), "{log}");
+        let m = std::fs::symlink_metadata(&sock).expect("the file survives");
+        if m.is_file() {
+            assert_eq!(std::fs::read_to_string(&sock).unwrap(), "operator data\n");
+            std::fs::remove_file(&sock).unwrap();
+        } else {
+            assert!(m.is_dir());
+            std::fs::remove_dir(&sock).unwrap();
+        }
+    }
+
+    // A socket another process answers on is not taken over.
+    let live = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (mut child, rx) = spawn_binary(&root, &sock);
+    let (status, log) = exit_of(&mut child, &rx);
+    assert!(!status.success() && log.contains("api_socket"), "{log}");
+    drop(live);
+
+    // A stale socket (its server gone) is replaced.
+    assert!(
+        std::fs::symlink_metadata(&sock).is_ok(),
+        "stale socket left behind"
+    );
+    let (mut child, rx) = spawn_binary(&root, &sock);
+    let mut log = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !log.iter().any(|l: &String| l.contains("collector started")) {
+        assert!(std::time::Instant::now() < end, "did not start: {log:#?}");
+        assert!(child.try_wait().unwrap().is_none(), "exited: {log:#?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            log.push(l);
+        }
+    }
+    let (status, _) = exchange(
+        UnixStream::connect(&sock).unwrap(),
+        "GET",
+        "/v1/mounts",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+
+    // Replaced while the collector runs: the new file survives the stop.
+    std::fs::remove_file(&sock).unwrap();
+    std::fs::write(&sock, "written later\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let (status, log) = exit_of(&mut child, &rx);
+    assert!(status.success(), "{log}");
+    let left = std::fs::read_to_string(&sock)
+        .expect("the file written in the socket's place survives the stop");
+    assert_eq!(left, "written later\n");
+
+    // And the collector's own socket is removed at stop.
+    std::fs::remove_file(&sock).unwrap();
+    let (mut child, rx) = spawn_binary(&root, &sock);
+    wait("the socket", || UnixStream::connect(&sock).is_ok());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let (status, log) = exit_of(&mut child, &rx);
+    assert!(status.success(), "{log}");
+    assert!(
+        std::fs::symlink_metadata(&sock).is_err(),
+        "socket left behind"
+    );
+}
+
+/// Sends a 3 MB body with Python's http.client (which writes the whole body
+/// before it reads) to the socket or a TCP address; returns its output.
+const PY_BIG_POST: &str = r#"
+import http.client, json, socket, sys
+target, token = sys.argv[1], sys.argv[2]
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(target)
+if target.startswith("/"):
+    conn = Unix("localhost", timeout=30)
+else:
+    host, port = target.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+body = b'{"pid": 1, "pad": "' + b"x" * 3_000_000 + b'"}'
+headers = {"Content-Type": "application/json"}
+if token:
+    headers["Authorization"] = "Bearer " + token
+conn.request("POST", "/v1/container-pids", body=body, headers=headers)
+resp = conn.getresponse()
+print(resp.status, json.loads(resp.read())["error"])
+"#;
+
+#[test]
+fn an_oversized_body_gets_its_413_through_python_http_client() {
+    if !privileged("an_oversized_body_gets_its_413_through_python_http_client") {
+        return;
+    }
+    // Any Python 3 will do: http.client is in the standard library.
+    let python = std::env::var_os("CAC_TEST_PYTHON").unwrap_or_else(|| "python3".into());
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    let tf = token_file.clone();
+    let h = Harness::start_with(move |c| {
+        c.kube = config_access_collector::config::KubeMode::Off;
+        c.api_listen = Some("127.0.0.1:0".into());
+        c.api_token_file = Some(tf);
+    });
+    let tcp = h.collector().api().unwrap().tcp_addr.unwrap().to_string();
+    let sock = h.sb.scratch().join("api.sock");
+    for (target, token) in [(sock.to_str().unwrap(), ""), (tcp.as_str(), "t0ken")] {
+        for round in 0..3 {
+            let out = std::process::Command::new(&python)
+                .args(["-c", PY_BIG_POST, target, token])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.starts_with("413 "),
+                "{target} (round {round}): {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// schemathesis (PyPI) against the served OpenAPI document: every check, a
+/// bounded number of examples per operation, no finding allowed.
+#[test]
+fn schemathesis_finds_nothing_against_the_served_document() {
+    const TEST: &str = "schemathesis_finds_nothing_against_the_served_document";
+    if !privileged(TEST) {
+        return;
+    }
+    let Some(python) = common::receivers::python(TEST) else {
+        return;
+    };
+    let has_it = std::process::Command::new(&python)
+        .args(["-c", "import schemathesis"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_it {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "{TEST}: schemathesis is not installed in {} (run `bash scripts/dev.sh test`)",
+                python.display()
+            );
+        }
+        eprintln!("SKIPPED {TEST}: schemathesis is not installed (run `bash scripts/dev.sh test`)");
+        return;
+    }
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, "st-token\n").unwrap();
+    let tf = token_file.clone();
+    let h = Harness::start_with(move |c| {
+        c.kube = config_access_collector::config::KubeMode::Off;
+        c.api_listen = Some("127.0.0.1:0".into());
+        c.api_token_file = Some(tf);
+    });
+    let base = format!("http://{}", h.collector().api().unwrap().tcp_addr.unwrap());
+    let mut child = std::process::Command::new(&python)
+        .args(["-m", "schemathesis.cli", "run"])
+        .arg(format!("{base}/v1/openapi.json"))
+        .args(["--url", &base, "--checks", "all", "--max-examples", "60"])
+        .args(["--request-timeout", "20", "--workers", "2"])
+        .args(["-H", "Authorization: Bearer st-token"])
+        .current_dir(token_dir.path())
+        .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        // Files, not pipes: a long report must not block the run.
+        .stdout(std::fs::File::create(token_dir.path().join("stdout")).unwrap())
+        .stderr(std::fs::File::create(token_dir.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(600);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let stdout =
+                std::fs::read_to_string(token_dir.path().join("stdout")).unwrap_or_default();
+            panic!("{TEST}: schemathesis ran longer than 600 s:\n{stdout}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = child.wait().unwrap();
+    let stdout = std::fs::read_to_string(token_dir.path().join("stdout")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(token_dir.path().join("stderr")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "schemathesis found problems:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("passed"), "{stdout}");
+}

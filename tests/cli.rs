@@ -168,3 +168,229 @@ fn run_prints_json_lines_and_stops_cleanly_on_sigterm() {
         "the file output holds the same event as stdout"
     );
 }
+
+/// Runs the binary with `args` and `env` (every other `CAC_*` variable removed).
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(EXE);
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAC_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Flags, environment, text the error must hold, text it must not hold.
+type BadInput<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+
+#[test]
+fn bad_flags_and_environment_variables_exit_1_naming_the_source() {
+    let cases: &[BadInput] = &[
+        (
+            &["--ring-buffer-bytes", "abc"],
+            &[],
+            "--ring-buffer-bytes",
+            "CAC_",
+        ),
+        (&["--no-such-flag"], &[], "--no-such-flag", "CAC_"),
+        (
+            &["--kubelet-writes", "sometimes"],
+            &[],
+            "--kubelet-writes",
+            "CAC_",
+        ),
+        (
+            &[],
+            &[("CAC_RING_BUFFER_BYTES", "abc")],
+            "environment variable CAC_RING_BUFFER_BYTES",
+            "\n\n",
+        ),
+        (
+            &[],
+            &[("CAC_KUBELET_WRITES", "sometimes")],
+            "environment variable CAC_KUBELET_WRITES",
+            "\n\n",
+        ),
+        (
+            &[],
+            &[("CAC_NO_KUBE", "maybe")],
+            "environment variable CAC_NO_KUBE",
+            "\n\n",
+        ),
+        (
+            &["run"],
+            &[("CAC_SYSCALL_SAMPLING_RATE", "-1")],
+            "environment variable CAC_SYSCALL_SAMPLING_RATE",
+            "\n\n",
+        ),
+        // Values clap accepts but the configuration refuses.
+        (
+            &[],
+            &[("CAC_RING_BUFFER_BYTES", "12345")],
+            "environment variable CAC_RING_BUFFER_BYTES: config key `ring_buffer_bytes`",
+            "--ring-buffer-bytes",
+        ),
+        (
+            &["--ring-buffer-bytes", "12345"],
+            &[],
+            "flag --ring-buffer-bytes: config key `ring_buffer_bytes`",
+            "CAC_",
+        ),
+        (
+            &["--health-listen", "9890"],
+            &[],
+            "flag --health-listen: config key `health_listen`",
+            "CAC_",
+        ),
+        (
+            &[],
+            &[("CAC_API_SOCKET", "relative.sock")],
+            "environment variable CAC_API_SOCKET: config key `api_socket`",
+            "--api-socket",
+        ),
+    ];
+    for (flags, env, want, unwanted) in cases {
+        let mut args = flags.to_vec();
+        args.push("--print-config");
+        let (code, err) = run_with(&args, env);
+        assert_eq!(
+            code,
+            Some(1),
+            "{flags:?} {env:?}: exit status {code:?} (docs say 1): {err}"
+        );
+        assert!(
+            err.contains(want),
+            "{flags:?} {env:?}: no {want:?} in: {err}"
+        );
+        assert!(
+            !err.contains(unwanted),
+            "{flags:?} {env:?}: {unwanted:?} in: {err}"
+        );
+    }
+    // A flag wins over its variable: the variable's bad value is not used.
+    let (code, err) = run_with(
+        &["--ring-buffer-bytes", "8388608", "--print-config"],
+        &[("CAC_RING_BUFFER_BYTES", "abc")],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // Help and version are not errors.
+    for flag in ["--help", "--version"] {
+        let (code, err) = run_with(&[flag], &[]);
+        assert_eq!(code, Some(0), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn yaml_syntax_error_gives_line_and_column_and_blames_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    // Line 3 is indented with a tab; the parser was still inside `stdout`.
+    std::fs::write(&path, "log_level: info\nstdout: true\n\tapi_socket: off\n").unwrap();
+    let (code, err) = run_with(&["--print-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not valid YAML"), "{err}");
+    assert!(err.contains("line 3, column 1"), "{err}");
+    for key in ["stdout", "log_level", "api_socket", "config key"] {
+        assert!(!err.contains(key), "the error blames {key:?}: {err}");
+    }
+}
+
+#[test]
+fn an_io_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let (code, err) = run_with(&["--config", missing.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    let line = format!(
+        "config-access-collector: error: flag --config: reading config file {}: No such file or directory (os error 2)\n",
+        missing.display()
+    );
+    assert_eq!(err, line);
+}
+
+/// A pod directory whose name holds a newline and then what looks like a
+/// log line, and a volume whose name holds terminal escape sequences.
+const FORGED_POD: &str = "0000\n2026-01-01T00:00:00.000000Z ERROR FORGED volume tampering";
+const FORGED_VOLUME: &str = "creds\u{1b}[2K\u{1b}[1Acleared\r";
+
+#[test]
+fn a_newline_in_a_pod_directory_name_cannot_forge_a_log_line() {
+    if !privileged("a_newline_in_a_pod_directory_name_cannot_forge_a_log_line") {
+        return;
+    }
+    let mut sb = Sandbox::new().unwrap();
+    // One volume is there at start (the first scan), one comes later (the watcher).
+    sb.add_volume(FORGED_POD, VolumeType::Secret, FORGED_VOLUME, false)
+        .unwrap();
+    let mut child = Command::new(EXE)
+        .arg("run")
+        .arg("--kubelet-root")
+        .arg(sb.kubelet_root())
+        .args(["--health-listen", "off", "--no-kube", "--api-socket", "off"])
+        .env("CAC_LOG_LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stderr = BufReader::new(stderr);
+        let mut line = Vec::new();
+        while stderr.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+            line.clear();
+        }
+    });
+    let mut log: Vec<String> = Vec::new();
+    let mut wait_for = |what: &str, n: usize| {
+        let end = Instant::now() + Duration::from_secs(30);
+        while log.iter().filter(|l| l.contains(what)).count() < n {
+            assert!(Instant::now() < end, "no {what:?} (x{n}) in {log:#?}");
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+                log.push(l);
+            }
+        }
+    };
+    wait_for("collector started", 1);
+    wait_for("watching volume", 1);
+    let late = sb
+        .add_volume(FORGED_POD, VolumeType::ConfigMap, FORGED_VOLUME, false)
+        .unwrap();
+    wait_for("watching volume", 2);
+    std::fs::remove_dir(&late).unwrap();
+    wait_for("volume gone", 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    log.extend(rx.iter());
+    assert!(status.success(), "{status}: {log:#?}");
+    for line in &log {
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00.000000Z"),
+            "a pod directory name forged a log line: {line:?} in {log:#?}"
+        );
+        assert!(
+            !line.contains(['\u{1b}', '\r']),
+            "a control character reached the log: {line:?}"
+        );
+    }
+    // Each logged name is there, escaped, on its own line.
+    for what in ["watching volume", "volume gone"] {
+        assert!(
+            log.iter().any(|l| l.contains(what)
+                && l.contains("0000\\n2026-01-01T00:00:00.000000Z ERROR FORGED volume tampering")
+                && l.contains("creds\\u{1b}[2K\\u{1b}[1Acleared\\r")),
+            "no escaped {what:?} line in {log:#?}"
+        );
+    }
+}
