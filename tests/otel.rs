@@ -119,7 +119,13 @@ fn otlp_end_to_end(test: &str, protocol: OtlpProtocol) {
         &[("operation", "cgroup_lookup")],
     );
     assert!(lookups >= Some(5.0), "cgroup lookups: {lookups:?}");
-    assert!(value(&req, "kernel_monitor_events_emitted", &[("output", "json")]) >= Some(5.0));
+    assert!(
+        value(
+            &req,
+            "kernel_monitor_events_emitted",
+            &[("output", "channel")]
+        ) >= Some(5.0)
+    );
     assert!(value(&req, "kernel_monitor_events_matched", &[]) >= Some(5.0));
     assert_eq!(value(&req, "kernel_monitor_known_pods", &[]), Some(1.0));
     assert_eq!(
