@@ -98,7 +98,7 @@ impl Collector {
     pub fn start_with_channel(
         config: &Config,
     ) -> crate::Result<(Self, Receiver<Arc<AccessEvent>>)> {
-        let (sink, events) = Sink::channel("channel", config.buffer_size);
+        let (sink, events) = Sink::handoff("channel", config.buffer_size);
         Ok((Self::start(config, vec![sink])?, events))
     }
 

@@ -199,6 +199,8 @@ pub fn conditions(outputs: &[Arc<OutputStats>], stall_after: Duration) -> Vec<Co
 pub struct Sink {
     queue: SyncSender<Arc<AccessEvent>>,
     stats: Arc<OutputStats>,
+    /// Count an event as delivered once queued (the receiver is the consumer itself).
+    handoff: bool,
 }
 
 impl Sink {
@@ -206,7 +208,20 @@ impl Sink {
     pub fn channel(name: &'static str, capacity: usize) -> (Self, Receiver<Arc<AccessEvent>>) {
         let (queue, rx) = sync_channel(capacity.max(1));
         let stats = Arc::new(OutputStats::new(name));
-        (Self { queue, stats }, rx)
+        let sink = Self {
+            queue,
+            stats,
+            handoff: false,
+        };
+        (sink, rx)
+    }
+
+    /// Like [`Sink::channel`] for a consumer that is the receiver itself (the
+    /// demo, tests, benchmarks): an event is delivered once it is queued.
+    pub fn handoff(name: &'static str, capacity: usize) -> (Self, Receiver<Arc<AccessEvent>>) {
+        let (mut sink, rx) = Self::channel(name, capacity);
+        sink.handoff = true;
+        (sink, rx)
     }
 
     /// The output's counters.
@@ -217,6 +232,9 @@ impl Sink {
     /// Queues `event` without blocking; a full queue or a gone consumer is counted.
     pub fn offer(&self, event: &Arc<AccessEvent>) {
         match self.queue.try_send(Arc::clone(event)) {
+            Ok(()) if self.handoff => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.stats.queue_full.fetch_add(1, Ordering::Relaxed);

@@ -165,7 +165,9 @@ fn kubelet_writes_are_their_own_class_or_dropped() {
     if !privileged("kubelet_writes_are_their_own_class_or_dropped") {
         return;
     }
-    let mut h = Harness::start();
+    // This test process plays the kubelet: its writes must not be filtered
+    // as the collector's own opens.
+    let mut h = Harness::start_with(|c| c.ignore_own_opens = false);
     let secret = h.secret.clone();
     h.sb.write_atomic(&secret, &[("password", b"new", 0o644)])
         .unwrap();
@@ -181,7 +183,8 @@ fn kubelet_writes_are_their_own_class_or_dropped() {
     }
 
     let mut h = Harness::start_with(|c| {
-        c.kubelet_writes = config_access_collector::pipeline::KubeletWrites::Drop
+        c.ignore_own_opens = false;
+        c.kubelet_writes = config_access_collector::pipeline::KubeletWrites::Drop;
     });
     let secret = h.secret.clone();
     h.sb.write_atomic(&secret, &[("password", b"new", 0o644)])
