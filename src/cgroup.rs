@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirEntryExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -378,13 +378,6 @@ impl CgroupResolver {
             .as_ref()
             .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).root.clone())
     }
-}
-
-/// Path of `dir` relative to `root`, starting with `/`.
-pub fn relative(root: &Path, dir: &Path) -> Option<String> {
-    dir.strip_prefix(root)
-        .ok()
-        .map(|p| format!("/{}", p.display()))
 }
 
 #[cfg(test)]

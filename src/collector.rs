@@ -320,13 +320,6 @@ impl Collector {
         &self.correlation
     }
 
-    /// Exports the metrics now (tests and benchmarks; the reader exports on its interval).
-    pub fn flush_metrics(&self) {
-        if let Some(t) = &self.telemetry {
-            t.force_flush();
-        }
-    }
-
     /// Stops intake, drains what the kernel delivered, flushes the exporters
     /// (bounded by `shutdown_timeout_ms`), and detaches the programs.
     pub fn stop(mut self) -> Stats {

@@ -226,11 +226,6 @@ impl Probe {
         self.attached.clone()
     }
 
-    /// The options the programs were loaded with.
-    pub fn options(&self) -> &ProbeOptions {
-        &self.options
-    }
-
     /// Detaches every program; maps stay readable until the probe is dropped.
     pub fn detach(&mut self) {
         self.attached.set(false);

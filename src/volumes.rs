@@ -113,15 +113,6 @@ pub fn kernel_dev(st_dev: u64) -> u32 {
     (major << 20) | (minor & 0xf_ffff)
 }
 
-/// Kernel identity of a path (following symlinks).
-pub fn file_id(path: &Path) -> std::io::Result<FileId> {
-    let md = fs::metadata(path)?;
-    Ok(FileId {
-        dev: kernel_dev(md.dev()),
-        ino: md.ino(),
-    })
-}
-
 /// blake3 hash (hex) of a volume's host path: the key of the mount correlation map.
 pub fn path_hash(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
