@@ -22,7 +22,7 @@ use crate::metrics::{AccessMetrics, Sources};
 use crate::output::{OutputStats, Sink};
 use crate::pipeline::{Enricher, UserStats, UserStatsSnapshot};
 use crate::pods::{LabelFilter, PodStore, WatchSettings};
-use crate::probe::{KernelStats, Probe, StatsReader};
+use crate::probe::{KernelStats, Probe, ProbeOptions, StatsReader};
 use crate::telemetry::Telemetry;
 use crate::volumes::{KernelDirs, VolumeRegistry};
 use crate::watcher::{VolumeWatcher, WatchConfig, WatchShared, WatchStats};
@@ -104,7 +104,9 @@ impl Collector {
 
     /// Loads the programs, fills the volume map, and starts handing events to `outputs`.
     pub fn start(config: &Config, mut outputs: Vec<Sink>) -> crate::Result<Self> {
-        let probe = Probe::load(&config.probe_options())?;
+        // /proc/cgroups is read once: the probe and the resolver share the answer.
+        let v1 = detect_v1_subsys(&config.cgroup_v1_controller);
+        let probe = Probe::load(&probe_options(config, v1.as_ref().map(|(i, _)| *i)))?;
         let registry = Arc::new(VolumeRegistry::new());
         let (pod_info, container_pids) = probe.correlation_maps()?;
         let correlation = Arc::new(CorrelationMaps::with_kernel(KernelMaps {
@@ -143,7 +145,7 @@ impl Collector {
             Some(store) => Some(spawn_kube(config, Arc::clone(store))?),
             None => None,
         };
-        let v1_controller = detect_v1_subsys(&config.cgroup_v1_controller).map(|(_, name)| name);
+        let v1_controller = v1.map(|(_, name)| name);
         let cgroups = Arc::new(CgroupResolver::for_host(v1_controller.as_deref()));
         let correlator = (config.syscall_sampling_rate > 0)
             .then(|| spawn_correlator(Arc::clone(&correlation), Arc::clone(&cgroups), pods.clone()))
@@ -365,6 +367,18 @@ impl Drop for Collector {
         if self.reader.is_some() {
             self.shutdown();
         }
+    }
+}
+
+/// Load-time settings of the BPF programs, with the cgroup v1 subsystem index found on this node.
+fn probe_options(config: &Config, cgroup_v1_subsys: Option<u32>) -> ProbeOptions {
+    ProbeOptions {
+        sample_every: config.syscall_sampling_rate,
+        ring_bytes: config.ring_buffer_bytes,
+        wakeup_bytes: config.wakeup_bytes,
+        report_failed_opens: config.report_failed_opens,
+        cgroup_v1_subsys,
+        ignore_own_process: config.ignore_own_opens,
     }
 }
 

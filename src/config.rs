@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::KubeletWrites;
-use crate::probe::ProbeOptions;
 use crate::volumes::VolumeType;
 
 /// Errors of this module.
@@ -854,19 +853,6 @@ impl Config {
         .into_iter()
         .filter_map(|(on, t)| on.then_some(t))
         .collect()
-    }
-
-    /// Load-time settings of the BPF programs.
-    pub fn probe_options(&self) -> ProbeOptions {
-        ProbeOptions {
-            sample_every: self.syscall_sampling_rate,
-            ring_bytes: self.ring_buffer_bytes,
-            wakeup_bytes: self.wakeup_bytes,
-            report_failed_opens: self.report_failed_opens,
-            cgroup_v1_subsys: crate::cgroup::detect_v1_subsys(&self.cgroup_v1_controller)
-                .map(|(i, _)| i),
-            ignore_own_process: self.ignore_own_opens,
-        }
     }
 }
 
