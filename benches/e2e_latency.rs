@@ -12,10 +12,10 @@ use std::io::Write;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use config_access_collector::collector::Collector;
+use config_access_collector::agent::Collector;
 use config_access_collector::config::{Config, KubeMode};
-use config_access_collector::event::AccessEvent;
-use config_access_collector::sandbox::Sandbox;
+use config_access_collector::demo::sandbox::Sandbox;
+use config_access_collector::model::event::AccessEvent;
 
 mod common;
 use common::produce;

@@ -14,11 +14,11 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
-use config_access_collector::collector::Collector;
+use config_access_collector::agent::Collector;
 use config_access_collector::config::Config;
-use config_access_collector::probe::{Probe, ProbeOptions};
-use config_access_collector::sandbox::Sandbox;
-use config_access_collector::volumes::VolumeType;
+use config_access_collector::demo::sandbox::Sandbox;
+use config_access_collector::kernel::probe::{Probe, ProbeOptions, ProbeStorage};
+use config_access_collector::model::volume::VolumeType;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
@@ -140,10 +140,15 @@ fn main() {
             );
         }
         for (slot, every) in [(6, 100), (7, 1)] {
-            let p = Probe::load(&ProbeOptions {
-                sample_every: every,
-                ..ProbeOptions::default()
-            })
+            let mut storage = ProbeStorage::uninit();
+
+            let p = Probe::load(
+                &mut storage,
+                &ProbeOptions {
+                    sample_every: every,
+                    ..ProbeOptions::default()
+                },
+            )
             .expect("probe");
             let (progs, _) = p.object_ids();
             let (wall, bpf) = with_bpf_time(&progs, getppid);

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use config_access_collector::pods::{LabelFilter, PodMeta, PodStore};
+use config_access_collector::enrich::pods::{LabelFilter, PodMeta, PodStore};
 use k8s_openapi::api::core::v1::Pod;
 
 const PODS: usize = 10_000;

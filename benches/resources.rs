@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use config_access_collector::sandbox::Sandbox;
+use config_access_collector::demo::sandbox::Sandbox;
 
 mod common;
 use common::produce;

@@ -34,10 +34,10 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use config_access_collector::collector::Collector;
+use config_access_collector::agent::Collector;
 use config_access_collector::config::{Config, KubeMode};
-use config_access_collector::sandbox::Sandbox;
-use config_access_collector::volumes::VolumeType;
+use config_access_collector::demo::sandbox::Sandbox;
+use config_access_collector::model::volume::VolumeType;
 
 mod common;
 

@@ -8,7 +8,7 @@ use clap::error::{ContextKind, ContextValue};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use config_access_collector::config::{ConfigError, Overrides};
-use config_access_collector::container::ExecArgs;
+use config_access_collector::demo::container::ExecArgs;
 use config_access_collector::logging;
 
 /// Reports which pod, container and process opened which Secret or ConfigMap file.

@@ -1,4 +1,6 @@
-//! Logging setup: `tracing` to stderr, with libbpf's own messages routed into it.
+//! Logging setup: `tracing` to stderr; escaping of logged text; error chains.
+//!
+//! A bottom utility like `model`: it imports nothing of the crate.
 //!
 //! Logged names and paths come from places the agent does not control: pod
 //! and volume directory names under the kubelet root, mountinfo, API
@@ -16,9 +18,7 @@
 
 use std::borrow::Cow;
 use std::io::{self, Write};
-use std::sync::Once;
 
-use libbpf_rs::PrintLevel;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Installs the stderr subscriber (filter from `level`, overridden by `RUST_LOG`).
@@ -146,23 +146,6 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-fn libbpf_print(level: PrintLevel, msg: String) {
-    let msg = msg.trim_end();
-    match level {
-        PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
-        PrintLevel::Info => tracing::info!(target: "libbpf", "{msg}"),
-        PrintLevel::Debug => tracing::debug!(target: "libbpf", "{msg}"),
-    }
-}
-
-/// Sends libbpf's output to `tracing` (idempotent).
-pub fn route_libbpf_output() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        libbpf_rs::set_print(Some((PrintLevel::Debug, libbpf_print)));
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,54 +234,5 @@ mod tests {
         let text = chain(any.as_ref());
         assert!(text.starts_with("starting: both: "), "{text}");
         assert_eq!(text.matches("Permission denied").count(), 1, "{text}");
-    }
-
-    #[test]
-    fn no_error_of_the_crate_prints_its_source_twice() {
-        let io = || io::Error::from_raw_os_error(libc::ENOENT);
-        let errors: Vec<Box<dyn std::error::Error>> = vec![
-            Box::new(crate::config::ConfigError::Read {
-                path: "/c.yaml".into(),
-                source: io(),
-            }),
-            Box::new(crate::volumes::VolumeError::Watch {
-                path: "/v".into(),
-                source: io(),
-            }),
-            Box::new(crate::volumes::VolumeError::Map {
-                map: "m",
-                source: io().into(),
-            }),
-            Box::new(crate::api::ApiError::Listen {
-                addr: "a".into(),
-                source: io(),
-            }),
-            Box::new(crate::api::ApiError::Token {
-                path: "/t".into(),
-                source: io(),
-            }),
-            Box::new(crate::probe::ProbeError::Open(io().into())),
-            Box::new(crate::probe::ProbeError::Load(io().into())),
-            Box::new(crate::probe::ProbeError::Attach(io().into())),
-            Box::new(crate::probe::ProbeError::Resize {
-                map: "m",
-                source: io().into(),
-            }),
-            Box::new(crate::correlation::CorrelationError::Map {
-                map: "m",
-                source: io().into(),
-            }),
-            Box::new(crate::telemetry::TelemetryError::Runtime(io())),
-            Box::new(crate::Error::Demo(io())),
-            Box::new(crate::Error::Thread(io())),
-        ];
-        for e in errors {
-            assert!(
-                !e.to_string().contains("No such file"),
-                "{e:?} prints its source in its own message: {e}"
-            );
-            let text = chain(&*e);
-            assert_eq!(text.matches("No such file").count(), 1, "{text}");
-        }
     }
 }

@@ -7,9 +7,8 @@ mod cli;
 use anyhow::Context;
 use clap::ArgMatches;
 use cli::{override_source, parse_args, Command, RunArgs};
-use config_access_collector::collector::Collector;
 use config_access_collector::config::Config;
-use config_access_collector::{demo, logging, output};
+use config_access_collector::{agent, demo, logging};
 
 /// The reader thread allocates what the writer threads free; mimalloc's
 /// per-thread free lists keep that producer/consumer pattern cheap. The
@@ -29,60 +28,7 @@ fn run(args: &RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     logging::init(&config.log_level);
-    // Every HTTP connection holds a descriptor: use what the hard limit allows.
-    match config_access_collector::api::raise_fd_limit() {
-        Ok(n) => tracing::debug!(open_files = n, "open file limit"),
-        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
-    }
-    if !config.kubelet_root.join("pods").is_dir() {
-        tracing::warn!(path = %config.kubelet_root.join("pods").display(), "no kubelet pods directory yet; watching for it");
-    }
-    // Take SIGTERM and SIGINT over before starting: one that arrives while
-    // the collector starts is then a clean shutdown right after, not a kill.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (mut term, mut int) = {
-        use tokio::signal::unix::{signal, SignalKind};
-        let _rt = runtime.enter();
-        (
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-        )
-    };
-    let (sinks, writers) =
-        output::spawn_json_outputs(&config.outputs()).context("opening the outputs")?;
-    let collector = Collector::start(&config, sinks).context("starting the collector")?;
-    runtime.block_on(async {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-    });
-    tracing::info!("shutting down");
-    let deadline =
-        std::time::Instant::now() + std::time::Duration::from_millis(config.shutdown_timeout_ms);
-    let outputs = collector.outputs().to_vec();
-    let stats = collector.stop();
-    // A writer blocked in a write is left behind: the process exits anyway.
-    for late in writers.join(deadline) {
-        tracing::warn!(
-            output = late.name,
-            "output did not finish writing by the shutdown deadline"
-        );
-    }
-    for o in &outputs {
-        let lost = o.lost();
-        if lost > 0 || o.failed() {
-            tracing::warn!(
-                output = o.name,
-                lost,
-                failed = o.failed(),
-                "output lost events"
-            );
-        }
-    }
-    tracing::info!(?stats, "stopped");
+    agent::run::run(&config)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -104,9 +50,9 @@ fn main() -> ExitCode {
             println!("{}", config_access_collector::api::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
-        Command::SandboxExec(args) => Ok(ExitCode::from(config_access_collector::container::run(
-            &args,
-        ) as u8)),
+        Command::SandboxExec(args) => Ok(ExitCode::from(
+            config_access_collector::demo::container::run(&args) as u8,
+        )),
     };
     result.unwrap_or_else(|e| {
         // Each cause once; names and paths in it are escaped like the logs.

@@ -13,10 +13,10 @@ use std::time::Duration;
 use common::fake_apiserver::{demo_pod, start_blocking};
 use common::{privileged, wait, Harness, POD};
 use config_access_collector::api::{openapi_json, ApiServer, ApiState, Heartbeat, Listeners};
-use config_access_collector::cgroup::CgroupResolver;
-use config_access_collector::container::{ContainerProc, ExecArgs};
-use config_access_collector::correlation::CorrelationMaps;
-use config_access_collector::probe::{Probe, ProbeOptions};
+use config_access_collector::demo::container::{ContainerProc, ExecArgs};
+use config_access_collector::enrich::cgroup::CgroupResolver;
+use config_access_collector::enrich::correlation::CorrelationMaps;
+use config_access_collector::kernel::probe::{Probe, ProbeOptions, ProbeStorage};
 use serde_json::{json, Value};
 
 /// One HTTP/1.1 exchange; returns the status and the JSON body.
@@ -115,10 +115,15 @@ fn unhealthy_when_the_reader_stalls_or_programs_are_gone() {
     if !privileged("unhealthy_when_the_reader_stalls_or_programs_are_gone") {
         return;
     }
-    let probe = Probe::load(&ProbeOptions {
-        sample_every: 0,
-        ..ProbeOptions::default()
-    })
+    let mut storage = ProbeStorage::uninit();
+
+    let probe = Probe::load(
+        &mut storage,
+        &ProbeOptions {
+            sample_every: 0,
+            ..ProbeOptions::default()
+        },
+    )
     .unwrap();
     let heartbeat = std::sync::Arc::new(Heartbeat::default());
     heartbeat.beat();
@@ -128,7 +133,7 @@ fn unhealthy_when_the_reader_stalls_or_programs_are_gone() {
         attachment: probe.attachment(),
         heartbeat: heartbeat.clone(),
         stall_after: Duration::from_millis(300),
-        pods: None,
+        pods: std::sync::Arc::new(config_access_collector::enrich::pods::NoMetadata),
         correlation: std::sync::Arc::new(CorrelationMaps::new()),
         registry: None,
         cgroups: std::sync::Arc::new(CgroupResolver::for_host(None)),
@@ -516,14 +521,14 @@ fn an_empty_token_file_stops_the_start() {
     if !privileged("an_empty_token_file_stops_the_start") {
         return;
     }
-    let sb = config_access_collector::sandbox::Sandbox::new().unwrap();
+    let sb = config_access_collector::demo::sandbox::Sandbox::new().unwrap();
     let token = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token.path(), "  \n").unwrap();
     let mut cfg = common::default_config(&sb);
     cfg.kube = config_access_collector::config::KubeMode::Off;
     cfg.api_listen = Some("127.0.0.1:0".into());
     cfg.api_token_file = Some(token.path().to_path_buf());
-    let Err(err) = config_access_collector::collector::Collector::start(&cfg, Vec::new()) else {
+    let Err(err) = config_access_collector::agent::Collector::start(&cfg, Vec::new()) else {
         panic!("an empty token file is refused");
     };
     assert!(err.to_string().contains("is empty"), "{err}");
@@ -826,7 +831,7 @@ fn connections_over_the_budget_are_refused_and_health_has_its_own() {
 
 #[test]
 fn write_endpoints_bound_and_validate_what_they_store() {
-    use config_access_collector::correlation::PodInfo;
+    use config_access_collector::enrich::correlation::PodInfo;
     if !privileged("write_endpoints_bound_and_validate_what_they_store") {
         return;
     }
@@ -991,7 +996,9 @@ fn write_endpoints_bound_and_validate_what_they_store() {
         };
         match c.add_pod_info(id, pod) {
             Ok(()) => id += 1,
-            Err(config_access_collector::correlation::CorrelationError::Full { .. }) => break,
+            Err(config_access_collector::enrich::correlation::CorrelationError::Full {
+                ..
+            }) => break,
             Err(e) => panic!("filling pod_info: {e}"),
         }
         assert!(id < 1_000_000 + 100_000, "pod_info never filled up");

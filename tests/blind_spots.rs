@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::{pod_cgroup, privileged, Harness, EXE, POD};
 use config_access_collector::config::KubeMode;
-use config_access_collector::container::{ContainerProc, ExecArgs};
-use config_access_collector::sandbox::Sandbox;
-use config_access_collector::volumes::{IgnoreReason, VolumeType};
+use config_access_collector::demo::container::{ContainerProc, ExecArgs};
+use config_access_collector::demo::sandbox::Sandbox;
+use config_access_collector::enrich::volumes::IgnoreReason;
+use config_access_collector::model::volume::VolumeType;
 
 /// Waits up to `limit` for `cond`, failing with `what` otherwise.
 fn wait_up_to(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {

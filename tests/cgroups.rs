@@ -7,15 +7,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{privileged, POD};
-use config_access_collector::cgroup::{
+use config_access_collector::demo::container::{ContainerProc, ExecArgs};
+use config_access_collector::demo::sandbox::Sandbox;
+use config_access_collector::enrich::cgroup::{
     cgroup_v1_mount, CgroupResolver, QosClass, Resolution, Runtime, REWALK_INTERVAL,
 };
-use config_access_collector::container::{ContainerProc, ExecArgs};
-use config_access_collector::sandbox::Sandbox;
 
 const CID: &str = "9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f30211203f4e5d6c7b8a9";
 
-fn found(r: Resolution) -> std::sync::Arc<config_access_collector::cgroup::CgroupInfo> {
+fn found(r: Resolution) -> std::sync::Arc<config_access_collector::enrich::cgroup::CgroupInfo> {
     match r {
         Resolution::Found(i) => i,
         Resolution::Unknown => panic!("cgroup not resolved"),

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{privileged, EXE, POD};
-use config_access_collector::sandbox::Sandbox;
-use config_access_collector::volumes::VolumeType;
+use config_access_collector::demo::sandbox::Sandbox;
+use config_access_collector::model::volume::VolumeType;
 
 #[test]
 fn invalid_config_exits_non_zero_and_names_the_key() {

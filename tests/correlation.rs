@@ -7,9 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::{pod_cgroup, privileged, wait, Harness, POD};
-use config_access_collector::cgroup::CgroupResolver;
-use config_access_collector::container::{ContainerProc, ExecArgs};
-use config_access_collector::correlation::{ContainerPid, MountInfo, PodInfo};
+use config_access_collector::demo::container::{ContainerProc, ExecArgs};
+use config_access_collector::enrich::cgroup::CgroupResolver;
+use config_access_collector::enrich::correlation::{ContainerPid, MountInfo, PodInfo};
+use config_access_collector::enrich::pods::NoMetadata;
 
 const CID: &str = "77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa";
 
@@ -129,7 +130,7 @@ fn library_api_round_trips_and_forgets_deleted_cgroups() {
         volume_type: "configmap".into(),
         pod_uid: POD.into(),
     };
-    let hash = config_access_collector::volumes::path_hash(Path::new(&mount.mount_path));
+    let hash = config_access_collector::model::volume::path_hash(Path::new(&mount.mount_path));
     corr.add_mount_info(&hash, mount.clone());
     assert_eq!(corr.mount_info(&hash), Some(mount));
 
@@ -137,6 +138,6 @@ fn library_api_round_trips_and_forgets_deleted_cgroups() {
     std::fs::remove_dir(&cg).unwrap();
     let resolver = CgroupResolver::for_host(None);
     resolver.forget_deleted();
-    corr.sync(&resolver, None);
+    corr.sync(&resolver, &NoMetadata);
     assert_eq!(corr.pod_by_cgroup(cgroup_id), None);
 }

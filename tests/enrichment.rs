@@ -8,8 +8,8 @@ use std::path::Path;
 
 use common::fake_apiserver::{demo_pod, start_blocking};
 use common::{exactly_one, pod_cgroup, privileged, wait, Harness, POD};
-use config_access_collector::container::ContainerProc;
-use config_access_collector::pods::SourceKind;
+use config_access_collector::demo::container::ContainerProc;
+use config_access_collector::model::pod::SourceKind;
 
 const CID: &str = "5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d";
 

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{exactly_one, privileged, Harness, POD};
-use config_access_collector::container::ContainerProc;
-use config_access_collector::event::AccessEvent;
-use config_access_collector::volumes::VolumeType;
+use config_access_collector::demo::container::ContainerProc;
+use config_access_collector::model::event::AccessEvent;
+use config_access_collector::model::volume::VolumeType;
 
 fn host_mnt_ns() -> u32 {
     std::fs::metadata("/proc/self/ns/mnt").unwrap().ino() as u32
@@ -40,7 +40,7 @@ fn host_path_open_through_the_key_symlink() {
     }
     let mut h = Harness::start();
     let path = h.secret.join("password");
-    let args = config_access_collector::container::ExecArgs {
+    let args = config_access_collector::demo::container::ExecArgs {
         steps: vec![format!("open:{}", path.display())],
         comm: Some("reader".into()),
         ..Default::default()
@@ -184,7 +184,7 @@ fn kubelet_writes_are_their_own_class_or_dropped() {
 
     let mut h = Harness::start_with(|c| {
         c.ignore_own_opens = false;
-        c.kubelet_writes = config_access_collector::pipeline::KubeletWrites::Drop;
+        c.kubelet_writes = config_access_collector::model::settings::KubeletWrites::Drop;
     });
     let secret = h.secret.clone();
     h.sb.write_atomic(&secret, &[("password", b"new", 0o644)])
@@ -286,7 +286,7 @@ fn denied_open_as_non_root_through_container_and_host_paths() {
     // A short-lived process exec'd into a running container: it is gone before
     // the event is read, and is resolved through the container's main process.
     let mut main = ContainerProc::spawn(Path::new(common::EXE), &h.container(&["wait"])).unwrap();
-    let exec = config_access_collector::container::ExecArgs {
+    let exec = config_access_collector::demo::container::ExecArgs {
         join_mount_ns: Some(main.pid),
         chroot: Some(h.sb.container_root()),
         uid: Some(65534),
@@ -305,7 +305,7 @@ fn denied_open_as_non_root_through_container_and_host_paths() {
 
     // Host path, by a process that exits at once: resolved through its mount namespace.
     let host = h.secret.join("api-key");
-    let args = config_access_collector::container::ExecArgs {
+    let args = config_access_collector::demo::container::ExecArgs {
         uid: Some(65534),
         steps: vec![format!("open:{}", host.display())],
         ..Default::default()
@@ -324,7 +324,7 @@ fn failed_open_on_a_kubelet_volume_path_is_reported() {
     }
     let mut h = Harness::start();
     let missing = h.secret.join("no-such-key");
-    let args = config_access_collector::container::ExecArgs {
+    let args = config_access_collector::demo::container::ExecArgs {
         steps: vec![format!("open:{}", missing.display())],
         ..Default::default()
     };
@@ -335,7 +335,7 @@ fn failed_open_on_a_kubelet_volume_path_is_reported() {
     assert_eq!(ev.result, "ENOENT");
     // A failure elsewhere is not reported.
     let elsewhere = h.sb.scratch().join("no-such-file");
-    let args = config_access_collector::container::ExecArgs {
+    let args = config_access_collector::demo::container::ExecArgs {
         steps: vec![format!("open:{}", elsewhere.display())],
         ..Default::default()
     };
@@ -454,7 +454,7 @@ fn cgroup_v1_fallback_id_is_carried() {
         return;
     }
     let v1 = Path::new("/sys/fs/cgroup/memory");
-    if config_access_collector::cgroup::detect_v1_subsys("auto").is_none()
+    if config_access_collector::enrich::cgroup::detect_v1_subsys("auto").is_none()
         || !v1.join("cgroup.procs").exists()
     {
         eprintln!(

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fake_apiserver::{pod, FakeApiServer};
-use config_access_collector::pods::{client, watch_pods, LabelFilter, PodStore, WatchSettings};
+use config_access_collector::enrich::pods::{
+    client, watch_pods, LabelFilter, PodStore, WatchSettings,
+};
 use serde_json::json;
 
 const CID: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";

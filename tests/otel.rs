@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::receivers::{self, attrs, scrape, value, OtlpReceiver, Prometheus};
 use common::{privileged, read_volumes, wait, Harness, POD};
 use config_access_collector::config::{Config, OtlpProtocol};
-use config_access_collector::container::ExecArgs;
+use config_access_collector::demo::container::ExecArgs;
 
 const CID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{privileged, POD};
-use config_access_collector::container::{ContainerProc, ExecArgs};
-use config_access_collector::decode::{decode_event, decode_sample};
-use config_access_collector::probe::{Probe, ProbeOptions};
-use config_access_collector::sandbox::Sandbox;
-use config_access_collector::volumes::{scan, KernelDirs, VolumeRegistry, VolumeType};
+use config_access_collector::demo::container::{ContainerProc, ExecArgs};
+use config_access_collector::demo::sandbox::Sandbox;
+use config_access_collector::enrich::volumes::{scan, VolumeRegistry};
+use config_access_collector::kernel::decode::{decode_event, decode_sample};
+use config_access_collector::kernel::maps::KernelDirs;
+use config_access_collector::kernel::probe::{Probe, ProbeOptions, ProbeStorage};
+use config_access_collector::model::volume::VolumeType;
 use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 
 /// A sandbox with one secret volume registered in `probe`'s maps.
@@ -40,12 +42,17 @@ fn overflowing_the_ring_buffer_is_fully_accounted() {
         return;
     }
     // One page of ring: a handful of 624-byte records fit.
-    let mut probe = Probe::load(&ProbeOptions {
-        ring_bytes: 4096,
-        sample_every: 0,
-        wakeup_bytes: 4096,
-        ..ProbeOptions::default()
-    })
+    let mut storage = ProbeStorage::uninit();
+
+    let mut probe = Probe::load(
+        &mut storage,
+        &ProbeOptions {
+            ring_bytes: 4096,
+            sample_every: 0,
+            wakeup_bytes: 4096,
+            ..ProbeOptions::default()
+        },
+    )
     .unwrap();
     let (_sb, dir, _kernel) = watched_volume(&probe);
     const OPENS: u64 = 500;
@@ -92,10 +99,15 @@ fn sampler_records_pid_to_cgroup() {
     if !privileged("sampler_records_pid_to_cgroup") {
         return;
     }
-    let probe = Probe::load(&ProbeOptions {
-        sample_every: 1,
-        ..ProbeOptions::default()
-    })
+    let mut storage = ProbeStorage::uninit();
+
+    let probe = Probe::load(
+        &mut storage,
+        &ProbeOptions {
+            sample_every: 1,
+            ..ProbeOptions::default()
+        },
+    )
     .unwrap();
     assert!(probe.attached_programs().contains(&"sample_syscall"));
     let mut sb = Sandbox::new().unwrap();
@@ -125,10 +137,15 @@ fn sampler_records_pid_to_cgroup() {
     p.finish().unwrap();
     assert!(probe.stats_reader().unwrap().read().unwrap().sampled > 0);
 
-    let off = Probe::load(&ProbeOptions {
-        sample_every: 0,
-        ..ProbeOptions::default()
-    })
+    let mut storage = ProbeStorage::uninit();
+
+    let off = Probe::load(
+        &mut storage,
+        &ProbeOptions {
+            sample_every: 0,
+            ..ProbeOptions::default()
+        },
+    )
     .unwrap();
     assert!(
         !off.attached_programs().contains(&"sample_syscall"),

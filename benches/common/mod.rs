@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use config_access_collector::sandbox::Sandbox;
-use config_access_collector::volumes::VolumeType;
+use config_access_collector::demo::sandbox::Sandbox;
+use config_access_collector::model::volume::VolumeType;
 
 /// Exits with a message unless running as root (the benchmarks load BPF programs).
 pub fn require_root(bench: &str) {

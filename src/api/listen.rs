@@ -24,7 +24,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -40,6 +40,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
+
+use crate::model::stats::{ListenerKind, ListenerStats};
 
 /// Largest request head (request line and headers), in bytes.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -75,66 +77,6 @@ impl Default for Limits {
             http_timeout: Duration::from_secs(10),
             api_max_mounts: 4096,
         }
-    }
-}
-
-/// A listener, as the `listener` label of the connection metrics names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    /// `/healthz` and `/readyz`.
-    Health,
-    /// Prometheus `/metrics`.
-    Metrics,
-    /// The correlation API on the Unix socket.
-    ApiSocket,
-    /// The correlation API on TCP.
-    ApiTcp,
-}
-
-impl ListenerKind {
-    /// Every listener.
-    pub const ALL: [Self; 4] = [Self::Health, Self::Metrics, Self::ApiSocket, Self::ApiTcp];
-
-    /// The `listener` label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Health => "health",
-            Self::Metrics => "metrics",
-            Self::ApiSocket => "api_socket",
-            Self::ApiTcp => "api_tcp",
-        }
-    }
-}
-
-/// Counters of one listener.
-#[derive(Debug, Default)]
-pub struct ListenerCounters {
-    /// Whether the listener is open.
-    pub enabled: AtomicBool,
-    /// Connections closed at once because the budget was used up.
-    pub refused: AtomicU64,
-    /// Connections closed, or requests answered 408, because a timeout passed.
-    pub timeouts: AtomicU64,
-    /// Connections open now.
-    pub open: AtomicU64,
-}
-
-/// Counters of every listener.
-#[derive(Debug, Default)]
-pub struct ListenerStats([ListenerCounters; 4]);
-
-impl ListenerStats {
-    /// The counters of `kind`.
-    pub fn get(&self, kind: ListenerKind) -> &ListenerCounters {
-        &self.0[kind as usize]
-    }
-
-    /// The open listeners.
-    pub fn enabled(&self) -> impl Iterator<Item = (ListenerKind, &ListenerCounters)> {
-        ListenerKind::ALL
-            .into_iter()
-            .map(|k| (k, self.get(k)))
-            .filter(|(_, c)| c.enabled.load(Ordering::Relaxed))
     }
 }
 

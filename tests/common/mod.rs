@@ -11,12 +11,12 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use config_access_collector::collector::Collector;
+use config_access_collector::agent::Collector;
 use config_access_collector::config::Config;
-use config_access_collector::container::{ContainerProc, ExecArgs};
+use config_access_collector::demo::container::{ContainerProc, ExecArgs};
+use config_access_collector::demo::sandbox::Sandbox;
 use config_access_collector::demo::{build_pod, PodVolumes};
-use config_access_collector::event::AccessEvent;
-use config_access_collector::sandbox::Sandbox;
+use config_access_collector::model::event::AccessEvent;
 
 pub const POD: &str = config_access_collector::demo::POD_UID;
 pub const EXE: &str = env!("CARGO_BIN_EXE_config-access-collector");

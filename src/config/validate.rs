@@ -1,0 +1,238 @@
+//! Checks of values that parse but make no sense, and the parsed forms of
+//! the listener addresses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::{invalid, Config, ConfigError};
+
+impl Config {
+    /// Checks values that parse but make no sense; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_kernel()?;
+        self.validate_sources()?;
+        self.health_addr()?;
+        self.api_socket_spec()?;
+        self.api_tcp()?;
+        self.validate_outputs()?;
+        self.validate_minimums()?;
+        self.validate_headers()?;
+        self.metrics_addr()?;
+        self.validate_log_level()
+    }
+
+    /// The ring buffer, its wakeups and the reader's queue.
+    fn validate_kernel(&self) -> Result<(), ConfigError> {
+        let rb = self.ring_buffer_bytes;
+        if rb < 4096 || !rb.is_power_of_two() {
+            return Err(invalid(
+                "ring_buffer_bytes",
+                format!("must be a power of two of at least 4096, got {rb}"),
+            ));
+        }
+        if self.wakeup_bytes == 0 || self.wakeup_bytes > u64::from(rb) {
+            return Err(invalid(
+                "wakeup_bytes",
+                format!(
+                    "must be between 1 and ring_buffer_bytes ({rb}), got {}",
+                    self.wakeup_bytes
+                ),
+            ));
+        }
+        if !(1..=10_000).contains(&self.flush_interval_ms) {
+            return Err(invalid(
+                "flush_interval_ms",
+                format!("must be 1..=10000, got {}", self.flush_interval_ms),
+            ));
+        }
+        if self.buffer_size == 0 {
+            return Err(invalid("buffer_size", "must be at least 1"));
+        }
+        if self.rescan_interval_ms < 100 {
+            return Err(invalid(
+                "rescan_interval_ms",
+                format!("must be at least 100, got {}", self.rescan_interval_ms),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where volumes and pod metadata come from.
+    fn validate_sources(&self) -> Result<(), ConfigError> {
+        if !self.kubelet_root.is_absolute() {
+            return Err(invalid(
+                "kubelet_root",
+                format!(
+                    "must be an absolute path, got {}",
+                    self.kubelet_root.display()
+                ),
+            ));
+        }
+        if self.volume_types().is_empty() {
+            return Err(invalid(
+                "monitor_secrets",
+                "every monitor_* key is false: nothing to watch",
+            ));
+        }
+        if let Some(url) = &self.kube_api_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "kube_api_url",
+                    format!("must be an http:// or https:// URL, got {url}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The event file and the OTLP endpoint.
+    fn validate_outputs(&self) -> Result<(), ConfigError> {
+        if self.output_file_max_bytes < 4096 {
+            return Err(invalid(
+                "output_file_max_bytes",
+                format!("must be at least 4096, got {}", self.output_file_max_bytes),
+            ));
+        }
+        if self.output_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid("output_file", "must be an absolute path"));
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            let ok = (e.starts_with("http://") || e.starts_with("https://"))
+                && e.parse::<axum::http::Uri>().is_ok();
+            if !ok {
+                return Err(invalid(
+                    "otlp_endpoint",
+                    format!("must be an http:// or https:// URL, got {e}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Numbers with a lower bound.
+    fn validate_minimums(&self) -> Result<(), ConfigError> {
+        for (key, v, min) in [
+            ("otlp_timeout_ms", self.otlp_timeout_ms, 1),
+            (
+                "metrics_export_interval_ms",
+                self.metrics_export_interval_ms,
+                100,
+            ),
+            ("otlp_logs_queue", self.otlp_logs_queue as u64, 1),
+            ("otlp_logs_batch", self.otlp_logs_batch as u64, 1),
+            (
+                "metrics_cardinality_limit",
+                self.metrics_cardinality_limit as u64,
+                1,
+            ),
+            ("shutdown_timeout_ms", self.shutdown_timeout_ms, 1),
+            ("api_max_connections", self.api_max_connections as u64, 1),
+            (
+                "health_max_connections",
+                self.health_max_connections as u64,
+                1,
+            ),
+            ("http_timeout_ms", self.http_timeout_ms, 100),
+            ("api_max_mounts", self.api_max_mounts as u64, 1),
+        ] {
+            if v < min {
+                return Err(invalid(key, format!("must be at least {min}, got {v}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Extra OTLP headers must be valid HTTP.
+    fn validate_headers(&self) -> Result<(), ConfigError> {
+        self.otlp_header_map().map(|_| ())
+    }
+
+    /// The extra OTLP headers as HTTP headers; the error names the bad one.
+    pub fn otlp_header_map(&self) -> Result<axum::http::HeaderMap, ConfigError> {
+        let mut map = axum::http::HeaderMap::new();
+        for (k, v) in &self.otlp_headers {
+            let name = axum::http::HeaderName::from_bytes(k.as_bytes());
+            let value = axum::http::HeaderValue::from_str(v);
+            let (Ok(name), Ok(value)) = (name, value) else {
+                return Err(invalid(
+                    &format!("otlp_headers.{k}"),
+                    "not a valid HTTP header name and value",
+                ));
+            };
+            map.insert(name, value);
+        }
+        Ok(map)
+    }
+
+    fn validate_log_level(&self) -> Result<(), ConfigError> {
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(invalid(
+                "log_level",
+                format!("not a log filter: {}", self.log_level),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Address of the Prometheus endpoint (`None`: off), validated.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.metrics_listen.as_str() {
+            "off" => Ok(None),
+            v => v.parse().map(Some).map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    format!("not an address like 0.0.0.0:9891, or off: {v}"),
+                )
+            }),
+        }
+    }
+
+    /// The health listener's address (`None`: off), validated.
+    pub fn health_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.health_listen.as_str() {
+            "off" => Ok(None),
+            v => parse_addr("health_listen", v).map(Some),
+        }
+    }
+
+    /// The API socket's path and file mode (`None`: off), validated.
+    pub fn api_socket_spec(&self) -> Result<Option<(PathBuf, u32)>, ConfigError> {
+        let mode = u32::from_str_radix(self.api_socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                invalid(
+                    "api_socket_mode",
+                    format!("not an octal file mode like 0660: {}", self.api_socket_mode),
+                )
+            })?;
+        match self.api_socket.as_str() {
+            "off" => Ok(None),
+            p if p.starts_with('/') => Ok(Some((PathBuf::from(p), mode))),
+            p => Err(invalid(
+                "api_socket",
+                format!("must be an absolute path or off, got {p}"),
+            )),
+        }
+    }
+
+    /// The API's TCP address and token file (`None`: off), validated.
+    pub fn api_tcp(&self) -> Result<Option<(SocketAddr, Option<PathBuf>)>, ConfigError> {
+        let tcp = match &self.api_listen {
+            None => None,
+            Some(v) => Some((parse_addr("api_listen", v)?, self.api_token_file.clone())),
+        };
+        if self.api_token_file.is_some() && tcp.is_none() {
+            return Err(invalid(
+                "api_token_file",
+                "set api_listen too: the token guards writes over TCP",
+            ));
+        }
+        Ok(tcp)
+    }
+}
+
+fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse()
+        .map_err(|_| invalid(key, format!("not an address like 0.0.0.0:9890: {v}")))
+}

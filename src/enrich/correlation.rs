@@ -1,0 +1,471 @@
+//! Correlation maps that sibling collectors query, mirroring the published
+//! collector's API: `add_container_pid`, `add_pod_info(cgroup_id, PodInfo)`,
+//! `add_mount_info(path_hash, MountInfo)`, and their lookups.
+//!
+//! Pod and process entries live in BPF maps (`pod_info`: cgroup id -> pod,
+//! `container_pids`: tgid -> container), so sibling BPF programs can read them
+//! too; mount information (keyed by the blake3 hash of the volume's host path)
+//! lives here. [`CorrelationMaps::sync`] fills the kernel maps from the
+//! sampler's pid -> cgroup records and removes entries whose cgroup is gone;
+//! the kernel itself copies a parent's container entry at fork and drops a
+//! process's entries at exit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use super::cgroup::{CgroupResolver, Resolution};
+use super::pods::PodMetadata;
+use super::volumes::Volume;
+pub use crate::kernel::maps::KernelMaps;
+use crate::kernel::maps::MapError;
+pub use crate::model::correlation::{ContainerPid, MountInfo, PodInfo};
+use crate::model::volume::VolumeType;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum CorrelationError {
+    #[error("the correlation maps need the loaded BPF programs")]
+    NoKernelMaps,
+    #[error("process {0} not found or not readable")]
+    NoProcess(u32),
+    #[error("the {map} table is full ({entries} entries)")]
+    Full { map: &'static str, entries: usize },
+    #[error(transparent)]
+    Map(#[from] MapError),
+}
+
+/// What one [`CorrelationMaps::sync`] pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub pids_added: usize,
+    pub pods_added: usize,
+    pub pods_removed: usize,
+}
+
+impl MountInfo {
+    /// Mount information of a discovered volume.
+    pub fn from_volume(volume: &Volume) -> Self {
+        Self {
+            name: volume.name.clone(),
+            namespace: None,
+            mount_path: volume.mount_path.to_string_lossy().into_owned(),
+            is_secret: volume.volume_type == VolumeType::Secret,
+            volume_type: volume.volume_type.as_str().to_string(),
+            pod_uid: volume.pod_uid.clone(),
+        }
+    }
+}
+
+/// The `PodInfo` of pod `uid`, with names from `pods` when it knows the pod.
+pub fn pod_info_for(uid: &str, pods: &dyn PodMetadata, created_at: i64) -> PodInfo {
+    let meta = pods.pod(uid);
+    PodInfo {
+        pod_uid: uid.to_string(),
+        namespace: meta
+            .as_ref()
+            .map(|m| m.namespace.to_string())
+            .unwrap_or_default(),
+        pod_name: meta
+            .as_ref()
+            .map(|m| m.name.to_string())
+            .unwrap_or_default(),
+        created_at,
+    }
+}
+
+/// A correlation operation, as counted by `kernel_monitor_pod_correlation{operation}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorrelationOp {
+    /// An event's cgroup resolved to a pod or the host.
+    CgroupLookup,
+    /// An event's cgroup could not be resolved.
+    CgroupLookupMiss,
+    /// API reads.
+    PodByCgroup,
+    PodByPid,
+    PodByUid,
+    ContainerByPid,
+    MountLookup,
+    /// API writes.
+    AddContainerPid,
+    AddPodInfo,
+    AddMountInfo,
+    /// Kernel map entries written or removed from the sampler's records.
+    SyncContainerPid,
+    SyncPodInfo,
+    SyncPodRemoved,
+}
+
+impl CorrelationOp {
+    /// Every operation.
+    pub const ALL: [Self; 13] = [
+        Self::CgroupLookup,
+        Self::CgroupLookupMiss,
+        Self::PodByCgroup,
+        Self::PodByPid,
+        Self::PodByUid,
+        Self::ContainerByPid,
+        Self::MountLookup,
+        Self::AddContainerPid,
+        Self::AddPodInfo,
+        Self::AddMountInfo,
+        Self::SyncContainerPid,
+        Self::SyncPodInfo,
+        Self::SyncPodRemoved,
+    ];
+
+    /// The `operation` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CgroupLookup => "cgroup_lookup",
+            Self::CgroupLookupMiss => "cgroup_lookup_miss",
+            Self::PodByCgroup => "pod_by_cgroup",
+            Self::PodByPid => "pod_by_pid",
+            Self::PodByUid => "pod_by_uid",
+            Self::ContainerByPid => "container_by_pid",
+            Self::MountLookup => "mount_lookup",
+            Self::AddContainerPid => "add_container_pid",
+            Self::AddPodInfo => "add_pod_info",
+            Self::AddMountInfo => "add_mount_info",
+            Self::SyncContainerPid => "sync_container_pid",
+            Self::SyncPodInfo => "sync_pod_info",
+            Self::SyncPodRemoved => "sync_pod_removed",
+        }
+    }
+}
+
+/// Counts of [`CorrelationOp`]s.
+#[derive(Debug, Default)]
+pub struct CorrelationOps([AtomicU64; CorrelationOp::ALL.len()]);
+
+impl CorrelationOps {
+    /// Counts `n` operations of kind `op`.
+    pub fn add(&self, op: CorrelationOp, n: u64) {
+        self.0[op as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one operation of kind `op`.
+    pub fn bump(&self, op: CorrelationOp) {
+        self.add(op, 1);
+    }
+
+    /// How many operations of kind `op` were counted.
+    pub fn get(&self, op: CorrelationOp) -> u64 {
+        self.0[op as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Most entries of the kernel `pod_info` map (`max_entries` in the BPF object).
+pub const POD_INFO_ENTRIES: usize = 16384;
+
+/// A refused [`CorrelationMaps::post_mount_info`]: the posted entries reached the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the mount table holds {max} entries posted through the API (api_max_mounts)")]
+pub struct MountsFull {
+    /// The bound.
+    pub max: usize,
+}
+
+/// What [`CorrelationMaps::remove_posted_mount`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemovedMount {
+    /// The entry was posted through the API and is gone now.
+    Removed(MountInfo),
+    /// The entry is one of the collector's watched volumes: kept.
+    Watched,
+    /// No entry under that hash.
+    Missing,
+}
+
+/// The mount table: entries of watched volumes, and entries posted through the API.
+#[derive(Debug, Default)]
+struct Mounts {
+    /// Path hash -> the mount and whether it was posted through the API.
+    map: HashMap<String, (MountInfo, bool)>,
+    /// How many entries of `map` were posted.
+    posted: usize,
+}
+
+/// Shared correlation state.
+#[derive(Debug, Default)]
+pub struct CorrelationMaps {
+    mounts: RwLock<Mounts>,
+    kernel: Option<KernelMaps>,
+    /// Operation counts for the metrics.
+    pub ops: CorrelationOps,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl CorrelationMaps {
+    /// Mount information only (no kernel maps).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Backed by the loaded programs' maps.
+    pub fn with_kernel(kernel: KernelMaps) -> Self {
+        Self {
+            kernel: Some(kernel),
+            ..Self::default()
+        }
+    }
+
+    fn kernel(&self) -> Result<&KernelMaps, CorrelationError> {
+        self.kernel.as_ref().ok_or(CorrelationError::NoKernelMaps)
+    }
+
+    /// Records the pod of a cgroup; [`CorrelationError::Full`] when the
+    /// kernel map holds [`POD_INFO_ENTRIES`] other cgroups.
+    pub fn add_pod_info(&self, cgroup_id: u64, info: PodInfo) -> Result<(), CorrelationError> {
+        self.kernel()?.put_pod_info(cgroup_id, &info).map_err(|e| {
+            if e.is_full() {
+                CorrelationError::Full {
+                    map: "pod_info",
+                    entries: POD_INFO_ENTRIES,
+                }
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    /// The pod of a cgroup.
+    pub fn pod_by_cgroup(&self, cgroup_id: u64) -> Option<PodInfo> {
+        self.kernel().ok()?.pod_info(cgroup_id)
+    }
+
+    /// Forgets a cgroup's pod.
+    pub fn remove_pod_info(&self, cgroup_id: u64) -> Result<(), CorrelationError> {
+        Ok(self.kernel()?.delete_pod_info(cgroup_id)?)
+    }
+
+    /// Every (cgroup id, pod) entry.
+    pub fn pod_infos(&self) -> Vec<(u64, PodInfo)> {
+        let Ok(k) = self.kernel() else {
+            return Vec::new();
+        };
+        k.pod_info_ids()
+            .into_iter()
+            .filter_map(|id| Some((id, k.pod_info(id)?)))
+            .collect()
+    }
+
+    /// Records the container of process `pid`.
+    pub fn set_container_pid(
+        &self,
+        pid: u32,
+        container: &ContainerPid,
+    ) -> Result<(), CorrelationError> {
+        Ok(self.kernel()?.put_container_pid(pid, container)?)
+    }
+
+    /// Records process `pid` as a container process, resolving its container
+    /// from its cgroup (`/proc/<pid>/cgroup`).
+    pub fn add_container_pid(
+        &self,
+        pid: u32,
+        cgroups: &CgroupResolver,
+    ) -> Result<ContainerPid, CorrelationError> {
+        let (cgroup_id, info) = cgroups
+            .cgroup_of_pid(pid)
+            .ok_or(CorrelationError::NoProcess(pid))?;
+        let c = ContainerPid {
+            cgroup_id,
+            container_id: info.container_id.clone().unwrap_or_default(),
+        };
+        self.set_container_pid(pid, &c)?;
+        Ok(c)
+    }
+
+    /// The container of process `pid`.
+    pub fn container_of_pid(&self, pid: u32) -> Option<ContainerPid> {
+        self.kernel().ok()?.container_pid(pid)
+    }
+
+    /// Fills the kernel maps from the sampler's records and drops entries
+    /// whose cgroup no longer exists.
+    pub fn sync(&self, cgroups: &CgroupResolver, pods: &dyn PodMetadata) -> SyncReport {
+        let mut report = SyncReport::default();
+        let Ok(k) = self.kernel() else { return report };
+        let pod_of = |uid: &str| pod_info_for(uid, pods, now_secs());
+        for sample in k.samples() {
+            let tgid = sample.tgid;
+            let Resolution::Found(info) = cgroups.resolve(sample.cgroup_id, sample.cgroup_v1_id)
+            else {
+                continue;
+            };
+            let Some(uid) = info.pod_uid.as_deref() else {
+                continue;
+            };
+            if self.container_of_pid(tgid).is_none() {
+                let c = ContainerPid {
+                    cgroup_id: sample.cgroup_id,
+                    container_id: info.container_id.clone().unwrap_or_default(),
+                };
+                report.pids_added += usize::from(self.set_container_pid(tgid, &c).is_ok());
+            }
+            let known = self.pod_by_cgroup(sample.cgroup_id);
+            if known
+                .as_ref()
+                .is_none_or(|p| p.pod_name.is_empty() && pods.pod(uid).is_some())
+            {
+                report.pods_added +=
+                    usize::from(self.add_pod_info(sample.cgroup_id, pod_of(uid)).is_ok());
+            }
+        }
+        for (cgroup_id, _) in self.pod_infos() {
+            if cgroups.resolve(cgroup_id, 0) == Resolution::Unknown {
+                report.pods_removed += usize::from(self.remove_pod_info(cgroup_id).is_ok());
+            }
+        }
+        self.ops
+            .add(CorrelationOp::SyncContainerPid, report.pids_added as u64);
+        self.ops
+            .add(CorrelationOp::SyncPodInfo, report.pods_added as u64);
+        self.ops
+            .add(CorrelationOp::SyncPodRemoved, report.pods_removed as u64);
+        report
+    }
+
+    /// Records a watched volume's mount under the blake3 hash of its path
+    /// (never refused; an entry posted under the same hash becomes the volume's).
+    pub fn add_mount_info(&self, path_hash: &str, info: MountInfo) {
+        let mut m = self.mounts.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, true)) = m.map.insert(path_hash.to_string(), (info, false)) {
+            m.posted -= 1;
+        }
+    }
+
+    /// Records a mount posted through the API, unless `max` posted entries
+    /// exist already. Replacing an existing entry is always accepted (a
+    /// watched volume's entry stays the volume's).
+    pub fn post_mount_info(
+        &self,
+        path_hash: &str,
+        info: MountInfo,
+        max: usize,
+    ) -> Result<(), MountsFull> {
+        let mut m = self.mounts.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = m.map.get_mut(path_hash) {
+            entry.0 = info;
+            return Ok(());
+        }
+        if m.posted >= max {
+            return Err(MountsFull { max });
+        }
+        m.map.insert(path_hash.to_string(), (info, true));
+        m.posted += 1;
+        Ok(())
+    }
+
+    /// Forgets a mount (the watcher, when a volume goes).
+    pub fn remove_mount_info(&self, path_hash: &str) -> Option<MountInfo> {
+        let mut m = self.mounts.write().unwrap_or_else(|e| e.into_inner());
+        let (info, posted) = m.map.remove(path_hash)?;
+        if posted {
+            m.posted -= 1;
+        }
+        Some(info)
+    }
+
+    /// Forgets a mount posted through the API; a watched volume's entry stays.
+    pub fn remove_posted_mount(&self, path_hash: &str) -> RemovedMount {
+        let mut m = self.mounts.write().unwrap_or_else(|e| e.into_inner());
+        match m.map.get(path_hash) {
+            None => RemovedMount::Missing,
+            Some((_, false)) => RemovedMount::Watched,
+            Some((_, true)) => {
+                m.posted -= 1;
+                m.map
+                    .remove(path_hash)
+                    .map_or(RemovedMount::Missing, |(info, _)| {
+                        RemovedMount::Removed(info)
+                    })
+            }
+        }
+    }
+
+    /// How many mounts were posted through the API (and not removed).
+    pub fn posted_mounts(&self) -> usize {
+        self.mounts.read().map_or(0, |m| m.posted)
+    }
+
+    /// The mount recorded under `path_hash`.
+    pub fn mount_info(&self, path_hash: &str) -> Option<MountInfo> {
+        self.mounts
+            .read()
+            .ok()?
+            .map
+            .get(path_hash)
+            .map(|e| e.0.clone())
+    }
+
+    /// Every recorded mount with its hash.
+    pub fn mounts(&self) -> Vec<(String, MountInfo)> {
+        let Ok(m) = self.mounts.read() else {
+            return Vec::new();
+        };
+        let mut all: Vec<_> = m
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        all.sort_by(|a, b| a.1.mount_path.cmp(&b.1.mount_path));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(path: &str) -> MountInfo {
+        MountInfo {
+            name: "n".into(),
+            namespace: None,
+            mount_path: path.into(),
+            is_secret: true,
+            volume_type: "secret".into(),
+            pod_uid: "u".into(),
+        }
+    }
+
+    #[test]
+    fn posted_mounts_are_bounded_and_watched_ones_are_not() {
+        let c = CorrelationMaps::new();
+        c.add_mount_info("w", mount("/w"));
+        c.post_mount_info("a", mount("/a"), 2).unwrap();
+        c.post_mount_info("b", mount("/b"), 2).unwrap();
+        assert_eq!(
+            c.post_mount_info("c", mount("/c"), 2),
+            Err(MountsFull { max: 2 })
+        );
+        // Replacing is not adding; the watcher is never refused.
+        c.post_mount_info("a", mount("/a2"), 2).unwrap();
+        c.post_mount_info("w", mount("/w2"), 2).unwrap();
+        c.add_mount_info("x", mount("/x"));
+        assert_eq!(c.posted_mounts(), 2);
+        assert_eq!(c.remove_posted_mount("w"), RemovedMount::Watched);
+        assert_eq!(c.remove_posted_mount("nope"), RemovedMount::Missing);
+        assert!(
+            matches!(c.remove_posted_mount("a"), RemovedMount::Removed(m) if m.mount_path == "/a2")
+        );
+        c.post_mount_info("c", mount("/c"), 2).unwrap();
+        // A watched volume taking over a posted entry frees its slot.
+        c.add_mount_info("c", mount("/c"));
+        assert_eq!(c.posted_mounts(), 1);
+        assert_eq!(
+            c.remove_mount_info("b").map(|m| m.mount_path),
+            Some("/b".into())
+        );
+        assert_eq!(c.posted_mounts(), 0);
+        assert_eq!(c.mounts().len(), 3);
+    }
+}

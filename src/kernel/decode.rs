@@ -1,0 +1,370 @@
+//! Event decoding: the one place where raw bytes from the kernel become typed values.
+//!
+//! Ring-buffer records are copied at once into owned [`KernelEvent`]s; map keys
+//! and values are turned into bytes here too. The ABI structs come from the
+//! skeleton's BTF ([`super::abi`]), never from hand-written Rust declarations;
+//! their `Pod` impls (the one `unsafe` of the decoding) live there too.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use super::abi::types::{
+    cac_container_pid, cac_dir_key, cac_event, cac_event_kind, cac_limits, cac_pod_info,
+    cac_sample, cac_syscall,
+};
+use crate::model::correlation::{ContainerPid, PodInfo};
+use crate::model::volume::FileId;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The record is not the size of `struct cac_event`.
+    #[error("ring-buffer record of {got} bytes, expected {want}")]
+    Size { got: usize, want: usize },
+    /// A field holds a value the ABI does not define.
+    #[error("unknown {field} value {value}")]
+    Unknown { field: &'static str, value: u32 },
+}
+
+/// Why the kernel emitted an event (`enum cac_event_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A regular file inside a watched volume directory was opened.
+    VolumeOpen,
+    /// An open failed on a path naming the kubelet volume tree.
+    VolumePathFailed,
+    /// An open failed with EACCES or EPERM; user space resolves the path.
+    Denied,
+}
+
+/// The open-family syscall of an event (`enum cac_syscall`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syscall {
+    Openat,
+    Openat2,
+    Open,
+    Creat,
+    OpenByHandleAt,
+}
+
+impl Syscall {
+    /// The syscall's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Syscall::Openat => "openat",
+            Syscall::Openat2 => "openat2",
+            Syscall::Open => "open",
+            Syscall::Creat => "creat",
+            Syscall::OpenByHandleAt => "open_by_handle_at",
+        }
+    }
+}
+
+/// A decoded, owned ring-buffer record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelEvent {
+    pub kind: EventKind,
+    pub syscall: Syscall,
+    /// CLOCK_MONOTONIC nanoseconds at syscall exit.
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    /// 0 when no cgroup v1 hierarchy is used.
+    pub cgroup_v1_id: u64,
+    /// The opened file; `None` for failed opens.
+    pub file: Option<FileId>,
+    /// The matched volume (id given by user space, directory identity).
+    pub volume: Option<(u32, FileId)>,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mnt_ns: u32,
+    /// The fd on success, `-errno` on failure.
+    pub ret: i32,
+    /// Directory fd argument; `None` for syscalls without one.
+    pub dirfd: Option<i32>,
+    pub open_flags: u32,
+    /// `FMODE_*` bits of the opened file (0 on failure).
+    pub fmode: u32,
+    /// Levels between the file and its volume directory.
+    pub depth: u8,
+    pub comm: String,
+    /// Path argument as passed (`None` when the syscall has none or it could not be read).
+    pub path: Option<PathBuf>,
+    /// Name of the opened file's dentry.
+    pub name: Option<String>,
+}
+
+/// Bytes up to the first NUL (or all of them), bounded by `len` when non-zero.
+fn c_bytes(raw: &[i8], len: u16) -> &[u8] {
+    let bytes: &[u8] = bytemuck::cast_slice(raw);
+    let bytes = if len > 0 {
+        &bytes[..usize::from(len).min(bytes.len())]
+    } else {
+        bytes
+    };
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
+    let want = std::mem::size_of::<cac_event>();
+    if record.len() != want {
+        return Err(DecodeError::Size {
+            got: record.len(),
+            want,
+        });
+    }
+    let raw: cac_event = bytemuck::pod_read_unaligned(record);
+    let kind = match u32::from(raw.kind) {
+        k if k == cac_event_kind::CAC_KIND_VOLUME_OPEN.0 => EventKind::VolumeOpen,
+        k if k == cac_event_kind::CAC_KIND_VOLUME_PATH_FAILED.0 => EventKind::VolumePathFailed,
+        k if k == cac_event_kind::CAC_KIND_DENIED.0 => EventKind::Denied,
+        value => {
+            return Err(DecodeError::Unknown {
+                field: "kind",
+                value,
+            })
+        }
+    };
+    let syscall = match u32::from(raw.syscall) {
+        s if s == cac_syscall::CAC_SYS_OPENAT.0 => Syscall::Openat,
+        s if s == cac_syscall::CAC_SYS_OPENAT2.0 => Syscall::Openat2,
+        s if s == cac_syscall::CAC_SYS_OPEN.0 => Syscall::Open,
+        s if s == cac_syscall::CAC_SYS_CREAT.0 => Syscall::Creat,
+        s if s == cac_syscall::CAC_SYS_OPEN_BY_HANDLE_AT.0 => Syscall::OpenByHandleAt,
+        value => {
+            return Err(DecodeError::Unknown {
+                field: "syscall",
+                value,
+            })
+        }
+    };
+    let path = (raw.path_len > 0)
+        .then(|| PathBuf::from(OsStr::from_bytes(c_bytes(&raw.path, raw.path_len))));
+    let name = (raw.name_len > 0)
+        .then(|| String::from_utf8_lossy(c_bytes(&raw.name, raw.name_len)).into_owned());
+    let opened = kind == EventKind::VolumeOpen;
+    Ok(KernelEvent {
+        kind,
+        syscall,
+        ts_ns: raw.ts_ns,
+        cgroup_id: raw.cgroup_id,
+        cgroup_v1_id: raw.cgroup_v1_id,
+        file: opened.then_some(FileId {
+            dev: raw.file_dev,
+            ino: raw.file_ino,
+        }),
+        volume: opened.then_some((
+            raw.volume_id,
+            FileId {
+                dev: raw.file_dev,
+                ino: raw.vol_ino,
+            },
+        )),
+        tgid: raw.tgid,
+        tid: raw.tid,
+        uid: raw.uid,
+        gid: raw.gid,
+        mnt_ns: raw.mnt_ns,
+        ret: raw.ret,
+        dirfd: (raw.dirfd != cac_limits::CAC_NO_DIRFD.0).then_some(raw.dirfd),
+        open_flags: raw.open_flags,
+        fmode: raw.fmode,
+        depth: raw.depth,
+        comm: String::from_utf8_lossy(c_bytes(&raw.comm, 0)).into_owned(),
+        path,
+        name,
+    })
+}
+
+/// Key bytes of `watched_dirs` for a directory.
+pub fn dir_key(dir: FileId) -> cac_dir_key {
+    cac_dir_key {
+        ino: dir.ino,
+        dev: dir.dev,
+        _pad: 0,
+    }
+}
+
+/// Bytes of a plain ABI value, for map updates.
+pub fn bytes_of<T: bytemuck::Pod>(value: &T) -> &[u8] {
+    bytemuck::bytes_of(value)
+}
+
+/// Decodes a `pid_samples` value.
+pub fn decode_sample(bytes: &[u8]) -> Option<cac_sample> {
+    bytemuck::try_pod_read_unaligned(bytes).ok()
+}
+
+/// Copies `s` into a fixed C string field, truncated to leave the NUL.
+fn put_c_str(dst: &mut [i8], s: &str) {
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(dst);
+    bytes.fill(0);
+    let n = s.len().min(bytes.len().saturating_sub(1));
+    bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+}
+
+fn get_c_str(src: &[i8]) -> String {
+    String::from_utf8_lossy(c_bytes(src, 0)).into_owned()
+}
+
+/// Encodes a `pod_info` value.
+pub fn encode_pod_info(info: &PodInfo) -> cac_pod_info {
+    let mut raw: cac_pod_info = bytemuck::Zeroable::zeroed();
+    put_c_str(&mut raw.pod_uid, &info.pod_uid);
+    put_c_str(&mut raw.namespace, &info.namespace);
+    put_c_str(&mut raw.pod_name, &info.pod_name);
+    raw.created_at = u64::try_from(info.created_at).unwrap_or(0);
+    raw
+}
+
+/// Decodes a `pod_info` value.
+pub fn decode_pod_info(bytes: &[u8]) -> Option<PodInfo> {
+    let raw: cac_pod_info = bytemuck::try_pod_read_unaligned(bytes).ok()?;
+    Some(PodInfo {
+        pod_uid: get_c_str(&raw.pod_uid),
+        namespace: get_c_str(&raw.namespace),
+        pod_name: get_c_str(&raw.pod_name),
+        created_at: i64::try_from(raw.created_at).unwrap_or(i64::MAX),
+    })
+}
+
+/// Encodes a `container_pids` value.
+pub fn encode_container_pid(c: &ContainerPid) -> cac_container_pid {
+    let mut raw: cac_container_pid = bytemuck::Zeroable::zeroed();
+    raw.cgroup_id = c.cgroup_id;
+    put_c_str(&mut raw.container_id, &c.container_id);
+    raw
+}
+
+/// Decodes a `container_pids` value.
+pub fn decode_container_pid(bytes: &[u8]) -> Option<ContainerPid> {
+    let raw: cac_container_pid = bytemuck::try_pod_read_unaligned(bytes).ok()?;
+    Some(ContainerPid {
+        cgroup_id: raw.cgroup_id,
+        container_id: get_c_str(&raw.container_id),
+    })
+}
+
+/// Decodes a per-CPU `u64` counter value.
+pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_ne_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(edit: impl FnOnce(&mut cac_event)) -> Vec<u8> {
+        let mut ev: cac_event = bytemuck::Zeroable::zeroed();
+        ev.kind = 1;
+        ev.syscall = 1;
+        edit(&mut ev);
+        bytemuck::bytes_of(&ev).to_vec()
+    }
+
+    #[test]
+    fn decodes_strings_and_ids() {
+        let bytes = record(|ev| {
+            ev.file_dev = 0x0fe0_0001;
+            ev.file_ino = 42;
+            ev.vol_ino = 7;
+            ev.volume_id = 3;
+            ev.dirfd = -100;
+            for (d, s) in ev.comm.iter_mut().zip(b"cat\0") {
+                *d = *s as i8;
+            }
+            for (d, s) in ev.path.iter_mut().zip(b"/etc/db/password\0") {
+                *d = *s as i8;
+            }
+            ev.path_len = 17;
+            for (d, s) in ev.name.iter_mut().zip(b"password\0") {
+                *d = *s as i8;
+            }
+            ev.name_len = 9;
+        });
+        let ev = decode_event(&bytes).unwrap();
+        assert_eq!(ev.kind, EventKind::VolumeOpen);
+        assert_eq!(ev.syscall, Syscall::Openat);
+        assert_eq!(ev.comm, "cat");
+        assert_eq!(
+            ev.path.as_deref(),
+            Some(std::path::Path::new("/etc/db/password"))
+        );
+        assert_eq!(ev.name.as_deref(), Some("password"));
+        assert_eq!(ev.dirfd, Some(-100));
+        assert_eq!(
+            ev.volume,
+            Some((
+                3,
+                FileId {
+                    dev: 0x0fe0_0001,
+                    ino: 7
+                }
+            ))
+        );
+        assert_eq!(
+            ev.file,
+            Some(FileId {
+                dev: 0x0fe0_0001,
+                ino: 42
+            })
+        );
+    }
+
+    #[test]
+    fn correlation_values_round_trip_and_truncate() {
+        let info = PodInfo {
+            pod_uid: "u".repeat(36),
+            namespace: "ns".into(),
+            pod_name: "p".repeat(300),
+            created_at: 17,
+        };
+        let back = decode_pod_info(bytes_of(&encode_pod_info(&info))).unwrap();
+        assert_eq!(back.pod_uid, info.pod_uid);
+        assert_eq!(back.pod_name.len(), 127, "truncated, NUL kept");
+        assert_eq!((back.namespace.as_str(), back.created_at), ("ns", 17));
+        let c = ContainerPid {
+            cgroup_id: 9,
+            container_id: "a".repeat(64),
+        };
+        assert_eq!(
+            decode_container_pid(bytes_of(&encode_container_pid(&c))),
+            Some(c)
+        );
+        assert_eq!(decode_pod_info(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert!(matches!(
+            decode_event(&[0u8; 10]),
+            Err(DecodeError::Size { .. })
+        ));
+        let bad_kind = record(|ev| ev.kind = 99);
+        assert!(matches!(
+            decode_event(&bad_kind),
+            Err(DecodeError::Unknown {
+                field: "kind",
+                value: 99
+            })
+        ));
+        let no_dirfd = record(|ev| ev.dirfd = -1000);
+        assert_eq!(decode_event(&no_dirfd).unwrap().dirfd, None);
+    }
+
+    #[test]
+    fn unterminated_strings_stay_in_bounds() {
+        let bytes = record(|ev| {
+            ev.path = [b'a' as i8; 256];
+            ev.path_len = 300;
+            ev.comm = [b'b' as i8; 16];
+        });
+        let ev = decode_event(&bytes).unwrap();
+        assert_eq!(ev.path.unwrap().as_os_str().len(), 256);
+        assert_eq!(ev.comm.len(), 16);
+    }
+}

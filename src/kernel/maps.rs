@@ -1,0 +1,228 @@
+//! Typed access to the BPF maps user space writes and reads: the watched
+//! directories, the correlation maps and the counters. Keys and values are
+//! encoded by [`super::decode`]; callers never see raw bytes.
+
+use std::collections::HashMap;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::abi::types::{cac_dir_info, cac_stat};
+use super::decode::{
+    bytes_of, decode_container_pid, decode_pod_info, decode_sample, decode_u64, dir_key,
+    encode_container_pid, encode_pod_info,
+};
+use crate::model::correlation::{ContainerPid, PodInfo};
+use crate::model::stats::KernelStats;
+use crate::model::volume::{FileId, VolumeType};
+
+/// A BPF map operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("BPF map {map}")]
+pub struct MapError {
+    /// The map's name in the BPF object.
+    pub map: &'static str,
+    #[source]
+    pub source: libbpf_rs::Error,
+}
+
+impl MapError {
+    /// Whether the map refused a new entry because it is full.
+    pub fn is_full(&self) -> bool {
+        self.source.kind() == libbpf_rs::ErrorKind::TooBig
+    }
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> MapError {
+    move |source| MapError { map, source }
+}
+
+/// The kernel maps of watched directories (`watched_dirs`) and of their
+/// devices (`watched_devs`, reference-counted here).
+#[derive(Debug)]
+pub struct KernelDirs {
+    dirs: MapHandle,
+    devs: MapHandle,
+    dev_refs: HashMap<u32, u32>,
+}
+
+impl KernelDirs {
+    /// Over the two maps' handles.
+    pub fn new(dirs: MapHandle, devs: MapHandle) -> Self {
+        Self {
+            dirs,
+            devs,
+            dev_refs: HashMap::new(),
+        }
+    }
+
+    /// Watches directory `dir` as volume `volume_id`; on error nothing was added.
+    pub fn insert(
+        &mut self,
+        dir: FileId,
+        volume_id: u32,
+        volume_type: VolumeType,
+    ) -> Result<(), MapError> {
+        let info = cac_dir_info {
+            volume_id,
+            volume_type: super::abi::volume_type(volume_type),
+        };
+        let key = dir_key(dir);
+        self.dirs
+            .update(bytes_of(&key), bytes_of(&info), MapFlags::ANY)
+            .map_err(map_err("watched_dirs"))?;
+        let refs = self.dev_refs.get(&dir.dev).copied().unwrap_or(0) + 1;
+        let dev = self
+            .devs
+            .update(&dir.dev.to_ne_bytes(), &refs.to_ne_bytes(), MapFlags::ANY);
+        if let Err(source) = dev {
+            let _ = self.dirs.delete(bytes_of(&key));
+            return Err(map_err("watched_devs")(source));
+        }
+        self.dev_refs.insert(dir.dev, refs);
+        Ok(())
+    }
+
+    /// Stops watching `dir` (a missing entry is not an error: the goal is its absence).
+    pub fn remove(&mut self, dir: FileId) {
+        let _ = self.dirs.delete(bytes_of(&dir_key(dir)));
+        if let Some(refs) = self.dev_refs.get_mut(&dir.dev) {
+            *refs -= 1;
+            if *refs == 0 {
+                self.dev_refs.remove(&dir.dev);
+                let _ = self.devs.delete(&dir.dev.to_ne_bytes());
+            }
+        }
+    }
+}
+
+/// One record of the sampler's `pid_samples` map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidSample {
+    pub tgid: u32,
+    pub cgroup_id: u64,
+    /// 0 when no cgroup v1 hierarchy is used.
+    pub cgroup_v1_id: u64,
+}
+
+/// The kernel correlation maps: `pod_info` (cgroup id -> pod),
+/// `container_pids` (tgid -> container) and the sampler's `pid_samples`.
+#[derive(Debug)]
+pub struct KernelMaps {
+    pub pod_info: MapHandle,
+    pub container_pids: MapHandle,
+    pub pid_samples: MapHandle,
+}
+
+impl KernelMaps {
+    /// Writes the pod of a cgroup.
+    pub fn put_pod_info(&self, cgroup_id: u64, info: &PodInfo) -> Result<(), MapError> {
+        self.pod_info
+            .update(
+                &cgroup_id.to_ne_bytes(),
+                bytes_of(&encode_pod_info(info)),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("pod_info"))
+    }
+
+    /// The pod of a cgroup.
+    pub fn pod_info(&self, cgroup_id: u64) -> Option<PodInfo> {
+        let v = self
+            .pod_info
+            .lookup(&cgroup_id.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        decode_pod_info(&v)
+    }
+
+    /// Removes a cgroup's pod.
+    pub fn delete_pod_info(&self, cgroup_id: u64) -> Result<(), MapError> {
+        self.pod_info
+            .delete(&cgroup_id.to_ne_bytes())
+            .map_err(map_err("pod_info"))
+    }
+
+    /// The cgroup ids `pod_info` holds.
+    pub fn pod_info_ids(&self) -> Vec<u64> {
+        self.pod_info
+            .keys()
+            .filter_map(|key| Some(u64::from_ne_bytes(key.as_slice().try_into().ok()?)))
+            .collect()
+    }
+
+    /// Writes the container of process `tgid`.
+    pub fn put_container_pid(&self, tgid: u32, c: &ContainerPid) -> Result<(), MapError> {
+        self.container_pids
+            .update(
+                &tgid.to_ne_bytes(),
+                bytes_of(&encode_container_pid(c)),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("container_pids"))
+    }
+
+    /// The container of process `tgid`.
+    pub fn container_pid(&self, tgid: u32) -> Option<ContainerPid> {
+        let v = self
+            .container_pids
+            .lookup(&tgid.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        decode_container_pid(&v)
+    }
+
+    /// Every record of the sampler.
+    pub fn samples(&self) -> Vec<PidSample> {
+        self.pid_samples
+            .keys()
+            .filter_map(|key| {
+                let tgid = u32::from_ne_bytes(key.as_slice().try_into().ok()?);
+                let v = self.pid_samples.lookup(&key, MapFlags::ANY).ok()??;
+                let s = decode_sample(&v)?;
+                Some(PidSample {
+                    tgid,
+                    cgroup_id: s.cgroup_id,
+                    cgroup_v1_id: s.cgroup_v1_id,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads the per-CPU `stats` map.
+#[derive(Debug)]
+pub struct StatsReader {
+    map: MapHandle,
+}
+
+impl StatsReader {
+    /// Over the `stats` map's handle.
+    pub fn new(map: MapHandle) -> Self {
+        Self { map }
+    }
+
+    /// A second reader of the same map.
+    pub fn try_clone(&self) -> Result<Self, MapError> {
+        Ok(Self {
+            map: MapHandle::try_from(&self.map).map_err(map_err("stats"))?,
+        })
+    }
+
+    /// Current counter values.
+    pub fn read(&self) -> Result<KernelStats, MapError> {
+        let get = |idx: cac_stat| -> Result<u64, MapError> {
+            let values = self
+                .map
+                .lookup_percpu(&idx.0.to_ne_bytes(), MapFlags::ANY)
+                .map_err(map_err("stats"))?
+                .unwrap_or_default();
+            Ok(values.iter().filter_map(|v| decode_u64(v)).sum())
+        };
+        Ok(KernelStats {
+            matched: get(cac_stat::CAC_STAT_MATCHED)?,
+            delivered: get(cac_stat::CAC_STAT_DELIVERED)?,
+            dropped_ringbuf: get(cac_stat::CAC_STAT_DROPPED_RINGBUF)?,
+            sampled: get(cac_stat::CAC_STAT_SAMPLED)?,
+            opens_seen: get(cac_stat::CAC_STAT_OPENS_SEEN)?,
+            own: get(cac_stat::CAC_STAT_OWN)?,
+        })
+    }
+}

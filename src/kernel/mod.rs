@@ -1,0 +1,13 @@
+//! The kernel side: the generated skeleton and its ABI glue ([`abi`]),
+//! loading and attaching ([`probe`]), the ring-buffer poller ([`ring`]),
+//! decoding raw records ([`decode`]), typed BPF map access ([`maps`]), and
+//! the monotonic-to-wall-clock conversion of kernel timestamps ([`clock`]).
+//!
+//! It may use `model`; it knows nothing of volumes' meaning, pods or outputs.
+
+pub mod abi;
+pub mod clock;
+pub mod decode;
+pub mod maps;
+pub mod probe;
+pub mod ring;

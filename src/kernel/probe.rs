@@ -1,0 +1,281 @@
+//! Loading and attaching the BPF programs, and access to their maps.
+//!
+//! [`Probe`] owns the loaded skeleton: dropping it detaches every program and
+//! frees every map (nothing is pinned). Other threads get duplicated map
+//! handles ([`MapHandle`]) rather than borrowing the skeleton. The caller
+//! owns the skeleton's object storage ([`ProbeStorage`]).
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapHandle, OpenObject, PrintLevel};
+
+use super::abi::{CollectorSkel, CollectorSkelBuilder};
+use super::maps::{KernelMaps, MapError, StatsReader};
+use crate::model::volume::kernel_dev;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("opening the BPF object")]
+    Open(#[source] libbpf_rs::Error),
+    #[error("sizing map {map}")]
+    Resize {
+        map: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("loading the BPF programs into the kernel (is this root, with BTF at /sys/kernel/btf/vmlinux?)")]
+    Load(#[source] libbpf_rs::Error),
+    #[error("attaching the BPF programs (is tracefs mounted at /sys/kernel/tracing?)")]
+    Attach(#[source] libbpf_rs::Error),
+    #[error("identifying this process's pid namespace (/proc/self/ns/pid)")]
+    OwnNamespace(#[source] std::io::Error),
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error("reading the event ring buffer")]
+    Ring(#[source] libbpf_rs::Error),
+}
+
+/// Settings baked into the programs at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// Record one syscall in this many into the sampler map; 0 disables the sampler.
+    pub sample_every: u32,
+    /// Size of the event ring buffer in bytes (a power of two, at least one page).
+    pub ring_bytes: u32,
+    /// Pending ring-buffer bytes above which a new event wakes the reader at once.
+    pub wakeup_bytes: u64,
+    /// Report failed opens whose path names the kubelet volume tree.
+    pub report_failed_opens: bool,
+    /// cgroup v1 subsystem index for the fallback cgroup id (`None`: v2 only).
+    pub cgroup_v1_subsys: Option<u32>,
+    /// Drop (and only count) events of this process itself.
+    pub ignore_own_process: bool,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            sample_every: 100,
+            ring_bytes: 4 << 20,
+            wakeup_bytes: 256 << 10,
+            report_failed_opens: true,
+            cgroup_v1_subsys: None,
+            ignore_own_process: false,
+        }
+    }
+}
+
+/// Device (kernel encoding) and inode of this process's pid namespace.
+fn own_pid_namespace() -> Result<(u32, u64), ProbeError> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata("/proc/self/ns/pid").map_err(ProbeError::OwnNamespace)?;
+    Ok((kernel_dev(md.dev()), md.ino()))
+}
+
+/// Storage of a loaded skeleton's object; the caller owns it and lends it
+/// to [`Probe::load`] for as long as the probe lives.
+pub type ProbeStorage = MaybeUninit<OpenObject>;
+
+/// The loaded and attached BPF programs.
+pub struct Probe<'obj> {
+    skel: CollectorSkel<'obj>,
+    options: ProbeOptions,
+    attached: Attachment,
+}
+
+/// Whether a [`Probe`]'s programs are still attached, for health checks.
+///
+/// The programs stay attached exactly as long as the probe holds their links
+/// (nothing else holds them), so the probe clears this when it detaches or is
+/// dropped. Asking the kernel by program id instead (`BPF_PROG_GET_FD_BY_ID`)
+/// would need `CAP_SYS_ADMIN`, which the collector does not otherwise need.
+#[derive(Debug, Clone, Default)]
+pub struct Attachment(Arc<AtomicBool>);
+
+impl Attachment {
+    /// True while the programs are attached.
+    pub fn is_attached(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, attached: bool) {
+        self.0.store(attached, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for Probe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.attached.set(false);
+    }
+}
+
+impl<'obj> Probe<'obj> {
+    /// Opens, configures, loads and attaches the programs; the skeleton's
+    /// object lives in `storage` until the probe is dropped.
+    pub fn load(
+        storage: &'obj mut ProbeStorage,
+        options: &ProbeOptions,
+    ) -> Result<Self, ProbeError> {
+        route_libbpf_output();
+        let mut open = CollectorSkelBuilder::default()
+            .open(storage)
+            .map_err(ProbeError::Open)?;
+
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the object has a .rodata section");
+        rodata.cfg_sample_every = options.sample_every;
+        rodata.cfg_wakeup_bytes = options.wakeup_bytes;
+        rodata.cfg_report_failed = u32::from(options.report_failed_opens);
+        rodata.cfg_v1_subsys = options
+            .cgroup_v1_subsys
+            .and_then(|s| i32::try_from(s).ok())
+            .unwrap_or(-1);
+        if options.ignore_own_process {
+            let (dev, ino) = own_pid_namespace()?;
+            rodata.cfg_self_tgid = std::process::id();
+            rodata.cfg_self_pidns_dev = u64::from(dev);
+            rodata.cfg_self_pidns_ino = ino;
+        }
+        open.maps
+            .events
+            .set_max_entries(options.ring_bytes)
+            .map_err(|source| ProbeError::Resize {
+                map: "events",
+                source,
+            })?;
+        // No sampler: do not even load it, so other syscalls pay nothing. The
+        // fork/exit bookkeeping of the correlation maps goes with it.
+        let correlation = options.sample_every > 0;
+        open.progs.sample_syscall.set_autoload(correlation);
+        open.progs.inherit_container.set_autoload(correlation);
+        open.progs.forget_process.set_autoload(correlation);
+
+        let mut skel = open.load().map_err(ProbeError::Load)?;
+        skel.attach().map_err(ProbeError::Attach)?;
+        let attached = Attachment::default();
+        attached.set(true);
+        Ok(Self {
+            skel,
+            options: options.clone(),
+            attached,
+        })
+    }
+
+    /// A handle that tells whether the programs are still attached.
+    pub fn attachment(&self) -> Attachment {
+        self.attached.clone()
+    }
+
+    /// Detaches every program; maps stay readable until the probe is dropped.
+    pub fn detach(&mut self) {
+        self.attached.set(false);
+        self.skel.links = Default::default();
+    }
+
+    /// Kernel ids of the loaded programs and maps (to check that they go away).
+    pub fn object_ids(&self) -> (Vec<u32>, Vec<u32>) {
+        use std::os::fd::AsFd;
+        let progs = self
+            .skel
+            .object()
+            .progs()
+            .filter_map(|p| libbpf_rs::Program::id_from_fd(p.as_fd()).ok())
+            .collect();
+        let maps = self
+            .skel
+            .object()
+            .maps()
+            .filter_map(|m| libbpf_rs::MapInfo::new(m.as_fd()).ok().map(|i| i.info.id))
+            .collect();
+        (progs, maps)
+    }
+
+    /// Names of the attached programs.
+    pub fn attached_programs(&self) -> Vec<&'static str> {
+        let l = &self.skel.links;
+        [
+            ("exit_openat", l.exit_openat.is_some()),
+            ("exit_openat2", l.exit_openat2.is_some()),
+            ("exit_open", l.exit_open.is_some()),
+            ("exit_creat", l.exit_creat.is_some()),
+            ("exit_open_by_handle_at", l.exit_open_by_handle_at.is_some()),
+            ("sample_syscall", l.sample_syscall.is_some()),
+            ("inherit_container", l.inherit_container.is_some()),
+            ("forget_process", l.forget_process.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+
+    fn handle(map: &libbpf_rs::Map<'_>, name: &'static str) -> Result<MapHandle, ProbeError> {
+        MapHandle::try_from(map).map_err(|source| ProbeError::Map(MapError { map: name, source }))
+    }
+
+    /// The event ring buffer.
+    pub fn events_map(&self) -> Result<MapHandle, ProbeError> {
+        Self::handle(&self.skel.maps.events, "events")
+    }
+
+    /// The watched volume directories and their devices (see [`super::maps::KernelDirs`]).
+    pub fn volume_maps(&self) -> Result<(MapHandle, MapHandle), ProbeError> {
+        Ok((
+            Self::handle(&self.skel.maps.watched_dirs, "watched_dirs")?,
+            Self::handle(&self.skel.maps.watched_devs, "watched_devs")?,
+        ))
+    }
+
+    /// The sampler's pid -> cgroup map.
+    pub fn pid_samples_map(&self) -> Result<MapHandle, ProbeError> {
+        Self::handle(&self.skel.maps.pid_samples, "pid_samples")
+    }
+
+    /// The correlation maps: cgroup id -> pod, tgid -> container, and the sampler's records.
+    pub fn correlation_maps(&self) -> Result<KernelMaps, ProbeError> {
+        Ok(KernelMaps {
+            pod_info: Self::handle(&self.skel.maps.pod_info, "pod_info")?,
+            container_pids: Self::handle(&self.skel.maps.container_pids, "container_pids")?,
+            pid_samples: Self::handle(&self.skel.maps.pid_samples, "pid_samples")?,
+        })
+    }
+
+    /// A reader for the kernel counters.
+    pub fn stats_reader(&self) -> Result<StatsReader, ProbeError> {
+        Ok(StatsReader::new(Self::handle(
+            &self.skel.maps.stats,
+            "stats",
+        )?))
+    }
+}
+
+fn libbpf_print(level: PrintLevel, msg: String) {
+    let msg = msg.trim_end();
+    match level {
+        PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
+        PrintLevel::Info => tracing::info!(target: "libbpf", "{msg}"),
+        PrintLevel::Debug => tracing::debug!(target: "libbpf", "{msg}"),
+    }
+}
+
+/// Sends libbpf's output to `tracing` (idempotent).
+pub fn route_libbpf_output() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        libbpf_rs::set_print(Some((PrintLevel::Debug, libbpf_print)));
+    });
+}

@@ -1,0 +1,202 @@
+//! The health board: every part of the collector that can go blind says so
+//! here; and the ring-buffer reader's heartbeat.
+//!
+//! A component either raises and clears a named condition itself (the volume
+//! watch after a failed scan), or registers a check that the board runs on
+//! each read (an output cannot report its own stall while it is blocked in a
+//! write, so the board asks its counters). `/healthz` and `/readyz` answer from
+//! [`HealthBoard::conditions`]: any condition makes the collector not ready,
+//! an [`Severity::Unhealthy`] one also makes it unhealthy.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use utoipa::ToSchema;
+
+/// How bad a condition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Part of what the collector should see or deliver is lost; it goes on.
+    Degraded,
+    /// The collector sees or delivers nothing.
+    Unhealthy,
+}
+
+/// One reason the collector is not fully working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Condition {
+    /// What is affected: `ebpf`, `ring_buffer_reader`, `volume_scan`, `output:<name>`, `outputs`, `kube`.
+    pub component: String,
+    pub severity: Severity,
+    /// What happened, for a human.
+    pub reason: String,
+    /// When the condition was first seen (RFC 3339, UTC).
+    pub since: String,
+}
+
+impl Condition {
+    /// A condition first seen now.
+    pub fn now(
+        component: impl Into<String>,
+        severity: Severity,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            component: component.into(),
+            severity,
+            reason: reason.into(),
+            since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+}
+
+/// A check run on every read of the board.
+pub type Check = Box<dyn Fn() -> Vec<Condition> + Send + Sync>;
+
+/// Conditions raised by components, and checks run on demand.
+#[derive(Default)]
+pub struct HealthBoard {
+    raised: Mutex<BTreeMap<String, Condition>>,
+    checks: Mutex<Vec<Check>>,
+}
+
+impl std::fmt::Debug for HealthBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthBoard")
+            .field("raised", &self.raised)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealthBoard {
+    /// Raises (or updates the reason of) `component`'s condition; `since` is kept from the first raise.
+    pub fn raise(&self, component: &str, severity: Severity, reason: impl Into<String>) {
+        let mut raised = lock(&self.raised);
+        let reason = reason.into();
+        match raised.get_mut(component) {
+            Some(c) => {
+                c.severity = severity;
+                c.reason = reason;
+            }
+            None => {
+                raised.insert(
+                    component.to_string(),
+                    Condition::now(component, severity, reason),
+                );
+            }
+        }
+    }
+
+    /// Clears `component`'s condition; returns whether there was one.
+    pub fn clear(&self, component: &str) -> bool {
+        lock(&self.raised).remove(component).is_some()
+    }
+
+    /// Registers a check run on every [`HealthBoard::conditions`].
+    pub fn check(&self, check: Check) {
+        lock(&self.checks).push(check);
+    }
+
+    /// Every current condition: the raised ones, then those the checks report.
+    pub fn conditions(&self) -> Vec<Condition> {
+        let mut all: Vec<Condition> = lock(&self.raised).values().cloned().collect();
+        for check in lock(&self.checks).iter() {
+            all.extend(check());
+        }
+        all
+    }
+}
+
+/// The worst severity among `conditions`, `None` when there are none.
+pub fn worst(conditions: &[Condition]) -> Option<Severity> {
+    conditions.iter().map(|c| c.severity).max()
+}
+
+/// One line naming every condition: `component: reason; ...`.
+pub fn summary(conditions: &[Condition]) -> Option<String> {
+    (!conditions.is_empty()).then(|| {
+        conditions
+            .iter()
+            .map(|c| format!("{}: {}", c.component, c.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The reader thread's liveness, in milliseconds since the collector started.
+#[derive(Debug)]
+pub struct Heartbeat {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Records that the reader is alive.
+    pub fn beat(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn age(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raised_conditions_keep_their_first_time_and_clear() {
+        let board = HealthBoard::default();
+        assert!(board.conditions().is_empty());
+        board.raise("volume_scan", Severity::Degraded, "first");
+        let since = board.conditions()[0].since.clone();
+        board.raise("volume_scan", Severity::Degraded, "second");
+        let c = board.conditions();
+        assert_eq!((c.len(), c[0].reason.as_str()), (1, "second"));
+        assert_eq!(c[0].since, since);
+        assert!(board.clear("volume_scan"));
+        assert!(!board.clear("volume_scan"));
+        assert!(board.conditions().is_empty());
+    }
+
+    #[test]
+    fn checks_run_on_every_read_and_the_worst_wins() {
+        let board = HealthBoard::default();
+        board.raise("volume_scan", Severity::Degraded, "scan failed");
+        board.check(Box::new(|| {
+            vec![Condition::now(
+                "outputs",
+                Severity::Unhealthy,
+                "every output failed",
+            )]
+        }));
+        let c = board.conditions();
+        assert_eq!(c.len(), 2);
+        assert_eq!(worst(&c), Some(Severity::Unhealthy));
+        assert_eq!(
+            summary(&c).unwrap(),
+            "volume_scan: scan failed; outputs: every output failed"
+        );
+        assert_eq!(worst(&[]), None);
+    }
+}

@@ -1,0 +1,39 @@
+//! Pod-side names an access event carries: the owning workload and the
+//! object a volume file comes from.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A shared, immutable string: names repeated across pods (namespaces,
+/// images, object and volume names, label keys and values) are stored once.
+pub type Name = Arc<str>;
+
+/// The workload that owns a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `CronJob`, `ReplicaSet`, ...
+    pub kind: Name,
+    pub name: Name,
+}
+
+/// Kind of object a file of a volume comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceKind {
+    Secret,
+    ConfigMap,
+    ServiceAccountToken,
+    #[serde(rename = "DownwardAPI")]
+    DownwardApi,
+    ClusterTrustBundle,
+}
+
+/// Where a volume file comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSource {
+    pub kind: SourceKind,
+    /// Object name, when the source is an object.
+    pub name: Option<Name>,
+    /// Key inside the object (differs from the file name when `items[].path` remaps it).
+    pub key: Option<Name>,
+}
