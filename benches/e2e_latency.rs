@@ -63,6 +63,8 @@ fn run(
         kube: KubeMode::Off,
         health_listen: "off".into(),
         api_socket: "off".into(),
+        // The bench process opens the volume file itself.
+        ignore_own_opens: false,
         ..Config::default()
     };
     let (collector, events) = Collector::start_with_channel(&cfg).expect("collector");

@@ -109,6 +109,8 @@ fn main() {
                 flush_interval_ms: 10,
                 health_listen: "off".into(),
                 api_socket: "off".into(),
+                // The bench process opens the volume file itself.
+                ignore_own_opens: false,
                 ..Config::default()
             };
             let (collector, events) = Collector::start_with_channel(&cfg).expect("collector");
@@ -130,6 +132,11 @@ fn main() {
             }
             let stats = collector.stop();
             let written = sink.join().unwrap();
+            assert!(
+                stats.kernel.matched > 0,
+                "no matched opens: {:?}",
+                stats.kernel
+            );
             assert_eq!(
                 stats.kernel.matched,
                 stats.kernel.delivered + stats.kernel.dropped_ringbuf
