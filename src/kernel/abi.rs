@@ -3,8 +3,6 @@
 //! BTF, never hand-written), and the `bytemuck::Pod` impls that let
 //! [`super::decode`] read and write them as bytes.
 
-#![allow(missing_docs)]
-
 mod skel {
     #![allow(
         clippy::all,
