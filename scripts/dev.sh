@@ -123,6 +123,19 @@ test_tools() {
 	export CAC_HELM=$PWD/target/tools/helm/helm
 }
 
+# Fails with a clear message when the filesystem of target/ has less than $1 GiB
+# free: a full disk otherwise shows up as a linker crash (SIGBUS) deep in the build.
+check_disk() {
+	local free_kib
+	mkdir -p target
+	free_kib=$(df -Pk target | awk 'NR == 2 { print $4 }')
+	echo "dev.sh: $((free_kib / 1048576)) GiB free for target/ (the test suite needs about 3 GiB)" >&2
+	if [ "$free_kib" -lt $(($1 * 1048576)) ]; then
+		echo "dev.sh: less than $1 GiB free for target/: free some disk space first" >&2
+		exit 1
+	fi
+}
+
 case "$mode" in
 run)
 	setup
@@ -138,8 +151,11 @@ run)
 	;;
 test)
 	setup
+	check_disk 4
 	test_tools
 	export CI=${CI:-true}
+	# A fresh clone builds once: incremental state would only add gigabytes to target/.
+	export CARGO_INCREMENTAL=0
 	cargo fmt --all -- --check
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h
 	bash scripts/check-chart.sh
