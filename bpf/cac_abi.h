@@ -105,18 +105,32 @@ struct cac_dir_info {
 	cac_u32 volume_type;
 };
 
-/* Value of `pid_samples` (LRU, key: tgid as cac_u32). */
+/* What wrote a `pid_samples` record. */
+enum cac_sample_source {
+	/* The optional syscall sampler (1 in cfg_sample_every syscalls). */
+	CAC_SAMPLE_SYSCALL = 1,
+	/* A process forked in a cgroup that `cgroup_classes` does not hold yet. */
+	CAC_SAMPLE_FORK = 2,
+	/* A process moved (a write to cgroup.procs) to a cgroup `cgroup_classes` does not hold yet. */
+	CAC_SAMPLE_MOVE = 3,
+};
+
+/*
+ * Value of `pid_samples` (LRU, key: tgid as cac_u32): a process whose cgroup
+ * user space has to classify.  User space takes each record out of the map
+ * when it has applied it.
+ */
 struct cac_sample {
-	/// cgroup v2 id of the sampled task.
+	/// cgroup v2 id of the process.
 	cac_u64 cgroup_id;
-	/// cgroup v1 id of the sampled task in the configured hierarchy; 0 when none.
+	/// cgroup v1 id of the process in the configured hierarchy; 0 when none.
 	cac_u64 cgroup_v1_id;
-	/// CLOCK_MONOTONIC time of the sample, nanoseconds.
+	/// CLOCK_MONOTONIC time of the record, nanoseconds.
 	cac_u64 ts_ns;
-	/// Thread id of the sampled task.
+	/// Thread id of the task the record was taken from.
 	cac_u32 tid;
-	/// Syscall number on entry (architecture numbering).
-	cac_u32 syscall_nr;
+	/// enum cac_sample_source.
+	cac_u32 source;
 };
 
 /* Value of `pod_info` (key: cgroup v2 id as cac_u64): the pod a cgroup belongs to. */
@@ -137,6 +151,24 @@ struct cac_container_pid {
 	cac_u64 cgroup_id;
 	/// Runtime container id (64 hex digits), NUL-terminated; empty when unknown.
 	char container_id[CAC_CONTAINER_ID_LEN];
+};
+
+/* Key of `cgroup_classes`: a process's cgroups as the programs see them. */
+struct cac_cgroup_key {
+	/// cgroup v2 id (1: the root).
+	cac_u64 cgroup_id;
+	/// cgroup v1 id in the configured hierarchy; 0 when none is configured.
+	cac_u64 cgroup_v1_id;
+};
+
+/* Value of `cgroup_classes` (LRU, written by user space): what a cgroup is. */
+struct cac_cgroup_class {
+	/// Non-zero: a pod's container, whose processes get `container`; zero: outside every pod.
+	cac_u32 in_pod;
+	/// Always zero.
+	cac_u32 _pad;
+	/// The `container_pids` value of the cgroup's processes (when in_pod).
+	struct cac_container_pid container;
 };
 
 /* One record of the `events` ring buffer. */
@@ -200,6 +232,8 @@ _Static_assert(sizeof(struct cac_dir_info) == 8, "cac_dir_info layout");
 _Static_assert(sizeof(struct cac_sample) == 32, "cac_sample layout");
 _Static_assert(sizeof(struct cac_pod_info) == 240, "cac_pod_info layout");
 _Static_assert(sizeof(struct cac_container_pid) == 80, "cac_container_pid layout");
+_Static_assert(sizeof(struct cac_cgroup_key) == 16, "cac_cgroup_key layout");
+_Static_assert(sizeof(struct cac_cgroup_class) == 88, "cac_cgroup_class layout");
 _Static_assert(sizeof(struct cac_event) == 96 + CAC_COMM_LEN + CAC_PATH_LEN + CAC_NAME_LEN,
 	       "cac_event layout");
 

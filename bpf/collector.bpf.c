@@ -30,13 +30,23 @@
  *    volume tree (".../volumes/kubernetes.io~..."), the in-kernel path filter.
  *    The path is read at exit, from the syscall's saved registers: at entry the
  *    user page may not be faulted in yet.
- * 3. Sampler: tp_btf/sys_enter records 1 in cfg_sample_every syscalls
- *    (tgid -> cgroup ids, syscall nr) into the LRU map `pid_samples`, which
- *    serves pid -> cgroup correlation.  It is not attached when sampling is off.
- *    Correlation maps for sibling programs: `pod_info` (cgroup id -> pod) and
- *    `container_pids` (tgid -> container) are filled by user space; a fork
- *    copies the parent's container entry to the child, and the exit of a
- *    thread-group leader removes its entries (tp_btf/sched_process_{fork,exit}).
+ * 3. Correlation maps for sibling programs: `pod_info` (cgroup id -> pod) and
+ *    `container_pids` (tgid -> container).  No program runs on every syscall
+ *    for them: the process lifecycle keeps them exact.  User space classifies
+ *    cgroups into `cgroup_classes` ((v2 id, v1 id) -> a pod's container, or
+ *    outside every pod).  A fork copies the parent's entry to the child when
+ *    both share their cgroups, and otherwise places the child by its
+ *    cgroups' class (tp_btf/sched_process_fork); a move to other cgroups
+ *    (tp_btf/cgroup_attach_task: how runtimes put a container's first
+ *    process, or an exec session's, into place) does the same for the moved
+ *    process.  A process whose cgroups have no class yet is recorded in
+ *    `pid_samples` for user space, which classifies the cgroups and writes
+ *    the process's entry: so a fork or move is never missed, whichever side
+ *    runs first.  The exit of a thread-group leader removes its entries
+ *    (tp_btf/sched_process_exit); processes older than the collector come
+ *    from a /proc scan at start.  The optional sampler (tp_btf/sys_enter,
+ *    1 in cfg_sample_every syscalls) records processes the same way; it is
+ *    not loaded when sampling is off.
  * 4. Delivery: events are built in a per-CPU scratch record and copied into
  *    the `events` ring buffer without a wakeup; user space drains on a short
  *    timer.  A wakeup is forced when the backlog crosses cfg_wakeup_bytes, and
@@ -130,6 +140,14 @@ struct {
 	__type(value, struct cac_container_pid);
 } container_pids SEC(".maps");
 
+/* A process's cgroups (v2 id, v1 id) -> what they are (written by user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct cac_cgroup_key);
+	__type(value, struct cac_cgroup_class);
+} cgroup_classes SEC(".maps");
+
 /* Per-CPU countdown of the sampler. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -152,6 +170,7 @@ enum cac_event_kind cac_btf_kind __attribute__((unused));
 enum cac_syscall cac_btf_syscall __attribute__((unused));
 enum cac_stat cac_btf_stat __attribute__((unused));
 enum cac_volume_type cac_btf_volume_type __attribute__((unused));
+enum cac_sample_source cac_btf_sample_source __attribute__((unused));
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -451,6 +470,50 @@ int exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 	return on_exit(ctx, CAC_SYS_OPEN_BY_HANDLE_AT);
 }
 
+/* The cgroups of `task`, as `cgroup_classes` keys them. */
+static __always_inline void task_cgroups(struct task_struct *task, struct cac_cgroup_key *key)
+{
+	key->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	key->cgroup_v1_id = cgroup_v1_id(task);
+}
+
+/* Record process `tgid` (seen in `task`) in pid_samples for user space. */
+static __always_inline void record_process(struct task_struct *task, __u32 tgid, struct cac_cgroup_key *key,
+					   enum cac_sample_source source)
+{
+	struct cac_sample sample = {};
+
+	sample.cgroup_id = key->cgroup_id;
+	sample.cgroup_v1_id = key->cgroup_v1_id;
+	sample.ts_ns = bpf_ktime_get_ns();
+	sample.tid = task->pid;
+	sample.source = source;
+	bpf_map_update_elem(&pid_samples, &tgid, &sample, BPF_ANY);
+}
+
+/*
+ * Give process `tgid` the container entry of its cgroups' class; a process
+ * whose cgroups have no class yet is recorded for user space.  `fresh`: a
+ * new process, which has no stale entry to remove.
+ */
+static __always_inline void place_process(struct task_struct *task, __u32 tgid, enum cac_sample_source source,
+					  bool fresh)
+{
+	struct cac_cgroup_key key = {};
+	struct cac_cgroup_class *class;
+
+	task_cgroups(task, &key);
+	class = bpf_map_lookup_elem(&cgroup_classes, &key);
+	if (class && class->in_pod) {
+		bpf_map_update_elem(&container_pids, &tgid, &class->container, BPF_ANY);
+		return;
+	}
+	if (!fresh)
+		bpf_map_delete_elem(&container_pids, &tgid);
+	if (!class)
+		record_process(task, tgid, &key, source);
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(inherit_container, struct task_struct *parent, struct task_struct *child)
 {
@@ -460,9 +523,24 @@ int BPF_PROG(inherit_container, struct task_struct *parent, struct task_struct *
 	/* A new thread shares its process's entry; only new processes get one. */
 	if (child_tgid == parent_tgid)
 		return 0;
-	entry = bpf_map_lookup_elem(&container_pids, &parent_tgid);
-	if (entry)
-		bpf_map_update_elem(&container_pids, &child_tgid, entry, BPF_ANY);
+	/* Same cgroups as the parent (not CLONE_INTO_CGROUP): copy its entry. */
+	if (child->cgroups == parent->cgroups) {
+		entry = bpf_map_lookup_elem(&container_pids, &parent_tgid);
+		if (entry) {
+			bpf_map_update_elem(&container_pids, &child_tgid, entry, BPF_ANY);
+			return 0;
+		}
+	}
+	place_process(child, child_tgid, CAC_SAMPLE_FORK, true);
+	return 0;
+}
+
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(note_cgroup_move, struct cgroup *dst, const char *path, struct task_struct *task,
+	     bool threadgroup)
+{
+	/* Fired after the move: the task's css_set is the new one. */
+	place_process(task, task->tgid, CAC_SAMPLE_MOVE, false);
 	return 0;
 }
 
@@ -482,10 +560,10 @@ int BPF_PROG(forget_process, struct task_struct *task)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sample_syscall, struct pt_regs *regs, long id)
 {
-	struct cac_sample sample = {};
+	struct cac_cgroup_key key = {};
+	struct task_struct *task;
 	__u32 zero = 0, tgid;
 	__u32 *tick;
-	__u64 pid_tgid;
 
 	tick = bpf_map_lookup_elem(&sample_tick, &zero);
 	if (!tick)
@@ -494,16 +572,12 @@ int BPF_PROG(sample_syscall, struct pt_regs *regs, long id)
 		return 0;
 	*tick = 0;
 
-	pid_tgid = bpf_get_current_pid_tgid();
-	tgid = pid_tgid >> 32;
+	task = bpf_get_current_task_btf();
+	tgid = task->tgid;
 	if (!tgid)
 		return 0;
-	sample.cgroup_id = bpf_get_current_cgroup_id();
-	sample.cgroup_v1_id = cgroup_v1_id(bpf_get_current_task_btf());
-	sample.ts_ns = bpf_ktime_get_ns();
-	sample.tid = (__u32)pid_tgid;
-	sample.syscall_nr = (__u32)id;
-	bpf_map_update_elem(&pid_samples, &tgid, &sample, BPF_ANY);
+	task_cgroups(task, &key);
+	record_process(task, tgid, &key, CAC_SAMPLE_SYSCALL);
 	stat_inc(CAC_STAT_SAMPLED);
 	return 0;
 }

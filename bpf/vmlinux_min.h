@@ -171,6 +171,7 @@ struct cgroup_subsys_state {
 
 struct css_set {
 	struct cgroup_subsys_state *subsys[16];
+	struct cgroup *dfl_cgrp;
 } __attribute__((preserve_access_index));
 
 /* Filled by bpf_get_ns_current_pid_tgid(): ids as a pid namespace numbers them. */

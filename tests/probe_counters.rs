@@ -151,6 +151,12 @@ fn sampler_records_pid_to_cgroup() {
         !off.attached_programs().contains(&"sample_syscall"),
         "sampling rate 0 must not attach the sampler"
     );
+    for lifecycle in ["inherit_container", "note_cgroup_move", "forget_process"] {
+        assert!(
+            off.attached_programs().contains(&lifecycle),
+            "{lifecycle} keeps the correlation maps without the sampler"
+        );
+    }
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(off.stats_reader().unwrap().read().unwrap().sampled, 0);
 }

@@ -354,7 +354,8 @@ impl Watches {
                 None
             }
         };
-        let correlator = (config.syscall_sampling_rate > 0)
+        let correlator = config
+            .correlation()
             .then(|| {
                 workers::spawn_correlator(
                     Arc::clone(&s.correlation),

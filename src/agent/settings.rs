@@ -16,6 +16,7 @@ use crate::output::{FileOutput, Outputs};
 /// index found on this node.
 pub fn probe_options(config: &Config, cgroup_v1_subsys: Option<u32>) -> ProbeOptions {
     ProbeOptions {
+        correlation: config.correlation(),
         sample_every: config.syscall_sampling_rate,
         ring_bytes: config.ring_buffer_bytes,
         wakeup_bytes: config.wakeup_bytes,

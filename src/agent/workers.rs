@@ -31,7 +31,7 @@ use crate::output::Fanout;
 const CLOCK_REFRESH: Duration = Duration::from_secs(1);
 /// How often the cgroup cache drops deleted cgroups.
 const CGROUP_SWEEP: Duration = Duration::from_secs(60);
-/// How often the kernel correlation maps are filled from the sampler's records.
+/// How often the kernel correlation maps are filled from the process records.
 const CORRELATION_SYNC: Duration = Duration::from_secs(1);
 
 /// A running thread and how to tell it to stop.
@@ -236,6 +236,8 @@ pub fn spawn_correlator(
         "correlator",
         move || drop(stop_tx),
         move || {
+            let report = correlation.scan_processes(&cgroups, &*pods);
+            tracing::debug!(?report, "correlation maps filled from /proc");
             while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(CORRELATION_SYNC) {
                 let report = correlation.sync(&cgroups, &*pods);
                 if report != Default::default() {

@@ -74,7 +74,12 @@ pub struct Config {
     pub monitor_configmaps: bool,
     pub monitor_projected: bool,
     pub monitor_downward_api: bool,
-    /// Record 1 in N syscalls for pid -> cgroup correlation; 0 disables.
+    /// Keep the correlation maps (`pod_info`, `container_pids`) filled from
+    /// the process lifecycle (fork, exit, cgroup moves) and a /proc scan.
+    pub pod_correlation: bool,
+    /// Also record 1 in N syscalls for pid -> cgroup correlation (a program
+    /// on every syscall); 0, the default, does not load the sampler. Above 0
+    /// it keeps the correlation maps on whatever `pod_correlation` says.
     pub syscall_sampling_rate: u32,
     /// Kernel ring buffer size in bytes (power of two, >= 4096).
     pub ring_buffer_bytes: u32,
@@ -188,7 +193,8 @@ impl Default for Config {
             monitor_configmaps: true,
             monitor_projected: true,
             monitor_downward_api: true,
-            syscall_sampling_rate: 100,
+            pod_correlation: true,
+            syscall_sampling_rate: 0,
             ring_buffer_bytes: 4 << 20,
             wakeup_bytes: 256 << 10,
             flush_interval_ms: 50,
@@ -244,6 +250,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether the correlation maps are kept: by the lifecycle programs,
+    /// or by the sampler.
+    pub fn correlation(&self) -> bool {
+        self.pod_correlation || self.syscall_sampling_rate > 0
+    }
+
     /// Reads and resolves a config file (defaults when `path` is `None`).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let mut c = Config::default();
@@ -299,6 +311,22 @@ mod tests {
         assert_eq!(c.syscall_sampling_rate, 7);
         let c = load_str("kernel_collector:\n  enable_pod_correlation: false\n").unwrap();
         assert_eq!(c.syscall_sampling_rate, 0);
+        assert!(!c.pod_correlation);
+    }
+
+    #[test]
+    fn correlation_needs_no_sampler() {
+        let c = Config::default();
+        assert!(c.pod_correlation && c.correlation());
+        assert_eq!(
+            c.syscall_sampling_rate, 0,
+            "no program on every syscall by default"
+        );
+        let c = load_str("pod_correlation: false\n").unwrap();
+        assert!(!c.correlation());
+        // The sampler feeds the same maps: it keeps them on.
+        let c = load_str("pod_correlation: false\nsyscall_sampling_rate: 100\n").unwrap();
+        assert!(c.correlation());
     }
 
     #[test]

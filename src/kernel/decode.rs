@@ -10,8 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::abi::types::{
-    cac_container_pid, cac_dir_key, cac_event, cac_event_kind, cac_limits, cac_pod_info,
-    cac_sample, cac_syscall,
+    cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_key, cac_event, cac_event_kind,
+    cac_limits, cac_pod_info, cac_sample, cac_syscall,
 };
 use crate::model::correlation::{ContainerPid, PodInfo};
 use crate::model::volume::FileId;
@@ -237,6 +237,31 @@ pub fn encode_container_pid(c: &ContainerPid) -> cac_container_pid {
     let mut raw: cac_container_pid = bytemuck::Zeroable::zeroed();
     raw.cgroup_id = c.cgroup_id;
     put_c_str(&mut raw.container_id, &c.container_id);
+    raw
+}
+
+/// The `cgroup_classes` key of a process's cgroup ids.
+pub fn cgroup_key(cgroup_id: u64, cgroup_v1_id: u64) -> cac_cgroup_key {
+    cac_cgroup_key {
+        cgroup_id,
+        cgroup_v1_id,
+    }
+}
+
+/// Decodes a `cgroup_classes` key into (v2 id, v1 id).
+pub fn decode_cgroup_key(bytes: &[u8]) -> Option<(u64, u64)> {
+    let raw: cac_cgroup_key = bytemuck::try_pod_read_unaligned(bytes).ok()?;
+    Some((raw.cgroup_id, raw.cgroup_v1_id))
+}
+
+/// Encodes a `cgroup_classes` value: `Some` container for a pod's
+/// container cgroup, `None` for a cgroup outside every pod.
+pub fn encode_cgroup_class(container: Option<&ContainerPid>) -> cac_cgroup_class {
+    let mut raw: cac_cgroup_class = bytemuck::Zeroable::zeroed();
+    if let Some(c) = container {
+        raw.in_pod = 1;
+        raw.container = encode_container_pid(c);
+    }
     raw
 }
 

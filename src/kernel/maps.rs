@@ -8,8 +8,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::abi::types::{cac_dir_info, cac_stat};
 use super::decode::{
-    bytes_of, decode_container_pid, decode_pod_info, decode_sample, decode_u64, dir_key,
-    encode_container_pid, encode_pod_info,
+    bytes_of, cgroup_key, decode_cgroup_key, decode_container_pid, decode_pod_info, decode_sample,
+    decode_u64, dir_key, encode_cgroup_class, encode_container_pid, encode_pod_info,
 };
 use crate::model::correlation::{ContainerPid, PodInfo};
 use crate::model::stats::KernelStats;
@@ -95,7 +95,7 @@ impl KernelDirs {
     }
 }
 
-/// One record of the sampler's `pid_samples` map.
+/// A process and its cgroup ids: a record of `pid_samples`, or of the /proc scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PidSample {
     pub tgid: u32,
@@ -105,12 +105,13 @@ pub struct PidSample {
 }
 
 /// The kernel correlation maps: `pod_info` (cgroup id -> pod),
-/// `container_pids` (tgid -> container) and the sampler's `pid_samples`.
+/// `container_pids` (tgid -> container) and the process records `pid_samples`.
 #[derive(Debug)]
 pub struct KernelMaps {
     pub pod_info: MapHandle,
     pub container_pids: MapHandle,
     pub pid_samples: MapHandle,
+    pub cgroup_classes: MapHandle,
 }
 
 impl KernelMaps {
@@ -169,13 +170,45 @@ impl KernelMaps {
         decode_container_pid(&v)
     }
 
-    /// Every record of the sampler.
-    pub fn samples(&self) -> Vec<PidSample> {
-        self.pid_samples
+    /// Classifies the cgroups (v2 id, v1 id): `Some` container of a pod, or
+    /// `None` for cgroups outside every pod.
+    pub fn put_cgroup_class(
+        &self,
+        ids: (u64, u64),
+        container: Option<&ContainerPid>,
+    ) -> Result<(), MapError> {
+        self.cgroup_classes
+            .update(
+                bytes_of(&cgroup_key(ids.0, ids.1)),
+                bytes_of(&encode_cgroup_class(container)),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("cgroup_classes"))
+    }
+
+    /// The classified cgroups, as (v2 id, v1 id).
+    pub fn cgroup_class_ids(&self) -> Vec<(u64, u64)> {
+        self.cgroup_classes
             .keys()
+            .filter_map(|key| decode_cgroup_key(&key))
+            .collect()
+    }
+
+    /// Forgets the class of cgroups (v2 id, v1 id).
+    pub fn delete_cgroup_class(&self, ids: (u64, u64)) -> Result<(), MapError> {
+        self.cgroup_classes
+            .delete(bytes_of(&cgroup_key(ids.0, ids.1)))
+            .map_err(map_err("cgroup_classes"))
+    }
+
+    /// Takes every process record out of `pid_samples` (each atomically:
+    /// a record the kernel rewrites meanwhile is taken whole or left whole).
+    pub fn take_samples(&self) -> Vec<PidSample> {
+        let keys: Vec<Vec<u8>> = self.pid_samples.keys().collect();
+        keys.into_iter()
             .filter_map(|key| {
                 let tgid = u32::from_ne_bytes(key.as_slice().try_into().ok()?);
-                let v = self.pid_samples.lookup(&key, MapFlags::ANY).ok()??;
+                let v = self.pid_samples.lookup_and_delete(&key).ok()??;
                 let s = decode_sample(&v)?;
                 Some(PidSample {
                     tgid,

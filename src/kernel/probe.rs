@@ -42,7 +42,11 @@ pub enum ProbeError {
 /// Settings baked into the programs at load time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOptions {
-    /// Record one syscall in this many into the sampler map; 0 disables the sampler.
+    /// Load the process-lifecycle programs that feed the correlation maps
+    /// (fork, exit, cgroup moves); they cost nothing on other syscalls.
+    pub correlation: bool,
+    /// Record one syscall in this many into `pid_samples`; 0 disables the
+    /// sampler (a program on every syscall). Needs `correlation`.
     pub sample_every: u32,
     /// Size of the event ring buffer in bytes (a power of two, at least one page).
     pub ring_bytes: u32,
@@ -59,7 +63,8 @@ pub struct ProbeOptions {
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
-            sample_every: 100,
+            correlation: true,
+            sample_every: 0,
             ring_bytes: 4 << 20,
             wakeup_bytes: 256 << 10,
             report_failed_opens: true,
@@ -158,11 +163,14 @@ impl<'obj> Probe<'obj> {
                 map: "events",
                 source,
             })?;
-        // No sampler: do not even load it, so other syscalls pay nothing. The
-        // fork/exit bookkeeping of the correlation maps goes with it.
-        let correlation = options.sample_every > 0;
-        open.progs.sample_syscall.set_autoload(correlation);
+        // What is off is not even loaded, so it costs nothing: the sampler
+        // runs on every syscall, the lifecycle programs on forks and exits.
+        let correlation = options.correlation;
+        open.progs
+            .sample_syscall
+            .set_autoload(correlation && options.sample_every > 0);
         open.progs.inherit_container.set_autoload(correlation);
+        open.progs.note_cgroup_move.set_autoload(correlation);
         open.progs.forget_process.set_autoload(correlation);
 
         let mut skel = open.load().map_err(ProbeError::Load)?;
@@ -216,6 +224,7 @@ impl<'obj> Probe<'obj> {
             ("exit_open_by_handle_at", l.exit_open_by_handle_at.is_some()),
             ("sample_syscall", l.sample_syscall.is_some()),
             ("inherit_container", l.inherit_container.is_some()),
+            ("note_cgroup_move", l.note_cgroup_move.is_some()),
             ("forget_process", l.forget_process.is_some()),
         ]
         .into_iter()
@@ -240,17 +249,18 @@ impl<'obj> Probe<'obj> {
         ))
     }
 
-    /// The sampler's pid -> cgroup map.
+    /// The process records (tgid -> cgroup ids) of the lifecycle programs and the sampler.
     pub fn pid_samples_map(&self) -> Result<MapHandle, ProbeError> {
         Self::handle(&self.skel.maps.pid_samples, "pid_samples")
     }
 
-    /// The correlation maps: cgroup id -> pod, tgid -> container, and the sampler's records.
+    /// The correlation maps: cgroup id -> pod, tgid -> container, and the process records.
     pub fn correlation_maps(&self) -> Result<KernelMaps, ProbeError> {
         Ok(KernelMaps {
             pod_info: Self::handle(&self.skel.maps.pod_info, "pod_info")?,
             container_pids: Self::handle(&self.skel.maps.container_pids, "container_pids")?,
             pid_samples: Self::handle(&self.skel.maps.pid_samples, "pid_samples")?,
+            cgroup_classes: Self::handle(&self.skel.maps.cgroup_classes, "cgroup_classes")?,
         })
     }
 
