@@ -41,6 +41,16 @@ enum cac_limits {
 	CAC_POD_NAME_LEN = 128,
 	/* Bytes of a container id field (64 hex digits and the NUL, padded). */
 	CAC_CONTAINER_ID_LEN = 72,
+	/*
+	 * Bits of each of the two open-path filters, `dev_filter` and
+	 * `dir_filter` (arrays of CAC_FILTER_BITS / 64 u64 words; bit b is bit
+	 * b % 64 of word b / 64).  A set bit means "maybe watched", a clear bit
+	 * "certainly not".  The bit of a device (kernel encoding) is
+	 *     (dev ^ dev >> 20) % CAC_FILTER_BITS,
+	 * the bit of a directory (inode ino on device dev) is
+	 *     (ino ^ ino >> 32 ^ dev) % CAC_FILTER_BITS.
+	 */
+	CAC_FILTER_BITS = 65536,
 };
 
 /* Why an event was emitted. */

@@ -12,15 +12,19 @@
  *    the new fd exists, so the opened `struct file` is taken from the task's fd
  *    table and identified by kernel objects, not by the path string:
  *    - only regular files count (no O_PATH, no directories);
- *    - a cheap first filter drops files whose superblock holds no watched
- *      volume (`watched_devs`);
+ *    - a first filter drops files whose superblock holds no watched volume
+ *      (`dev_filter`, a bitmap in an array map: the verifier inlines the
+ *      lookup, so the check makes no helper call);
  *    - then the dentry's ancestors are walked through d_parent (at most
  *      CAC_MAX_WALK levels).  d_parent never crosses a mount, and a bind mount
  *      or another mount namespace shares the same dentries, so the walk meets
  *      the volume directory whether the process used the kubelet path, a
  *      container path, a path relative to its cwd or a dirfd, or an AtomicWriter
  *      symlink (`key -> ..data/key -> ..<ts>/key`).  Each ancestor's
- *      (device, inode) is looked up in `watched_dirs`, which user space fills.
+ *      (device, inode) is checked in the bitmap `dir_filter` and, only when
+ *      its bit is set, looked up in `watched_dirs`; user space fills both.
+ *      So an open on the node's disk, which also holds disk-backed ConfigMap
+ *      volumes, walks its few ancestors without a hash lookup.
  *    Reading only from the task (bpf_get_current_task_btf) with direct loads
  *    and bpf_core_cast keeps the cost of an unmatched open small; the path
  *    argument and the file name are copied only on a match.
@@ -102,13 +106,25 @@ struct {
 	__type(value, struct cac_dir_info);
 } watched_dirs SEC(".maps");
 
-/* Devices (kernel encoding) that hold at least one watched directory. */
+/*
+ * Filters in front of the hash lookups (see CAC_FILTER_BITS): devices that
+ * hold a watched directory, and the watched directories themselves.  Array
+ * lookups are inlined by the verifier, so a check costs a few instructions
+ * and no helper call.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CAC_FILTER_BITS / 64);
 	__type(key, __u32);
-	__type(value, __u32);
-} watched_devs SEC(".maps");
+	__type(value, __u64);
+} dev_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CAC_FILTER_BITS / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} dir_filter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -171,6 +187,25 @@ enum cac_syscall cac_btf_syscall __attribute__((unused));
 enum cac_stat cac_btf_stat __attribute__((unused));
 enum cac_volume_type cac_btf_volume_type __attribute__((unused));
 enum cac_sample_source cac_btf_sample_source __attribute__((unused));
+
+/* Is bit `bit` of filter `filter` set? */
+static __always_inline bool filter_has(void *filter, __u32 bit)
+{
+	__u32 word = (bit % CAC_FILTER_BITS) / 64;
+	__u64 *w = bpf_map_lookup_elem(filter, &word);
+
+	return w && (*w >> (bit % 64)) & 1;
+}
+
+static __always_inline bool maybe_watched_dev(__u32 dev)
+{
+	return filter_has(&dev_filter, dev ^ dev >> 20);
+}
+
+static __always_inline bool maybe_watched_dir(__u64 ino, __u32 dev)
+{
+	return filter_has(&dir_filter, (__u32)(ino ^ ino >> 32) ^ dev);
+}
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -341,7 +376,7 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 		return 0;
 	cur = file->f_path.dentry;
 	dev = cur->d_sb->s_dev;
-	if (!bpf_map_lookup_elem(&watched_devs, &dev))
+	if (!maybe_watched_dev(dev))
 		return 0;
 
 	key.dev = dev;
@@ -350,9 +385,11 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 		if (!parent || parent == cur)
 			return 0;
 		key.ino = parent->d_inode->i_ino;
-		info = bpf_map_lookup_elem(&watched_dirs, &key);
-		if (info)
-			break;
+		if (maybe_watched_dir(key.ino, dev)) {
+			info = bpf_map_lookup_elem(&watched_dirs, &key);
+			if (info)
+				break;
+		}
 		cur = parent;
 	}
 	if (!info)

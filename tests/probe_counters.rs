@@ -24,8 +24,7 @@ fn watched_volume(probe: &Probe) -> (Sandbox, std::path::PathBuf, KernelDirs) {
         .add_volume(POD, VolumeType::Secret, "flood", true)
         .unwrap();
     sb.write_atomic(&dir, &[("key", b"v", 0o644)]).unwrap();
-    let (dirs, devs) = probe.volume_maps().unwrap();
-    let mut kernel = KernelDirs::new(dirs, devs);
+    let mut kernel = probe.volume_maps().unwrap();
     let registry = Arc::new(VolumeRegistry::new());
     let changes = registry.apply(
         scan(&sb.kubelet_root(), &VolumeType::ALL).found,

@@ -21,6 +21,7 @@ use crate::enrich::correlation::CorrelationMaps;
 use crate::enrich::enricher::Enricher;
 use crate::enrich::pods::{PodMetadata, PodStore, WatchSettings};
 use crate::kernel::clock::WallClock;
+use crate::kernel::maps::KernelDirs;
 use crate::kernel::maps::{KernelMaps, StatsReader};
 use crate::kernel::probe::{Attachment, Probe, ProbeError, ProbeOptions, ProbeStorage};
 use crate::kernel::ring;
@@ -87,7 +88,7 @@ impl Drop for Worker {
 /// What the loaded probe hands back to the collector.
 #[derive(Debug)]
 pub struct Loaded {
-    pub dirs: (libbpf_rs::MapHandle, libbpf_rs::MapHandle),
+    pub dirs: KernelDirs,
     pub correlation: KernelMaps,
     pub stats: StatsReader,
     pub attachment: Attachment,

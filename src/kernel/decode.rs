@@ -240,6 +240,20 @@ pub fn encode_container_pid(c: &ContainerPid) -> cac_container_pid {
     raw
 }
 
+/// Words of each open-path filter (`CAC_FILTER_BITS / 64`).
+pub const FILTER_WORDS: usize = FILTER_BITS as usize / 64;
+const FILTER_BITS: u32 = cac_limits::CAC_FILTER_BITS.0 as u32;
+
+/// The `dev_filter` bit of a device (kernel encoding), as the header defines it.
+pub fn dev_bit(dev: u32) -> u32 {
+    (dev ^ (dev >> 20)) % FILTER_BITS
+}
+
+/// The `dir_filter` bit of a directory, as the header defines it.
+pub fn dir_bit(dir: FileId) -> u32 {
+    ((dir.ino ^ (dir.ino >> 32)) as u32 ^ dir.dev) % FILTER_BITS
+}
+
 /// The `cgroup_classes` key of a process's cgroup ids.
 pub fn cgroup_key(cgroup_id: u64, cgroup_v1_id: u64) -> cac_cgroup_key {
     cac_cgroup_key {

@@ -13,7 +13,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapHandle, OpenObject, PrintLevel};
 
 use super::abi::{CollectorSkel, CollectorSkelBuilder};
-use super::maps::{KernelMaps, MapError, StatsReader};
+use super::maps::{KernelDirs, KernelMaps, MapError, StatsReader};
 use crate::model::volume::kernel_dev;
 
 /// Errors of this module.
@@ -241,11 +241,13 @@ impl<'obj> Probe<'obj> {
         Self::handle(&self.skel.maps.events, "events")
     }
 
-    /// The watched volume directories and their devices (see [`super::maps::KernelDirs`]).
-    pub fn volume_maps(&self) -> Result<(MapHandle, MapHandle), ProbeError> {
-        Ok((
+    /// The watched volume directories and the device and directory filters
+    /// in front of them (see [`super::maps::KernelDirs`]).
+    pub fn volume_maps(&self) -> Result<KernelDirs, ProbeError> {
+        Ok(KernelDirs::new(
             Self::handle(&self.skel.maps.watched_dirs, "watched_dirs")?,
-            Self::handle(&self.skel.maps.watched_devs, "watched_devs")?,
+            Self::handle(&self.skel.maps.dev_filter, "dev_filter")?,
+            Self::handle(&self.skel.maps.dir_filter, "dir_filter")?,
         ))
     }
 
