@@ -52,9 +52,14 @@
  *    1 in cfg_sample_every syscalls) records processes the same way; it is
  *    not loaded when sampling is off.
  * 4. Delivery: events are built in a per-CPU scratch record and copied into
- *    the `events` ring buffer without a wakeup; user space drains on a short
- *    timer.  A wakeup is forced when the backlog crosses cfg_wakeup_bytes, and
- *    for denied opens, whose process user space must inspect while it lives.
+ *    the `events` ring buffer.  Wakeups are adaptive: a record wakes the
+ *    reader when no record did in the last cfg_wakeup_gap_ns (so the first
+ *    event after a quiet spell is delivered at once), when it makes the
+ *    backlog cross cfg_wakeup_bytes, and always for denied opens, whose
+ *    process user space must inspect while it lives.  Other records go
+ *    without a wakeup: under load at most one wakeup per gap, instead of an
+ *    irq_work per event.  The reader looks again 1 ms after a batch (for
+ *    the tail of a burst) and otherwise only on a safety-net timer.
  *    Per-CPU counters in `stats` make matched == delivered + dropped.
  * 5. The collector's own opens (its volume scans, its ENOENT probes of
  *    missing plugin directories) are dropped just before delivery and only
@@ -84,6 +89,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 cfg_sample_every = 0;
 /* Pending ring-buffer bytes above which an event forces a wakeup. */
 const volatile __u64 cfg_wakeup_bytes = 256 * 1024;
+/* Shortest time between two wakeups that records force, nanoseconds. */
+const volatile __u64 cfg_wakeup_gap_ns = 200 * 1000;
+
+/* CLOCK_MONOTONIC time of the last wakeup a record forced (any CPU). */
+__u64 last_wakeup_ns = 0;
 /* Non-zero: report failed opens whose path names the kubelet volume tree. */
 const volatile __u32 cfg_report_failed = 1;
 /* cgroup v1 subsystem index used for the fallback cgroup id; negative: none. */
@@ -328,13 +338,17 @@ static __always_inline void emit(struct cac_event *ev, bool urgent)
 	}
 
 	/*
-	 * Wake the reader only when this record makes the backlog cross the
-	 * threshold: waking on every record while a slow reader is behind
-	 * would cost an irq_work per event.
+	 * Wake the reader for the first record after a quiet spell, when the
+	 * backlog crosses the threshold, and for urgent records; waking on
+	 * every record would cost an irq_work per event.  Two CPUs may both
+	 * see an old last_wakeup_ns: that costs one extra wakeup, nothing else.
 	 */
 	pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	if (urgent || (pending < cfg_wakeup_bytes && pending + sizeof(*ev) >= cfg_wakeup_bytes))
+	if (urgent || ev->ts_ns - last_wakeup_ns >= cfg_wakeup_gap_ns ||
+	    (pending < cfg_wakeup_bytes && pending + sizeof(*ev) >= cfg_wakeup_bytes)) {
 		flags = BPF_RB_FORCE_WAKEUP;
+		last_wakeup_ns = ev->ts_ns;
+	}
 	stat_inc(CAC_STAT_MATCHED);
 	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), flags))
 		stat_inc(CAC_STAT_DROPPED_RINGBUF);

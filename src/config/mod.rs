@@ -83,7 +83,8 @@ pub struct Config {
     pub syscall_sampling_rate: u32,
     /// Kernel ring buffer size in bytes (power of two, >= 4096).
     pub ring_buffer_bytes: u32,
-    /// Pending ring-buffer bytes that wake the reader at once.
+    /// Pending ring-buffer bytes that wake the reader at once; 0 (the
+    /// default): a quarter of the ring.
     pub wakeup_bytes: u64,
     /// Longest delay between an access and its delivery to user space, in ms.
     pub flush_interval_ms: u64,
@@ -196,7 +197,7 @@ impl Default for Config {
             pod_correlation: true,
             syscall_sampling_rate: 0,
             ring_buffer_bytes: 4 << 20,
-            wakeup_bytes: 256 << 10,
+            wakeup_bytes: 0,
             flush_interval_ms: 50,
             buffer_size: 4096,
             report_failed_opens: true,
@@ -250,6 +251,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Pending ring-buffer bytes that wake the reader at once: `wakeup_bytes`,
+    /// or a quarter of the ring when it is 0.
+    pub fn wakeup_threshold(&self) -> u64 {
+        match self.wakeup_bytes {
+            0 => u64::from(self.ring_buffer_bytes) / 4,
+            n => n,
+        }
+    }
+
     /// Whether the correlation maps are kept: by the lifecycle programs,
     /// or by the sampler.
     pub fn correlation(&self) -> bool {
@@ -312,6 +322,15 @@ mod tests {
         let c = load_str("kernel_collector:\n  enable_pod_correlation: false\n").unwrap();
         assert_eq!(c.syscall_sampling_rate, 0);
         assert!(!c.pod_correlation);
+    }
+
+    #[test]
+    fn the_wakeup_threshold_scales_with_the_ring() {
+        let c = load_str("ring_buffer_bytes: 65536\n").unwrap();
+        assert_eq!(c.wakeup_threshold(), 16384);
+        let c = load_str("ring_buffer_bytes: 65536\nwakeup_bytes: 4096\n").unwrap();
+        assert_eq!(c.wakeup_threshold(), 4096);
+        assert!(load_str("ring_buffer_bytes: 65536\nwakeup_bytes: 65537\n").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
+use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapHandle, OpenObject, PrintLevel};
@@ -39,6 +40,10 @@ pub enum ProbeError {
     Ring(#[source] libbpf_rs::Error),
 }
 
+/// Default shortest time between two wakeups that records force: under
+/// load, at most 5,000 wakeups a second; a lone event is never held back.
+pub const WAKEUP_GAP: Duration = Duration::from_micros(200);
+
 /// Settings baked into the programs at load time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOptions {
@@ -52,6 +57,9 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// Pending ring-buffer bytes above which a new event wakes the reader at once.
     pub wakeup_bytes: u64,
+    /// Shortest time between two wakeups that records force (the first
+    /// record after a quiet spell wakes the reader at once).
+    pub wakeup_gap: Duration,
     /// Report failed opens whose path names the kubelet volume tree.
     pub report_failed_opens: bool,
     /// cgroup v1 subsystem index for the fallback cgroup id (`None`: v2 only).
@@ -67,6 +75,7 @@ impl Default for ProbeOptions {
             sample_every: 0,
             ring_bytes: 4 << 20,
             wakeup_bytes: 256 << 10,
+            wakeup_gap: WAKEUP_GAP,
             report_failed_opens: true,
             cgroup_v1_subsys: None,
             ignore_own_process: false,
@@ -145,6 +154,7 @@ impl<'obj> Probe<'obj> {
             .expect("the object has a .rodata section");
         rodata.cfg_sample_every = options.sample_every;
         rodata.cfg_wakeup_bytes = options.wakeup_bytes;
+        rodata.cfg_wakeup_gap_ns = u64::try_from(options.wakeup_gap.as_nanos()).unwrap_or(u64::MAX);
         rodata.cfg_report_failed = u32::from(options.report_failed_opens);
         rodata.cfg_v1_subsys = options
             .cgroup_v1_subsys
