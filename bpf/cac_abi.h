@@ -181,7 +181,11 @@ struct cac_cgroup_class {
 	struct cac_container_pid container;
 };
 
-/* One record of the `events` ring buffer. */
+/*
+ * One record of the `events` ring buffer.  Records are variable-length: a
+ * record ends right after its strings, so it is
+ * offsetof(struct cac_event, strings) + path_len + name_len bytes long.
+ */
 struct cac_event {
 	/// CLOCK_MONOTONIC time at syscall exit, nanoseconds.
 	cac_u64 ts_ns;
@@ -215,9 +219,9 @@ struct cac_event {
 	cac_u32 open_flags;
 	/// FMODE_* bits of the opened file; 0 when the open failed.
 	cac_u32 fmode;
-	/// Bytes of `path` used, with the NUL; 0 when the path was not read.
+	/// Bytes of the path argument in `strings`, with the NUL; 0 when it was not read.
 	cac_u16 path_len;
-	/// Bytes of `name` used, with the NUL; 0 when not read.
+	/// Bytes of the file name in `strings` after the path, with the NUL; 0 when not read.
 	cac_u16 name_len;
 	/// enum cac_event_kind.
 	cac_u8 kind;
@@ -231,10 +235,10 @@ struct cac_event {
 	cac_u32 _reserved;
 	/// Task command name, NUL-padded.
 	char comm[CAC_COMM_LEN];
-	/// Path argument as the process passed it, NUL-terminated, truncated to CAC_PATH_LEN - 1 bytes.
-	char path[CAC_PATH_LEN];
-	/// Name of the opened file's dentry (the last path component inside the volume), NUL-terminated.
-	char name[CAC_NAME_LEN];
+	/// The path argument as the process passed it (path_len bytes with its NUL, at most
+	/// CAC_PATH_LEN), then the name of the opened file's dentry, the last path component inside
+	/// the volume (name_len bytes with its NUL, at most CAC_NAME_LEN).
+	char strings[CAC_PATH_LEN + CAC_NAME_LEN];
 };
 
 _Static_assert(sizeof(struct cac_dir_key) == 16, "cac_dir_key layout");

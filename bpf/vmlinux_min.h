@@ -180,10 +180,24 @@ struct bpf_pidns_info {
 	__u32 tgid;
 };
 
+typedef struct {
+	__u32 val;
+} kuid_t;
+
+typedef struct {
+	__u32 val;
+} kgid_t;
+
+struct cred {
+	kuid_t uid;
+	kgid_t gid;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
 	char comm[16];
+	const struct cred *cred;
 	struct files_struct *files;
 	struct nsproxy *nsproxy;
 	struct css_set *cgroups;

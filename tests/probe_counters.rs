@@ -40,7 +40,7 @@ fn overflowing_the_ring_buffer_is_fully_accounted() {
     if !privileged("overflowing_the_ring_buffer_is_fully_accounted") {
         return;
     }
-    // One page of ring: a handful of 624-byte records fit.
+    // One page of ring: a couple of dozen records fit.
     let mut storage = ProbeStorage::uninit();
 
     let mut probe = Probe::load(
