@@ -55,8 +55,9 @@
  *    the `events` ring buffer only as far as their strings go: records are
  *    variable-length, ~150 bytes for a usual path instead of 624.  The task
  *    fields are direct loads (no helper call but the clock).  Wakeups are
- *    adaptive: a record wakes the reader when no record did in the last cfg_wakeup_gap_ns (so the first
- *    event after a quiet spell is delivered at once), when it makes the
+ *    adaptive: a record wakes the reader when no record did in the last
+ *    cfg_wakeup_gap_ns (so the first event after a quiet spell is
+ *    delivered at once), when it makes the
  *    backlog cross cfg_wakeup_bytes, and always for denied opens, whose
  *    process user space must inspect while it lives.  Other records go
  *    without a wakeup: under load at most one wakeup per gap, instead of an
@@ -345,16 +346,20 @@ static __always_inline void emit(struct cac_event *ev, bool urgent)
 	 * every record would cost an irq_work per event.  Two CPUs may both
 	 * see an old last_wakeup_ns: that costs one extra wakeup, nothing else.
 	 */
-	pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	if (urgent || ev->ts_ns - last_wakeup_ns >= cfg_wakeup_gap_ns ||
-	    (pending < cfg_wakeup_bytes && pending + sizeof(*ev) >= cfg_wakeup_bytes)) {
-		flags = BPF_RB_FORCE_WAKEUP;
-		last_wakeup_ns = ev->ts_ns;
-	}
 	/* Only the strings' used bytes travel: most records are ~150 bytes. */
 	size = __builtin_offsetof(struct cac_event, strings) + ev->path_len + ev->name_len;
 	if (size > sizeof(*ev))
 		size = sizeof(*ev);
+	/* The backlog is queried only when no other reason wakes the reader. */
+	if (urgent || ev->ts_ns - last_wakeup_ns >= cfg_wakeup_gap_ns) {
+		flags = BPF_RB_FORCE_WAKEUP;
+	} else {
+		pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		if (pending < cfg_wakeup_bytes && pending + size >= cfg_wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
+	if (flags == BPF_RB_FORCE_WAKEUP)
+		last_wakeup_ns = ev->ts_ns;
 	stat_inc(CAC_STAT_MATCHED);
 	if (bpf_ringbuf_output(&events, ev, size, flags))
 		stat_inc(CAC_STAT_DROPPED_RINGBUF);
