@@ -14,7 +14,7 @@
 //! whose cgroup is gone; [`CorrelationMaps::scan_processes`] does the same
 //! for the processes older than the collector (a /proc scan at start).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -376,8 +376,11 @@ impl CorrelationMaps {
         report: &mut SyncReport,
     ) {
         let mut retry = Vec::new();
+        // Many records share their cgroups (the /proc scan above all): each
+        // pair is classified, and its pod written, once per pass.
+        let mut classified = HashSet::new();
         for (sample, seen) in records {
-            if !self.apply(sample, cgroups, pods, report) {
+            if !self.apply(sample, cgroups, pods, &mut classified, report) {
                 if seen.elapsed() < UNRESOLVED_RETRY && retry.len() < MAX_PENDING {
                     retry.push((sample, seen));
                 } else {
@@ -391,14 +394,16 @@ impl CorrelationMaps {
             .extend(retry);
     }
 
-    /// Classifies one process's cgroups for the kernel, and writes the
-    /// process's container (unless the kernel has placed it since) and its
-    /// cgroup's pod; false when its cgroups are not known (yet).
+    /// Classifies one process's cgroups for the kernel and writes their
+    /// pod (unless `classified` holds them: done in this pass), and writes
+    /// the process's container (unless the kernel has placed it since);
+    /// false when its cgroups are not known (yet).
     fn apply(
         &self,
         sample: PidSample,
         cgroups: &CgroupResolver,
         pods: &dyn PodMetadata,
+        classified: &mut HashSet<(u64, u64)>,
         report: &mut SyncReport,
     ) -> bool {
         let Resolution::Found(info) = cgroups.resolve(sample.cgroup_id, sample.cgroup_v1_id) else {
@@ -409,7 +414,8 @@ impl CorrelationMaps {
             cgroup_id: sample.cgroup_id,
             container_id: info.container_id.clone().unwrap_or_default(),
         });
-        if let Ok(k) = self.kernel() {
+        let first = classified.insert(ids);
+        if let (true, Ok(k)) = (first, self.kernel()) {
             report.classes_added +=
                 usize::from(k.put_cgroup_class(ids, container.as_ref()).is_ok());
         }
@@ -420,7 +426,7 @@ impl CorrelationMaps {
             report.pids_added += usize::from(self.set_container_pid(sample.tgid, &c).is_ok());
         }
         // pod_info is keyed by the v2 id: the root (1) names no pod.
-        if sample.cgroup_id > 1 && self.pod_by_cgroup(sample.cgroup_id).is_none() {
+        if first && sample.cgroup_id > 1 && self.pod_by_cgroup(sample.cgroup_id).is_none() {
             let info = pod_info_for(uid, pods, now_secs());
             report.pods_added += usize::from(self.add_pod_info(sample.cgroup_id, info).is_ok());
         }
