@@ -86,7 +86,11 @@ enum cac_stat {
 	CAC_STAT_OPENS_SEEN = 4,
 	/* Events of the collector's own process, dropped before the ring buffer. */
 	CAC_STAT_OWN = 5,
-	CAC_STAT_MAX = 6,
+	/* Opens counted in `repeats` (a repeat within the window) instead of emitted. */
+	CAC_STAT_REPEATED = 6,
+	/* Emitted opens whose repeats could not be tracked: `repeats` was full. */
+	CAC_STAT_REPEAT_FULL = 7,
+	CAC_STAT_MAX = 8,
 };
 
 /* Kubelet volume plugin of a watched directory. */
@@ -182,6 +186,71 @@ struct cac_cgroup_class {
 };
 
 /*
+ * Key of `repeats`: one file as opened by one program of one process.  The
+ * process is told apart from a later one with the same pid by its start
+ * time, and from the program it runs after an execve by its exec count.
+ */
+struct cac_repeat_key {
+	/// Inode of the opened file.
+	cac_u64 ino;
+	/// Start time of the process (its thread-group leader), CLOCK_MONOTONIC nanoseconds.
+	cac_u64 start_ns;
+	/// Process id (thread-group id) in the initial pid namespace.
+	cac_u32 tgid;
+	/// Device of the opened file (kernel encoding major << 20 | minor).
+	cac_u32 dev;
+	/// The process's exec count (low 32 bits of task_struct.self_exec_id).
+	cac_u32 exec_id;
+	/// FMODE_READ | FMODE_WRITE bits of the open: a write is never a repeat of a read.
+	cac_u32 mode;
+};
+
+/*
+ * Value of `repeats`: the opens of one key that were counted instead of
+ * emitted, and what user space needs to report them (the fields of the
+ * key's first emitted open; the path argument is not kept: repeats of one
+ * file may use different paths).
+ */
+struct cac_repeat {
+	/// CLOCK_MONOTONIC time of the key's first emitted open (the entry's creation), nanoseconds.
+	cac_u64 first_ns;
+	/// CLOCK_MONOTONIC time of the emitted open that began the current window, nanoseconds.
+	cac_u64 window_ns;
+	/// CLOCK_MONOTONIC time of the latest counted open, nanoseconds; 0 before the first.
+	cac_u64 last_ns;
+	/// Opens counted since the entry was made (never reset; user space reports differences).
+	cac_u64 count;
+	/// cgroup v2 id of the process at its first emitted open.
+	cac_u64 cgroup_id;
+	/// cgroup v1 id of the process at its first emitted open; 0 when none.
+	cac_u64 cgroup_v1_id;
+	/// Inode of the matched volume directory.
+	cac_u64 vol_ino;
+	/// Id of the matched volume (cac_dir_info.volume_id).
+	cac_u32 volume_id;
+	/// Thread id of the first emitted open.
+	cac_u32 tid;
+	/// Real user id (initial user namespace).
+	cac_u32 uid;
+	/// Real group id (initial user namespace).
+	cac_u32 gid;
+	/// Inode number of the process's mount namespace.
+	cac_u32 mnt_ns;
+	/// FMODE_* bits of the first emitted open.
+	cac_u32 fmode;
+	/// Open flags of the first emitted open.
+	cac_u32 open_flags;
+	/// enum cac_syscall of the first emitted open.
+	cac_u8 syscall;
+	/// Levels between the file and the matched volume directory.
+	cac_u8 depth;
+	/// Always zero.
+	cac_u16 _pad;
+	/// Task command name, NUL-padded.
+	char comm[CAC_COMM_LEN];
+};
+
+/*
  * One record of the `events` ring buffer.  Records are variable-length: a
  * record ends right after its strings, so it is
  * offsetof(struct cac_event, strings) + path_len + name_len bytes long.
@@ -248,6 +317,8 @@ _Static_assert(sizeof(struct cac_pod_info) == 240, "cac_pod_info layout");
 _Static_assert(sizeof(struct cac_container_pid) == 80, "cac_container_pid layout");
 _Static_assert(sizeof(struct cac_cgroup_key) == 16, "cac_cgroup_key layout");
 _Static_assert(sizeof(struct cac_cgroup_class) == 88, "cac_cgroup_class layout");
+_Static_assert(sizeof(struct cac_repeat_key) == 32, "cac_repeat_key layout");
+_Static_assert(sizeof(struct cac_repeat) == 104, "cac_repeat layout");
 _Static_assert(sizeof(struct cac_event) == 96 + CAC_COMM_LEN + CAC_PATH_LEN + CAC_NAME_LEN,
 	       "cac_event layout");
 

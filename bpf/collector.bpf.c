@@ -65,10 +65,22 @@
  *    the tail of a burst) and otherwise only on a safety-net timer.
  *    Per-CPU counters in `stats` make matched == delivered + dropped.
  * 5. The collector's own opens (its volume scans, its ENOENT probes of
- *    missing plugin directories) are dropped just before delivery and only
+ *    missing plugin directories) are dropped once matched and only
  *    counted (CAC_STAT_OWN): its thread group is identified by pid and pid
  *    namespace (cfg_self_*), so this holds whichever pid namespace it runs in.
  *    The check costs one helper call on the matched path only.
+ * 6. Repeats (cfg_repeat_window_ns > 0): a process that opens the same file
+ *    again and again must not flood the ring and hide other pods' events.
+ *    An emitted open of a volume file starts a window for its key in
+ *    `repeats` (process by tgid, start time and exec count; file; read or
+ *    write); further opens of that key within the window are only counted
+ *    in the entry (an atomic add, no record) and the first open after it
+ *    is emitted again and starts the next window.  User space reads the
+ *    counts every window and reports them as summary events with the exact
+ *    number, so every open is either emitted or counted, never lost; it
+ *    deletes entries idle for two windows.  The map is a plain hash: a full
+ *    map makes opens go out one by one (CAC_STAT_REPEAT_FULL), it never
+ *    evicts unread counts.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -80,6 +92,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define EPERM 1
 #define EACCES 13
+#define EEXIST 17
 #define S_IFMT 00170000
 #define S_IFREG 0100000
 #define FMODE_PATH 0x4000
@@ -106,6 +119,8 @@ const volatile __u32 cfg_self_tgid = 0;
 /* Device (kernel encoding) and inode of the collector's pid namespace. */
 const volatile __u64 cfg_self_pidns_dev = 0;
 const volatile __u64 cfg_self_pidns_ino = 0;
+/* Window of repeat aggregation, nanoseconds; 0: every open is emitted. */
+const volatile __u64 cfg_repeat_window_ns = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -177,6 +192,19 @@ struct {
 	__type(value, struct cac_cgroup_class);
 } cgroup_classes SEC(".maps");
 
+/*
+ * Repeated opens: (process, program, file, mode) -> opens counted instead of
+ * emitted.  A plain hash, not an LRU: an entry is never evicted with counts
+ * user space has not read; when the map is full, opens are emitted one by
+ * one (CAC_STAT_REPEAT_FULL).  User space deletes idle entries.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct cac_repeat_key);
+	__type(value, struct cac_repeat);
+} repeats SEC(".maps");
+
 /* Per-CPU countdown of the sampler. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -247,13 +275,13 @@ static __always_inline __u64 cgroup_v1_id(struct task_struct *task)
 }
 
 /* Fill the fields every event carries, by direct loads from the task. */
-static __always_inline void fill_task(struct cac_event *ev, struct task_struct *task, long ret,
+static __always_inline void fill_task(struct cac_event *ev, struct task_struct *task, __u64 now, long ret,
 				      enum cac_syscall sc, enum cac_event_kind kind)
 {
 	const struct cred *cred = task->cred;
 	struct nsproxy *ns = task->nsproxy;
 
-	ev->ts_ns = bpf_ktime_get_ns();
+	ev->ts_ns = now;
 	ev->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
 	ev->cgroup_v1_id = cgroup_v1_id(task);
 	ev->tgid = task->tgid;
@@ -335,11 +363,6 @@ static __always_inline void emit(struct cac_event *ev, bool urgent)
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u64 pending, size;
 
-	if (is_self()) {
-		stat_inc(CAC_STAT_OWN);
-		return;
-	}
-
 	/*
 	 * Wake the reader for the first record after a quiet spell, when the
 	 * backlog crosses the threshold, and for urgent records; waking on
@@ -367,6 +390,79 @@ static __always_inline void emit(struct cac_event *ev, bool urgent)
 		stat_inc(CAC_STAT_DELIVERED);
 }
 
+/* True (and counted) when the current task is the collector itself: its accesses are dropped. */
+static __always_inline bool own_access(void)
+{
+	if (!is_self())
+		return false;
+	stat_inc(CAC_STAT_OWN);
+	return true;
+}
+
+/* The `repeats` key of an open of `file` by `task`. */
+static __always_inline void repeat_key(struct cac_repeat_key *key, struct task_struct *task,
+				       struct file *file, __u32 dev)
+{
+	key->ino = file->f_inode->i_ino;
+	key->start_ns = task->group_leader->start_time;
+	key->tgid = task->tgid;
+	key->dev = dev;
+	key->exec_id = (__u32)task->self_exec_id;
+	key->mode = file->f_mode & 3;
+}
+
+/*
+ * Counts the open as a repeat when the process opened the same file within
+ * the window; returns the entry (or NULL) so the caller can start a window.
+ */
+static __always_inline bool counted_repeat(struct cac_repeat_key *key, __u64 now, struct cac_repeat **entry)
+{
+	struct cac_repeat *r = bpf_map_lookup_elem(&repeats, key);
+
+	*entry = r;
+	if (!r || now - r->window_ns >= cfg_repeat_window_ns)
+		return false;
+	__sync_fetch_and_add(&r->count, 1);
+	r->last_ns = now;
+	stat_inc(CAC_STAT_REPEATED);
+	return true;
+}
+
+/*
+ * The open in `ev` is emitted and begins a window: roll the entry over, or
+ * make one from the event's fields (a full map is counted).
+ */
+static __always_inline void start_window(struct cac_repeat_key *key, struct cac_repeat *r,
+					 struct cac_event *ev)
+{
+	struct cac_repeat fresh = {};
+	long err;
+
+	if (r) {
+		r->window_ns = ev->ts_ns;
+		return;
+	}
+	fresh.first_ns = ev->ts_ns;
+	fresh.window_ns = ev->ts_ns;
+	fresh.cgroup_id = ev->cgroup_id;
+	fresh.cgroup_v1_id = ev->cgroup_v1_id;
+	fresh.vol_ino = ev->vol_ino;
+	fresh.volume_id = ev->volume_id;
+	fresh.tid = ev->tid;
+	fresh.uid = ev->uid;
+	fresh.gid = ev->gid;
+	fresh.mnt_ns = ev->mnt_ns;
+	fresh.fmode = ev->fmode;
+	fresh.open_flags = ev->open_flags;
+	fresh.syscall = ev->syscall;
+	fresh.depth = ev->depth;
+	__builtin_memcpy(fresh.comm, ev->comm, sizeof(fresh.comm));
+	err = bpf_map_update_elem(&repeats, key, &fresh, BPF_NOEXIST);
+	/* -EEXIST: another thread of the process made it first. */
+	if (err && err != -EEXIST)
+		stat_inc(CAC_STAT_REPEAT_FULL);
+}
+
 static __always_inline struct cac_event *scratch_event(void)
 {
 	__u32 zero = 0;
@@ -377,6 +473,8 @@ static __always_inline struct cac_event *scratch_event(void)
 static __always_inline int on_open_ok(struct task_struct *task, long fd, enum cac_syscall sc)
 {
 	struct cac_dir_key key = {};
+	struct cac_repeat_key rkey = {};
+	struct cac_repeat *rep = NULL;
 	struct cac_dir_info *info = NULL;
 	struct dentry *cur, *parent;
 	struct cac_event *ev;
@@ -386,6 +484,7 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 	struct file *file;
 	struct inode *inode;
 	__u32 dev, depth;
+	__u64 now;
 
 	fdt = task->files->fdt;
 	if (fd >= fdt->max_fds)
@@ -417,13 +516,19 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 		}
 		cur = parent;
 	}
-	if (!info)
+	if (!info || own_access())
 		return 0;
+	now = bpf_ktime_get_ns();
+	if (cfg_repeat_window_ns) {
+		repeat_key(&rkey, task, file, dev);
+		if (counted_repeat(&rkey, now, &rep))
+			return 0;
+	}
 
 	ev = scratch_event();
 	if (!ev)
 		return 0;
-	fill_task(ev, task, fd, sc, CAC_KIND_VOLUME_OPEN);
+	fill_task(ev, task, now, fd, sc, CAC_KIND_VOLUME_OPEN);
 	fill_args(ev, task, sc);
 	ev->file_ino = inode->i_ino;
 	ev->file_dev = dev;
@@ -442,6 +547,8 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 					      file->f_path.dentry->d_name.name);
 		ev->name_len = n > 0 ? n : 0;
 	}
+	if (cfg_repeat_window_ns)
+		start_window(&rkey, rep, ev);
 	emit(ev, false);
 	return 0;
 }
@@ -482,7 +589,10 @@ static __always_inline int on_open_failed(struct task_struct *task, long ret, en
 	fill_args(ev, task, sc);
 	if (!denied && !names_volume_tree(ev->strings))
 		return 0;
-	fill_task(ev, task, ret, sc, denied ? CAC_KIND_DENIED : CAC_KIND_VOLUME_PATH_FAILED);
+	if (own_access())
+		return 0;
+	fill_task(ev, task, bpf_ktime_get_ns(), ret, sc,
+		  denied ? CAC_KIND_DENIED : CAC_KIND_VOLUME_PATH_FAILED);
 	ev->file_ino = 0;
 	ev->file_dev = 0;
 	ev->vol_ino = 0;

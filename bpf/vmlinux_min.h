@@ -201,6 +201,9 @@ struct task_struct {
 	struct files_struct *files;
 	struct nsproxy *nsproxy;
 	struct css_set *cgroups;
+	struct task_struct *group_leader;
+	u64 start_time;
+	u64 self_exec_id;
 } __attribute__((preserve_access_index));
 
 #endif /* __VMLINUX_MIN_H__ */

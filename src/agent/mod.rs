@@ -19,6 +19,7 @@ use crate::enrich::volumes::VolumeRegistry;
 use crate::enrich::watcher::{VolumeWatcher, WatchShared, WatchStats};
 use crate::kernel::clock::WallClock;
 use crate::kernel::maps::{KernelDirs, StatsReader};
+use crate::kernel::repeats::RepeatSweeper;
 use crate::model::event::AccessEvent;
 use crate::model::health::{HealthBoard, Heartbeat};
 use crate::model::stats::{OutputStats, Stats, UserStats};
@@ -99,6 +100,7 @@ struct Started {
     reader: Reader,
     dirs: KernelDirs,
     stats: StatsReader,
+    repeats: Option<RepeatSweeper>,
     attachment: crate::kernel::probe::Attachment,
     programs: Vec<&'static str>,
     object_ids: (Vec<u32>, Vec<u32>),
@@ -150,6 +152,12 @@ impl Collector {
             reader,
             dirs: loaded.dirs,
             stats: loaded.stats,
+            repeats: (config.repeat_window_ms > 0).then(|| {
+                RepeatSweeper::new(
+                    loaded.repeats,
+                    Duration::from_millis(config.repeat_window_ms),
+                )
+            }),
             attachment: loaded.attachment,
             programs: loaded.programs,
             object_ids: loaded.object_ids,
@@ -193,7 +201,12 @@ impl Collector {
             metrics: AccessMetrics::new(&meter, config.metrics_access_labels.clone()),
             stats: Arc::clone(&s.user_stats),
         };
-        let pipeline = Pipeline::new(enricher(config, &s), fanout, Arc::clone(&heartbeat));
+        let pipeline = Pipeline::new(
+            enricher(config, &s),
+            fanout,
+            Arc::clone(&heartbeat),
+            k.repeats,
+        );
         let reader = k.reader.run(pipeline);
         let api_state = ApiState {
             kernel_stats: k.stats.try_clone()?,

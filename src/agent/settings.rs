@@ -24,6 +24,7 @@ pub fn probe_options(config: &Config, cgroup_v1_subsys: Option<u32>) -> ProbeOpt
         report_failed_opens: config.report_failed_opens,
         cgroup_v1_subsys,
         ignore_own_process: config.ignore_own_opens,
+        repeat_window: std::time::Duration::from_millis(config.repeat_window_ms),
     }
 }
 

@@ -20,13 +20,15 @@ use crate::enrich::cgroup::CgroupResolver;
 use crate::enrich::correlation::CorrelationMaps;
 use crate::enrich::enricher::Enricher;
 use crate::enrich::pods::{PodMetadata, PodStore, WatchSettings};
-use crate::kernel::clock::WallClock;
+use crate::kernel::clock::{monotonic_ns, WallClock};
 use crate::kernel::maps::KernelDirs;
 use crate::kernel::maps::{KernelMaps, StatsReader};
 use crate::kernel::probe::{Attachment, Probe, ProbeError, ProbeOptions, ProbeStorage};
+use crate::kernel::repeats::RepeatSweeper;
 use crate::kernel::ring;
 use crate::model::health::Heartbeat;
 use crate::output::Fanout;
+use libbpf_rs::MapHandle;
 
 /// How often the reader re-measures the monotonic -> wall-clock offset.
 const CLOCK_REFRESH: Duration = Duration::from_secs(1);
@@ -91,6 +93,8 @@ pub struct Loaded {
     pub dirs: KernelDirs,
     pub correlation: KernelMaps,
     pub stats: StatsReader,
+    /// The kernel's counts of repeated opens.
+    pub repeats: MapHandle,
     pub attachment: Attachment,
     pub programs: Vec<&'static str>,
     pub object_ids: (Vec<u32>, Vec<u32>),
@@ -101,30 +105,64 @@ fn loaded(probe: &Probe<'_>) -> Result<Loaded, ProbeError> {
         dirs: probe.volume_maps()?,
         correlation: probe.correlation_maps()?,
         stats: probe.stats_reader()?,
+        repeats: probe.repeats_map()?,
         attachment: probe.attachment(),
         programs: probe.attached_programs(),
         object_ids: probe.object_ids(),
     })
 }
 
-/// What the reader does with each record: enrich it, then fan it out.
+/// What the reader does with each record: enrich it, then fan it out; and
+/// every repeat window, the same with the summaries of repeated opens.
 #[derive(Debug)]
 pub struct Pipeline {
     pub enricher: Enricher,
     pub fanout: Fanout,
     pub heartbeat: Arc<Heartbeat>,
+    /// Summaries of repeated opens (`None`: every open is emitted).
+    repeats: Option<RepeatSweeper>,
     refreshed: Instant,
     swept: Instant,
+    repeats_swept: Instant,
 }
 
 impl Pipeline {
-    pub fn new(enricher: Enricher, fanout: Fanout, heartbeat: Arc<Heartbeat>) -> Self {
+    pub fn new(
+        enricher: Enricher,
+        fanout: Fanout,
+        heartbeat: Arc<Heartbeat>,
+        repeats: Option<RepeatSweeper>,
+    ) -> Self {
         Self {
             enricher,
             fanout,
             heartbeat,
+            repeats,
             refreshed: Instant::now(),
             swept: Instant::now(),
+            repeats_swept: Instant::now(),
+        }
+    }
+
+    /// Delivers the summaries of repeated opens when a window has passed
+    /// since the last time (`all`: every count left, at stop).
+    fn report_repeats(&mut self, all: bool) {
+        let Some(sweeper) = &mut self.repeats else {
+            return;
+        };
+        if !all && self.repeats_swept.elapsed() < sweeper.window() {
+            return;
+        }
+        self.repeats_swept = Instant::now();
+        let summaries = sweeper.sweep(monotonic_ns(), all);
+        for _ in 0..sweeper.take_errors() {
+            crate::model::stats::bump(&self.enricher.stats.decode_errors);
+        }
+        for summary in &summaries {
+            // Its latency is the window's, not the pipeline's: not measured.
+            if let Some(event) = self.enricher.handle(summary) {
+                self.fanout.deliver(event, 0.0);
+            }
         }
     }
 }
@@ -137,6 +175,7 @@ impl ring::Consumer for Pipeline {
     }
 
     fn batch_done(&mut self, stopping: bool) {
+        self.report_repeats(stopping);
         self.fanout.flush();
         if stopping {
             return;

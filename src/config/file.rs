@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub syscall_sampling_rate: Option<u32>,
     pub ring_buffer_bytes: Option<u32>,
     pub wakeup_bytes: Option<u64>,
+    pub repeat_window_ms: Option<u64>,
     pub flush_interval_ms: Option<u64>,
     pub buffer_size: Option<usize>,
     pub report_failed_opens: Option<bool>,

@@ -86,6 +86,10 @@ pub struct Config {
     /// Pending ring-buffer bytes that wake the reader at once; 0 (the
     /// default): a quarter of the ring.
     pub wakeup_bytes: u64,
+    /// Window of repeat aggregation in ms: a process's further opens of a
+    /// file within it of an emitted open are counted in the kernel and
+    /// reported as one summary event; 0 emits every open.
+    pub repeat_window_ms: u64,
     /// Longest delay between an access and its delivery to user space, in ms.
     pub flush_interval_ms: u64,
     /// Capacity of the output queue, in events.
@@ -198,6 +202,7 @@ impl Default for Config {
             syscall_sampling_rate: 0,
             ring_buffer_bytes: 4 << 20,
             wakeup_bytes: 0,
+            repeat_window_ms: 1000,
             flush_interval_ms: 50,
             buffer_size: 4096,
             report_failed_opens: true,
@@ -355,6 +360,13 @@ mod tests {
             other => panic!("expected an error for {text:?}, got {other:?}"),
         };
         assert_eq!(key("ring_buffer_bytes: 5000\n"), "ring_buffer_bytes");
+        assert_eq!(key("repeat_window_ms: 5\n"), "repeat_window_ms");
+        assert_eq!(key("repeat_window_ms: 60001\n"), "repeat_window_ms");
+        assert_eq!(
+            load_str("repeat_window_ms: 0\n").unwrap().repeat_window_ms,
+            0
+        );
+        assert_eq!(Config::default().repeat_window_ms, 1000);
         assert_eq!(
             key("syscall_sampling_rate: lots\n"),
             "syscall_sampling_rate"

@@ -39,6 +39,15 @@ impl Config {
                 ),
             ));
         }
+        if self.repeat_window_ms != 0 && !(10..=60_000).contains(&self.repeat_window_ms) {
+            return Err(invalid(
+                "repeat_window_ms",
+                format!(
+                    "must be 0 (every open is an event) or 10..=60000, got {}",
+                    self.repeat_window_ms
+                ),
+            ));
+        }
         if !(1..=10_000).contains(&self.flush_interval_ms) {
             return Err(invalid(
                 "flush_interval_ms",

@@ -41,7 +41,8 @@ pub struct ExecArgs {
     pub comm: Option<String>,
     /// Steps: open:P, sys_open:P (open(2) itself), openat2:P, write:P, opath:P, odir:P, at:DIR:P (openat relative
     /// to a dirfd of DIR), chdir:D, sleep:MS, wait (until stdin has a line or closes),
-    /// fork (a child that sleeps until this process dies; reports its pid).
+    /// fork (a child that sleeps until this process dies; reports its pid), flood:N:P (opens and
+    /// closes P N times as fast as it can; reports how many opens succeeded).
     pub steps: Vec<String>,
 }
 
@@ -186,6 +187,21 @@ fn step(out: &mut impl Write, s: &str) -> Result<(), String> {
                     let _ = out.flush();
                 }
             }
+        }
+        "flood" => {
+            let (n, path) = arg
+                .split_once(':')
+                .ok_or_else(|| format!("{s}: expected flood:N:PATH"))?;
+            let n: u64 = n.parse().map_err(|_| format!("{s}: bad count"))?;
+            let ok = (0..n)
+                .filter(|_| open(path, ro, Mode::empty()).is_ok())
+                .count();
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::json!({"step": s, "result": ok.to_string()})
+            );
+            let _ = out.flush();
         }
         "chdir" => chdir(arg).map_err(|e| format!("chdir {arg}: {e}"))?,
         "sleep" => std::thread::sleep(std::time::Duration::from_millis(

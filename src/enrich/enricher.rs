@@ -16,7 +16,7 @@ use crate::kernel::clock::WallClock;
 use crate::kernel::decode::{decode_event, EventKind, KernelEvent};
 use crate::model::event::{
     access_from_flags, access_from_fmode, result_name, AccessEvent, ContainerRef, ProcessInfo,
-    KUBELET_WRITE,
+    Repeats, KUBELET_WRITE,
 };
 use crate::model::pod::SourceKind;
 use crate::model::settings::KubeletWrites;
@@ -192,6 +192,10 @@ impl Enricher {
                 .as_ref()
                 .is_some_and(|s| s.kind == SourceKind::ServiceAccountToken),
             source,
+            repeats: ev.repeats.map(|r| Repeats {
+                count: r.count,
+                since: self.clock.rfc3339(r.since_ns),
+            }),
         })
     }
 

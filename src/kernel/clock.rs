@@ -9,6 +9,11 @@ fn now_ns(clock: ClockId) -> i128 {
         .unwrap_or(0)
 }
 
+/// CLOCK_MONOTONIC now, in ns: the kernel's `bpf_ktime_get_ns` clock.
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(now_ns(ClockId::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
 /// Offset between CLOCK_REALTIME and CLOCK_MONOTONIC, refreshed by [`WallClock::refresh`].
 #[derive(Debug, Clone, Copy)]
 pub struct WallClock {

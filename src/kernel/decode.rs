@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use super::abi::types::{
     cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_key, cac_event, cac_event_kind,
-    cac_limits, cac_pod_info, cac_sample, cac_syscall,
+    cac_limits, cac_pod_info, cac_repeat, cac_repeat_key, cac_sample, cac_syscall,
 };
 use crate::model::correlation::{ContainerPid, PodInfo};
 use crate::model::volume::FileId;
@@ -61,7 +61,18 @@ impl Syscall {
     }
 }
 
-/// A decoded, owned ring-buffer record.
+/// Opens of one file by one process that the kernel counted instead of
+/// emitting (`repeats`): a summary event stands for `count` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeats {
+    /// Opens this summary stands for (none of them reported before).
+    pub count: u64,
+    /// CLOCK_MONOTONIC nanoseconds after which they happened: the open that
+    /// began their window, or the previous summary of the same key.
+    pub since_ns: u64,
+}
+
+/// A decoded, owned ring-buffer record, or a summary of repeated opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelEvent {
     pub kind: EventKind,
@@ -94,6 +105,25 @@ pub struct KernelEvent {
     pub path: Option<PathBuf>,
     /// Name of the opened file's dentry.
     pub name: Option<String>,
+    /// Set on a summary of repeated opens (then `ts_ns` is the latest of them).
+    pub repeats: Option<Repeats>,
+}
+
+/// The syscall of an ABI value (`enum cac_syscall`).
+fn syscall_of(value: u32) -> Result<Syscall, DecodeError> {
+    Ok(match value {
+        s if s == cac_syscall::CAC_SYS_OPENAT.0 => Syscall::Openat,
+        s if s == cac_syscall::CAC_SYS_OPENAT2.0 => Syscall::Openat2,
+        s if s == cac_syscall::CAC_SYS_OPEN.0 => Syscall::Open,
+        s if s == cac_syscall::CAC_SYS_CREAT.0 => Syscall::Creat,
+        s if s == cac_syscall::CAC_SYS_OPEN_BY_HANDLE_AT.0 => Syscall::OpenByHandleAt,
+        value => {
+            return Err(DecodeError::Unknown {
+                field: "syscall",
+                value,
+            })
+        }
+    })
 }
 
 /// Bytes up to the first NUL (or all of them), bounded by `len` when non-zero.
@@ -152,19 +182,7 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
             })
         }
     };
-    let syscall = match u32::from(raw.syscall) {
-        s if s == cac_syscall::CAC_SYS_OPENAT.0 => Syscall::Openat,
-        s if s == cac_syscall::CAC_SYS_OPENAT2.0 => Syscall::Openat2,
-        s if s == cac_syscall::CAC_SYS_OPEN.0 => Syscall::Open,
-        s if s == cac_syscall::CAC_SYS_CREAT.0 => Syscall::Creat,
-        s if s == cac_syscall::CAC_SYS_OPEN_BY_HANDLE_AT.0 => Syscall::OpenByHandleAt,
-        value => {
-            return Err(DecodeError::Unknown {
-                field: "syscall",
-                value,
-            })
-        }
-    };
+    let syscall = syscall_of(u32::from(raw.syscall))?;
     let (path_bytes, name_bytes) = raw.strings.split_at(path_len);
     let path =
         (path_len > 0).then(|| PathBuf::from(OsStr::from_bytes(c_bytes(path_bytes, raw.path_len))));
@@ -201,6 +219,70 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
         comm: String::from_utf8_lossy(c_bytes(&raw.comm, 0)).into_owned(),
         path,
         name,
+        repeats: None,
+    })
+}
+
+/// Decodes a `repeats` entry (key and value) into a summary of `repeats`
+/// opens of its file, the latest at `last_ns`. The summary has the fields
+/// of the key's first emitted open but no path argument (repeats of one
+/// file may use different paths) and no fd.
+pub fn decode_repeat(key: &[u8], value: &[u8], repeats: Repeats) -> Option<KernelEvent> {
+    let k: cac_repeat_key = bytemuck::try_pod_read_unaligned(key).ok()?;
+    let v: cac_repeat = bytemuck::try_pod_read_unaligned(value).ok()?;
+    let syscall = syscall_of(u32::from(v.syscall)).ok()?;
+    Some(KernelEvent {
+        kind: EventKind::VolumeOpen,
+        syscall,
+        ts_ns: v.last_ns.max(repeats.since_ns),
+        cgroup_id: v.cgroup_id,
+        cgroup_v1_id: v.cgroup_v1_id,
+        file: Some(FileId {
+            dev: k.dev,
+            ino: k.ino,
+        }),
+        volume: Some((
+            v.volume_id,
+            FileId {
+                dev: k.dev,
+                ino: v.vol_ino,
+            },
+        )),
+        tgid: k.tgid,
+        tid: v.tid,
+        uid: v.uid,
+        gid: v.gid,
+        mnt_ns: v.mnt_ns,
+        ret: 0,
+        dirfd: None,
+        open_flags: v.open_flags,
+        fmode: v.fmode,
+        depth: v.depth,
+        comm: get_c_str(&v.comm),
+        path: None,
+        name: None,
+        repeats: Some(repeats),
+    })
+}
+
+/// The times and count of a `repeats` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepeatCounts {
+    /// CLOCK_MONOTONIC ns of the key's first emitted open.
+    pub first_ns: u64,
+    /// CLOCK_MONOTONIC ns of the latest open: emitted or counted.
+    pub latest_ns: u64,
+    /// Opens counted (never reset).
+    pub count: u64,
+}
+
+/// Decodes the times and count of a `repeats` value.
+pub fn repeat_counts(value: &[u8]) -> Option<RepeatCounts> {
+    let v: cac_repeat = bytemuck::try_pod_read_unaligned(value).ok()?;
+    Some(RepeatCounts {
+        first_ns: v.first_ns,
+        latest_ns: v.window_ns.max(v.last_ns),
+        count: v.count,
     })
 }
 

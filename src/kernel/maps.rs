@@ -314,6 +314,8 @@ impl StatsReader {
             sampled: get(cac_stat::CAC_STAT_SAMPLED)?,
             opens_seen: get(cac_stat::CAC_STAT_OPENS_SEEN)?,
             own: get(cac_stat::CAC_STAT_OWN)?,
+            repeated: get(cac_stat::CAC_STAT_REPEATED)?,
+            repeat_full: get(cac_stat::CAC_STAT_REPEAT_FULL)?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The kernel side: the generated skeleton and its ABI glue ([`abi`]),
 //! loading and attaching ([`probe`]), the ring-buffer poller ([`ring`]),
-//! decoding raw records ([`decode`]), typed BPF map access ([`maps`]), and
+//! decoding raw records ([`decode`]), typed BPF map access ([`maps`]), the
+//! summaries of repeated opens counted in the kernel ([`repeats`]), and
 //! the monotonic-to-wall-clock conversion of kernel timestamps ([`clock`]).
 //!
 //! It may use `model`; it knows nothing of volumes' meaning, pods or outputs.
@@ -10,4 +11,5 @@ pub mod clock;
 pub mod decode;
 pub mod maps;
 pub mod probe;
+pub mod repeats;
 pub mod ring;

@@ -66,6 +66,9 @@ pub struct ProbeOptions {
     pub cgroup_v1_subsys: Option<u32>,
     /// Drop (and only count) events of this process itself.
     pub ignore_own_process: bool,
+    /// Count a process's further opens of a file within this window of an
+    /// emitted one instead of emitting them (zero: emit every open).
+    pub repeat_window: Duration,
 }
 
 impl Default for ProbeOptions {
@@ -79,6 +82,7 @@ impl Default for ProbeOptions {
             report_failed_opens: true,
             cgroup_v1_subsys: None,
             ignore_own_process: false,
+            repeat_window: Duration::ZERO,
         }
     }
 }
@@ -156,6 +160,8 @@ impl<'obj> Probe<'obj> {
         rodata.cfg_wakeup_bytes = options.wakeup_bytes;
         rodata.cfg_wakeup_gap_ns = u64::try_from(options.wakeup_gap.as_nanos()).unwrap_or(u64::MAX);
         rodata.cfg_report_failed = u32::from(options.report_failed_opens);
+        rodata.cfg_repeat_window_ns =
+            u64::try_from(options.repeat_window.as_nanos()).unwrap_or(u64::MAX);
         rodata.cfg_v1_subsys = options
             .cgroup_v1_subsys
             .and_then(|s| i32::try_from(s).ok())
@@ -274,6 +280,11 @@ impl<'obj> Probe<'obj> {
             pid_samples: Self::handle(&self.skel.maps.pid_samples, "pid_samples")?,
             cgroup_classes: Self::handle(&self.skel.maps.cgroup_classes, "cgroup_classes")?,
         })
+    }
+
+    /// The counts of repeated opens (see [`super::repeats`]).
+    pub fn repeats_map(&self) -> Result<MapHandle, ProbeError> {
+        Self::handle(&self.skel.maps.repeats, "repeats")
     }
 
     /// A reader for the kernel counters.

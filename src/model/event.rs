@@ -46,6 +46,19 @@ pub struct ContainerRef {
     pub image: Option<String>,
 }
 
+/// Repeated opens that one summary event stands for (`repeat_window_ms`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repeats {
+    /// Opens of the same file by the same process (same program, same
+    /// access mode) that were counted in the kernel instead of reported one
+    /// by one; none of them was reported before.
+    pub count: u64,
+    /// RFC 3339 UTC: they all happened after this time (the event that
+    /// began their window, or the previous summary of the same file and
+    /// process). The event's `timestamp` is the latest of them.
+    pub since: String,
+}
+
 /// One access to a file of a Secret, ConfigMap, projected or downward-API volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessEvent {
@@ -92,6 +105,17 @@ pub struct AccessEvent {
     pub source: Option<FileSource>,
     /// True when the file is a projected service-account token.
     pub service_account_token: bool,
+    /// Set on a summary of repeated opens: the event stands for `repeats.count`
+    /// opens (its `path` is null: they may have used different paths).
+    /// Null on an event of one open.
+    pub repeats: Option<Repeats>,
+}
+
+impl AccessEvent {
+    /// The opens this event stands for: one, or a summary's count.
+    pub fn opens(&self) -> u64 {
+        self.repeats.as_ref().map_or(1, |r| r.count)
+    }
 }
 
 const FMODE_READ: u32 = 0x1;

@@ -24,6 +24,10 @@ pub struct KernelStats {
     pub opens_seen: u64,
     /// Events of the collector's own process, dropped in the kernel.
     pub own: u64,
+    /// Opens counted in the kernel as repeats (reported in summary events), not emitted one by one.
+    pub repeated: u64,
+    /// Emitted opens whose repeats could not be counted: the `repeats` map was full.
+    pub repeat_full: u64,
 }
 
 /// User-space counters of the event path.

@@ -199,6 +199,7 @@ mod tests {
             labels: Default::default(),
             source: None,
             service_account_token: false,
+            repeats: None,
         }
     }
 

@@ -174,7 +174,8 @@ impl AccessMetrics {
         }
     }
 
-    /// Counts one access; `processing_ms` is its kernel-to-output latency.
+    /// Counts one access (or, for a summary of repeats, each open it stands
+    /// for); `processing_ms` is its kernel-to-output latency.
     /// The counters see it at the next [`flush`](Self::flush).
     pub fn record(&mut self, ev: &AccessEvent, processing_ms: f64) {
         let namespace = ev.namespace.as_deref().unwrap_or("");
@@ -209,8 +210,11 @@ impl AccessMetrics {
                 self.tally.entry(self.key.clone()).or_insert(t)
             }
         };
-        tally.pending += 1;
-        self.duration.record(processing_ms, &tally.event_type);
+        tally.pending += ev.opens();
+        // A summary is delivered a window after its opens: not a latency.
+        if ev.repeats.is_none() {
+            self.duration.record(processing_ms, &tally.event_type);
+        }
     }
 
     /// Adds the pending counts to the counters; clears the tally when it is
@@ -274,7 +278,7 @@ pub fn observe(meter: &Meter, s: &Sources) {
 
 /// The kernel programs' counters, exported as they are.
 fn observe_kernel(meter: &Meter, s: &Sources) {
-    let kernel_counters: [KernelCounter; 4] = [
+    let kernel_counters: [KernelCounter; 6] = [
         (
             "kernel_monitor_opens_seen",
             "Open-family syscalls the kernel programs examined",
@@ -289,6 +293,16 @@ fn observe_kernel(meter: &Meter, s: &Sources) {
             "kernel_monitor_events_delivered",
             "Matched events written into the kernel ring buffer",
             |k| k.delivered,
+        ),
+        (
+            "kernel_monitor_opens_repeated",
+            "Opens of watched volume files counted in the kernel as repeats (repeat_window_ms) and reported in summary events",
+            |k| k.repeated,
+        ),
+        (
+            "kernel_monitor_repeat_table_full",
+            "Emitted opens whose repeats the kernel could not count because its repeats map was full (they are emitted one by one)",
+            |k| k.repeat_full,
         ),
         (
             "kernel_monitor_sampler_hits",

@@ -165,6 +165,10 @@ fn fill_numeric_attributes(rec: &mut SdkLogRecord, ev: &AccessEvent) {
         "config_access.service_account_token",
         ev.service_account_token,
     );
+    if let Some(r) = &ev.repeats {
+        rec.add_attribute("config_access.repeats.count", r.count as i64);
+        rec.add_attribute("config_access.repeats.since", r.since.clone());
+    }
 }
 
 /// The running OTLP log output.
@@ -330,7 +334,7 @@ mod tests {
             "access":"read","result":"ok","syscall":"openat","process":{"pid":1,"tid":1,
             "command":"cat","uid":0,"gid":0,"cgroup_id":1,"cgroup_v1_id":0,"mnt_ns":1,
             "cgroup_path":null},"container":null,"reader_pod_uid":null,"workload":null,
-            "service_account":null,"labels":{},"source":null,"service_account_token":false}"#,
+            "service_account":null,"labels":{},"source":null,"service_account_token":false,"repeats":null}"#,
         )
         .unwrap();
         for _ in 0..1000 {

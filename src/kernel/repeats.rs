@@ -1,0 +1,202 @@
+//! Summaries of repeated opens: reads the counts the kernel keeps in the
+//! `repeats` map instead of emitting every open, and turns what is new
+//! since the last look into summary events with the exact number.
+//!
+//! The kernel only adds to an entry's count while the entry's window is
+//! open, and the count is never reset, so the difference to what was
+//! already reported is exact however the two sides interleave. An entry
+//! idle for [`idle_after`] is deleted with one atomic lookup-and-delete,
+//! which returns its final count: by then the kernel no longer adds to it
+//! (its window closed long before), so nothing counted is ever lost.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::decode::{decode_repeat, repeat_counts, KernelEvent, RepeatCounts, Repeats};
+
+/// How long an entry stays after its last open: two windows, and never
+/// less than a second, so that no program still adding to it can be
+/// racing the delete.
+pub fn idle_after(window: Duration) -> Duration {
+    (window * 2).max(Duration::from_secs(1))
+}
+
+/// What was reported of one entry.
+#[derive(Debug, Clone, Copy)]
+struct Reported {
+    /// The entry's count at the last summary.
+    count: u64,
+    /// CLOCK_MONOTONIC ns up to which its opens were reported.
+    until_ns: u64,
+}
+
+/// Reads `repeats` and reports the counts.
+#[derive(Debug)]
+pub struct RepeatSweeper {
+    map: MapHandle,
+    window: Duration,
+    reported: HashMap<Vec<u8>, Reported>,
+    /// Entries that did not decode since the last [`take_errors`](Self::take_errors).
+    errors: u64,
+}
+
+impl RepeatSweeper {
+    /// Over the `repeats` map's handle; `window` is the aggregation window.
+    pub fn new(map: MapHandle, window: Duration) -> Self {
+        Self {
+            map,
+            window,
+            reported: HashMap::new(),
+            errors: 0,
+        }
+    }
+
+    /// The aggregation window (how often [`sweep`](Self::sweep) is due).
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Entries whose summary could not be decoded (their opens are lost;
+    /// never expected: the kernel writes every field), since the last call.
+    pub fn take_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.errors)
+    }
+
+    /// Summaries of the opens counted since the last sweep, at
+    /// CLOCK_MONOTONIC `now_ns`; deletes the entries idle long enough
+    /// (`all`: every entry, at shutdown once the programs are detached).
+    pub fn sweep(&mut self, now_ns: u64, all: bool) -> Vec<KernelEvent> {
+        let idle_ns = u64::try_from(idle_after(self.window).as_nanos()).unwrap_or(u64::MAX);
+        // Keys first: deleting while walking would restart the walk.
+        let keys: Vec<Vec<u8>> = self.map.keys().collect();
+        let mut out = Vec::new();
+        let mut reported = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let Ok(Some(value)) = self.map.lookup(&key, MapFlags::ANY) else {
+                continue;
+            };
+            let Some(counts) = repeat_counts(&value) else {
+                self.errors += 1;
+                continue;
+            };
+            let idle = all || now_ns.saturating_sub(counts.latest_ns) > idle_ns;
+            // Deleted, the entry's value is final.
+            let value = match idle.then(|| self.map.lookup_and_delete(&key)) {
+                Some(Ok(Some(last))) => last,
+                _ => value,
+            };
+            let before = self.reported.remove(&key);
+            let (summary, after) = summarize(&key, &value, counts, before);
+            match summary {
+                Ok(s) => out.extend(s),
+                Err(()) => self.errors += 1,
+            }
+            if !idle {
+                reported.insert(key, after);
+            }
+        }
+        self.reported = reported;
+        out
+    }
+}
+
+/// The summary of the opens of entry (`key`, `value`, whose `counts` were
+/// read at the same time) not reported `before` (none when there are no
+/// new ones, an error when it does not decode), and what is reported after it.
+fn summarize(
+    key: &[u8],
+    value: &[u8],
+    counts: RepeatCounts,
+    before: Option<Reported>,
+) -> (Result<Option<KernelEvent>, ()>, Reported) {
+    let counts = repeat_counts(value).unwrap_or(counts);
+    let before = before.unwrap_or(Reported {
+        count: 0,
+        until_ns: counts.first_ns,
+    });
+    let after = Reported {
+        count: counts.count,
+        until_ns: counts.latest_ns.max(before.until_ns),
+    };
+    let new = counts.count.saturating_sub(before.count);
+    let repeats = Repeats {
+        count: new,
+        since_ns: before.until_ns,
+    };
+    let summary = match new {
+        0 => Ok(None),
+        _ => decode_repeat(key, value, repeats).map(Some).ok_or(()),
+    };
+    (summary, after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::abi::types::{cac_repeat, cac_repeat_key, cac_syscall};
+    use crate::kernel::decode::bytes_of;
+
+    fn entry(first_ns: u64, window_ns: u64, last_ns: u64, count: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut key: cac_repeat_key = bytemuck::Zeroable::zeroed();
+        key.tgid = 42;
+        key.ino = 7;
+        key.dev = 3;
+        let mut value: cac_repeat = bytemuck::Zeroable::zeroed();
+        value.first_ns = first_ns;
+        value.window_ns = window_ns;
+        value.last_ns = last_ns;
+        value.count = count;
+        value.volume_id = 5;
+        value.syscall = cac_syscall::CAC_SYS_OPENAT.0 as u8;
+        (bytes_of(&key).to_vec(), bytes_of(&value).to_vec())
+    }
+
+    fn summary_of(
+        (key, value): &(Vec<u8>, Vec<u8>),
+        before: Option<Reported>,
+    ) -> (Option<KernelEvent>, Reported) {
+        let counts = repeat_counts(value).unwrap();
+        let (s, after) = summarize(key, value, counts, before);
+        (s.unwrap(), after)
+    }
+
+    #[test]
+    fn summaries_report_what_the_count_added_since_the_last_one() {
+        let (s, after) = summary_of(&entry(100, 100, 180, 30), None);
+        let s = s.expect("30 new opens");
+        assert_eq!(
+            s.repeats,
+            Some(Repeats {
+                count: 30,
+                since_ns: 100
+            })
+        );
+        assert_eq!((s.ts_ns, s.tgid, s.path.as_deref()), (180, 42, None));
+        assert_eq!(s.volume.map(|(id, _)| id), Some(5));
+
+        // Nothing new: no summary, nothing forgotten.
+        let (none, same) = summary_of(&entry(100, 100, 180, 30), Some(after));
+        assert!(none.is_none());
+        assert_eq!((same.count, same.until_ns), (30, 180));
+
+        // The window rolled over and 12 more came: only those.
+        let (s, after) = summary_of(&entry(100, 1_100, 1_150, 42), Some(same));
+        let r = s.expect("12 new opens").repeats.unwrap();
+        assert_eq!((r.count, r.since_ns), (12, 180));
+        assert_eq!((after.count, after.until_ns), (42, 1_150));
+    }
+
+    #[test]
+    fn entries_idle_for_two_windows_and_at_least_a_second_are_removed() {
+        assert_eq!(
+            idle_after(Duration::from_millis(100)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            idle_after(Duration::from_millis(1000)),
+            Duration::from_secs(2)
+        );
+    }
+}
