@@ -372,7 +372,13 @@ fn a_stalled_then_closed_stdout_does_not_stop_the_file_output() {
     let (sb, dir) = secret_pod();
     let file = sb.scratch().join("out/events.jsonl");
     let file_arg = file.to_str().unwrap().to_string();
-    let mut agent = Agent::start(&sb, "{}\n", &["--output-file", &file_arg], Stdio::piped());
+    // One event per open: the test needs a stream of events, not summaries.
+    let mut agent = Agent::start(
+        &sb,
+        "repeat_window_ms: 0\n",
+        &["--output-file", &file_arg],
+        Stdio::piped(),
+    );
     // Nobody reads stdout: its pipe fills and its writer blocks.
     let stdout = agent.child.stdout.take().unwrap();
     let in_file = |pid: u32| {

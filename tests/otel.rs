@@ -27,6 +27,8 @@ fn otlp_end_to_end(test: &str, protocol: OtlpProtocol) {
         OtlpProtocol::HttpProtobuf => format!("http://127.0.0.1:{}", rx.http_port),
     };
     let (mut h, _api, _rt) = Harness::with_fake_api(CID, |c: &mut Config| {
+        // One record per open: every open has its latency and its log record.
+        c.repeat_window_ms = 0;
         c.node_name = Some("node-a".into());
         c.otlp_endpoint = Some(endpoint);
         c.otlp_protocol = protocol;
@@ -246,14 +248,25 @@ fn prometheus_scrapes_the_metrics_endpoint() {
         .unwrap()
         .metrics_addr
         .expect("metrics listener");
-    let text = scrape(addr);
-    assert_eq!(
+    // The reader opened the Secret's password twice: one event, then (after
+    // the repeat window) a summary of one more open; the counter counts both.
+    let secret = |text: &str| {
         receivers::sample(
-            &text,
+            text,
             "kernel_monitor_secret_access_total",
-            &[("namespace", "payments"), ("secret", "db-credentials")]
-        ),
-        Some(3.0),
+            &[("namespace", "payments"), ("secret", "db-credentials")],
+        )
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut text = scrape(addr);
+    while secret(&text) != Some(3.0) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+        text = scrape(addr);
+    }
+    assert_eq!(secret(&text), Some(3.0), "{text}");
+    assert_eq!(
+        receivers::sample(&text, "kernel_monitor_opens_repeated_total", &[]),
+        Some(1.0),
         "{text}"
     );
     assert!(text.contains("# TYPE kernel_monitor_processing_duration_ms histogram"));
@@ -284,6 +297,7 @@ fn prometheus_scrapes_the_metrics_endpoint() {
 /// every event, and every event log is exported or counted as shed.
 fn unusable_endpoint(test: &str, endpoint: String, protocol: OtlpProtocol) {
     let mut h = Harness::start_with(|c: &mut Config| {
+        c.repeat_window_ms = 0;
         c.otlp_endpoint = Some(endpoint);
         c.otlp_protocol = protocol;
         c.otlp_logs = true;
