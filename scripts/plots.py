@@ -26,6 +26,7 @@ COLOURS = {
     "floor": "#9e9e9e",
     "floor_sys_enter": "#cfcfcf",
     "collector": "#1f77b4",
+    "collector_every_open": "#4a90c8",
     "sampler_100": "#8fb8de",
     "sampler_1": "#c6dbef",
     "opensnoop": "#d62728",
