@@ -82,7 +82,7 @@ enum cac_stat {
 	CAC_STAT_DROPPED_RINGBUF = 2,
 	/* Syscalls recorded by the sampler into `pid_samples`. */
 	CAC_STAT_SAMPLED = 3,
-	/* Open-family syscalls that reached the exit programs. */
+	/* Successful opens on a filesystem that holds a watched volume (examined further). */
 	CAC_STAT_OPENS_SEEN = 4,
 	/* Events of the collector's own process, dropped before the ring buffer. */
 	CAC_STAT_OWN = 5,

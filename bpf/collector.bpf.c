@@ -66,9 +66,13 @@
  *    Per-CPU counters in `stats` make matched == delivered + dropped.
  * 5. The collector's own opens (its volume scans, its ENOENT probes of
  *    missing plugin directories) are dropped once matched and only
- *    counted (CAC_STAT_OWN): its thread group is identified by pid and pid
- *    namespace (cfg_self_*), so this holds whichever pid namespace it runs in.
- *    The check costs one helper call on the matched path only.
+ *    counted (CAC_STAT_OWN).  Its thread group is identified by its id in
+ *    the initial pid namespace, which `learn_self` (a syscall program that
+ *    user space runs once, in its own context) stores in `self_tgid`; so
+ *    this holds whichever pid namespace the collector runs in, and the check
+ *    is one comparison, made on emitted opens only (after the repeat check:
+ *    the collector never starts a window, so its opens are never counted
+ *    as repeats).
  * 6. Repeats (cfg_repeat_window_ns > 0): a process that opens the same file
  *    again and again must not flood the ring and hide other pods' events.
  *    An emitted open of a volume file starts a window for its key in
@@ -114,11 +118,8 @@ __u64 last_wakeup_ns = 0;
 const volatile __u32 cfg_report_failed = 1;
 /* cgroup v1 subsystem index used for the fallback cgroup id; negative: none. */
 const volatile __s32 cfg_v1_subsys = -1;
-/* The collector's tgid in its own pid namespace; 0: do not filter its own events. */
-const volatile __u32 cfg_self_tgid = 0;
-/* Device (kernel encoding) and inode of the collector's pid namespace. */
-const volatile __u64 cfg_self_pidns_dev = 0;
-const volatile __u64 cfg_self_pidns_ino = 0;
+/* The collector's tgid in the initial pid namespace (set by learn_self); 0: do not filter its events. */
+__u32 self_tgid = 0;
 /* Window of repeat aggregation, nanoseconds; 0: every open is emitted. */
 const volatile __u64 cfg_repeat_window_ns = 0;
 
@@ -259,19 +260,16 @@ static __always_inline void stat_inc(__u32 idx)
 /* Kernfs id of the task's cgroup in the configured v1 hierarchy, or 0. */
 static __always_inline __u64 cgroup_v1_id(struct task_struct *task)
 {
-	struct cgroup_subsys_state *css = NULL;
+	struct cgroup_subsys_state *css;
 	__s32 idx = cfg_v1_subsys;
-	__u64 base;
 
+	/* A load-time constant: the verifier sees a fixed array offset. */
 	if (idx < 0 || idx >= CAC_MAX_SUBSYS)
 		return 0;
-	base = (__u64)task->cgroups;
-	if (!base)
+	css = task->cgroups->subsys[idx];
+	if (!css)
 		return 0;
-	base += bpf_core_field_offset(struct css_set, subsys) + (__u64)idx * sizeof(void *);
-	if (bpf_probe_read_kernel(&css, sizeof(css), (const void *)base) || !css)
-		return 0;
-	return BPF_CORE_READ(css, cgroup, kn, id);
+	return css->cgroup->kn->id;
 }
 
 /* Fill the fields every event carries, by direct loads from the task. */
@@ -345,18 +343,6 @@ static __always_inline void fill_args(struct cac_event *ev, struct task_struct *
 	}
 }
 
-/* Is the current task a thread of the collector itself? */
-static __always_inline bool is_self(void)
-{
-	struct bpf_pidns_info ns = {};
-
-	if (!cfg_self_tgid)
-		return false;
-	if (bpf_get_ns_current_pid_tgid(cfg_self_pidns_dev, cfg_self_pidns_ino, &ns, sizeof(ns)))
-		return false;
-	return ns.tgid == cfg_self_tgid;
-}
-
 /* Copy the event into the ring buffer and count the outcome. */
 static __always_inline void emit(struct cac_event *ev, bool urgent)
 {
@@ -390,10 +376,10 @@ static __always_inline void emit(struct cac_event *ev, bool urgent)
 		stat_inc(CAC_STAT_DELIVERED);
 }
 
-/* True (and counted) when the current task is the collector itself: its accesses are dropped. */
-static __always_inline bool own_access(void)
+/* True (and counted) when `task` is a thread of the collector itself: its accesses are dropped. */
+static __always_inline bool own_access(struct task_struct *task)
 {
-	if (!is_self())
+	if (!self_tgid || task->tgid != self_tgid)
 		return false;
 	stat_inc(CAC_STAT_OWN);
 	return true;
@@ -472,8 +458,9 @@ static __always_inline struct cac_event *scratch_event(void)
 
 static __always_inline int on_open_ok(struct task_struct *task, long fd, enum cac_syscall sc)
 {
-	struct cac_dir_key key = {};
-	struct cac_repeat_key rkey = {};
+	/* Set field by field once needed: no stores on the reject path. */
+	struct cac_dir_key key;
+	struct cac_repeat_key rkey;
 	struct cac_repeat *rep = NULL;
 	struct cac_dir_info *info = NULL;
 	struct dentry *cur, *parent;
@@ -493,17 +480,20 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 	if (bpf_probe_read_kernel(&raw, sizeof(raw), &slot[fd]) || !raw)
 		return 0;
 	file = bpf_core_cast(raw, struct file);
+	/* Most opens are on filesystems without volumes: that test first. */
+	inode = file->f_inode;
+	dev = inode->i_sb->s_dev;
+	if (!maybe_watched_dev(dev))
+		return 0;
+	stat_inc(CAC_STAT_OPENS_SEEN);
 	if (file->f_mode & FMODE_PATH)
 		return 0;
-	inode = file->f_inode;
 	if ((inode->i_mode & S_IFMT) != S_IFREG)
 		return 0;
 	cur = file->f_path.dentry;
-	dev = cur->d_sb->s_dev;
-	if (!maybe_watched_dev(dev))
-		return 0;
 
 	key.dev = dev;
+	key._pad = 0;
 	for (depth = 1; depth <= CAC_MAX_WALK; depth++) {
 		parent = cur->d_parent;
 		if (!parent || parent == cur)
@@ -516,14 +506,20 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 		}
 		cur = parent;
 	}
-	if (!info || own_access())
+	if (!info)
 		return 0;
 	now = bpf_ktime_get_ns();
+	/*
+	 * Repeats first: the collector's own opens never start a window (they
+	 * stop below), so they are never counted as repeats.
+	 */
 	if (cfg_repeat_window_ns) {
 		repeat_key(&rkey, task, file, dev);
 		if (counted_repeat(&rkey, now, &rep))
 			return 0;
 	}
+	if (own_access(task))
+		return 0;
 
 	ev = scratch_event();
 	if (!ev)
@@ -589,7 +585,7 @@ static __always_inline int on_open_failed(struct task_struct *task, long ret, en
 	fill_args(ev, task, sc);
 	if (!denied && !names_volume_tree(ev->strings))
 		return 0;
-	if (own_access())
+	if (own_access(task))
 		return 0;
 	fill_task(ev, task, bpf_ktime_get_ns(), ret, sc,
 		  denied ? CAC_KIND_DENIED : CAC_KIND_VOLUME_PATH_FAILED);
@@ -609,7 +605,6 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, enum ca
 	struct task_struct *task = bpf_get_current_task_btf();
 	long ret = ctx->ret;
 
-	stat_inc(CAC_STAT_OPENS_SEEN);
 	if (ret >= 0)
 		return on_open_ok(task, ret, sc);
 	return on_open_failed(task, ret, sc);
@@ -754,5 +749,16 @@ int BPF_PROG(sample_syscall, struct pt_regs *regs, long id)
 	task_cgroups(task, &key);
 	record_process(task, tgid, &key, CAC_SAMPLE_SYSCALL);
 	stat_inc(CAC_STAT_SAMPLED);
+	return 0;
+}
+
+/*
+ * Run once by user space (BPF_PROG_TEST_RUN) in its own context: records the
+ * collector's thread-group id as the initial pid namespace numbers it.
+ */
+SEC("syscall")
+int learn_self(void *ctx)
+{
+	self_tgid = bpf_get_current_pid_tgid() >> 32;
 	return 0;
 }

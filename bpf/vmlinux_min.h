@@ -174,12 +174,6 @@ struct css_set {
 	struct cgroup *dfl_cgrp;
 } __attribute__((preserve_access_index));
 
-/* Filled by bpf_get_ns_current_pid_tgid(): ids as a pid namespace numbers them. */
-struct bpf_pidns_info {
-	__u32 pid;
-	__u32 tgid;
-};
-
 typedef struct {
 	__u32 val;
 } kuid_t;

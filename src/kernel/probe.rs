@@ -15,7 +15,6 @@ use libbpf_rs::{MapHandle, OpenObject, PrintLevel};
 
 use super::abi::{CollectorSkel, CollectorSkelBuilder};
 use super::maps::{KernelDirs, KernelMaps, MapError, StatsReader};
-use crate::model::volume::kernel_dev;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +31,8 @@ pub enum ProbeError {
     Load(#[source] libbpf_rs::Error),
     #[error("attaching the BPF programs (is tracefs mounted at /sys/kernel/tracing?)")]
     Attach(#[source] libbpf_rs::Error),
-    #[error("identifying this process's pid namespace (/proc/self/ns/pid)")]
-    OwnNamespace(#[source] std::io::Error),
+    #[error("running the program that learns this process's id (learn_self)")]
+    LearnSelf(#[source] libbpf_rs::Error),
     #[error(transparent)]
     Map(#[from] MapError),
     #[error("reading the event ring buffer")]
@@ -85,13 +84,6 @@ impl Default for ProbeOptions {
             repeat_window: Duration::ZERO,
         }
     }
-}
-
-/// Device (kernel encoding) and inode of this process's pid namespace.
-fn own_pid_namespace() -> Result<(u32, u64), ProbeError> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata("/proc/self/ns/pid").map_err(ProbeError::OwnNamespace)?;
-    Ok((kernel_dev(md.dev()), md.ino()))
 }
 
 /// Storage of a loaded skeleton's object; the caller owns it and lends it
@@ -166,12 +158,6 @@ impl<'obj> Probe<'obj> {
             .cgroup_v1_subsys
             .and_then(|s| i32::try_from(s).ok())
             .unwrap_or(-1);
-        if options.ignore_own_process {
-            let (dev, ino) = own_pid_namespace()?;
-            rodata.cfg_self_tgid = std::process::id();
-            rodata.cfg_self_pidns_dev = u64::from(dev);
-            rodata.cfg_self_pidns_ino = ino;
-        }
         open.maps
             .events
             .set_max_entries(options.ring_bytes)
@@ -188,8 +174,20 @@ impl<'obj> Probe<'obj> {
         open.progs.inherit_container.set_autoload(correlation);
         open.progs.note_cgroup_move.set_autoload(correlation);
         open.progs.forget_process.set_autoload(correlation);
+        open.progs
+            .learn_self
+            .set_autoload(options.ignore_own_process);
 
         let mut skel = open.load().map_err(ProbeError::Load)?;
+        if options.ignore_own_process {
+            // In this thread's context: the kernel stores this process's id
+            // as the initial pid namespace numbers it, whatever namespace
+            // the collector runs in.
+            skel.progs
+                .learn_self
+                .test_run(libbpf_rs::ProgramInput::default())
+                .map_err(ProbeError::LearnSelf)?;
+        }
         skel.attach().map_err(ProbeError::Attach)?;
         let attached = Attachment::default();
         attached.set(true);
