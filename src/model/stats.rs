@@ -20,7 +20,7 @@ pub struct KernelStats {
     pub dropped_ringbuf: u64,
     /// Syscalls recorded by the sampler.
     pub sampled: u64,
-    /// Open-family syscalls seen by the exit programs.
+    /// Successful opens on a filesystem that holds a watched volume (examined past the device filter).
     pub opens_seen: u64,
     /// Events of the collector's own process, dropped in the kernel.
     pub own: u64,

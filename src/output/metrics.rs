@@ -281,7 +281,7 @@ fn observe_kernel(meter: &Meter, s: &Sources) {
     let kernel_counters: [KernelCounter; 6] = [
         (
             "kernel_monitor_opens_seen",
-            "Open-family syscalls the kernel programs examined",
+            "Successful opens on a filesystem that holds a watched volume, which the kernel programs examined past the device filter",
             |k| k.opens_seen,
         ),
         (
