@@ -7,14 +7,19 @@
 //! - the floor: empty programs on exactly the hooks the collector needs for
 //!   open detection (`bpf/floor.bpf.c`, tracepoints
 //!   `syscalls/sys_exit_{openat,openat2,open,creat,open_by_handle_at}`),
-//!   and the same plus an empty `tp_btf/sys_enter` (what a program on every
-//!   syscall costs, the optional sampler's dispatch);
+//!   and the same plus, for the optional sampler, an empty program on every
+//!   syscall as `tp_btf/sys_enter` (the sampler's hook), `raw_tp/sys_enter`
+//!   and the classic tracepoint `raw_syscalls/sys_enter`, or on a timer
+//!   instead (a cpu-clock perf event, 1 kHz per CPU) (getppid only);
 //! - the collector with the default configuration (in this process, JSON
 //!   lines written to a sink; the loop's matched opens after the first are
 //!   repeats, counted in the kernel), and with `repeat_window_ms: 0` (every
 //!   matched open emitted; matched opens only);
 //! - the collector's programs with the optional sampler at 1/100 and 1/1
 //!   (getppid only);
+//! - the reference reject path (`reject_*` in `bpf/floor.bpf.c`: task, fd
+//!   slot, file device against a global array; unmatched opens only), the
+//!   least a real reject path can cost;
 //! - libbpf-tools `opensnoop -p <unused pid>` and a bpftrace one-liner on
 //!   `sys_enter_openat` that keeps paths under the kubelet's pod directory.
 //!
@@ -32,6 +37,7 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -99,6 +105,10 @@ enum Setup {
     Nothing,
     Floor,
     FloorSysEnter,
+    FloorRawTp,
+    FloorTpSysEnter,
+    FloorPerfEvent,
+    Reject,
     Collector,
     CollectorEveryOpen,
     Sampler100,
@@ -113,6 +123,10 @@ impl Setup {
             Setup::Nothing => "nothing attached",
             Setup::Floor => "floor (empty sys_exit_open*)",
             Setup::FloorSysEnter => "floor + empty tp_btf/sys_enter",
+            Setup::FloorRawTp => "floor + empty raw_tp/sys_enter",
+            Setup::FloorTpSysEnter => "floor + empty tp raw_syscalls/sys_enter",
+            Setup::FloorPerfEvent => "floor + empty perf_event 1 kHz/CPU",
+            Setup::Reject => "reference reject path",
             Setup::Collector => "collector, default config",
             Setup::CollectorEveryOpen => "collector, repeat_window_ms 0",
             Setup::Sampler100 => "collector progs, sampler 1/100",
@@ -127,6 +141,10 @@ impl Setup {
             Setup::Nothing => "nothing",
             Setup::Floor => "floor",
             Setup::FloorSysEnter => "floor_sys_enter",
+            Setup::FloorRawTp => "floor_raw_tp",
+            Setup::FloorTpSysEnter => "floor_tp_sys_enter",
+            Setup::FloorPerfEvent => "floor_perf_event",
+            Setup::Reject => "reject",
             Setup::Collector => "collector",
             Setup::CollectorEveryOpen => "collector_every_open",
             Setup::Sampler100 => "sampler_100",
@@ -141,8 +159,13 @@ impl Setup {
     /// ring); without repeat aggregation only matched opens change.
     fn ops(self) -> &'static [Op] {
         match self {
-            Setup::Sampler100 | Setup::Sampler1 => &[Op::Getppid],
+            Setup::Sampler100
+            | Setup::Sampler1
+            | Setup::FloorRawTp
+            | Setup::FloorTpSysEnter
+            | Setup::FloorPerfEvent => &[Op::Getppid],
             Setup::CollectorEveryOpen => &[Op::OpenMatched],
+            Setup::Reject => &[Op::OpenTmpfs, Op::OpenDisk],
             _ => &Op::ALL,
         }
     }
@@ -339,16 +362,42 @@ fn run_setup(setup: Setup, sb: &Sandbox, files: &Files) -> Vec<(Op, Sample)> {
     };
     match setup {
         Setup::Nothing => run_ops(&[]),
-        Setup::Floor | Setup::FloorSysEnter => {
+        Setup::Floor
+        | Setup::FloorSysEnter
+        | Setup::FloorRawTp
+        | Setup::FloorTpSysEnter
+        | Setup::FloorPerfEvent
+        | Setup::Reject => {
             let mut storage = MaybeUninit::uninit();
             let mut open = floor::FloorSkelBuilder::default()
                 .open(&mut storage)
                 .expect("open the floor object");
-            open.progs
-                .floor_sys_enter
+            let p = &mut open.progs;
+            p.floor_sys_enter
                 .set_autoload(setup == Setup::FloorSysEnter);
+            p.floor_raw_sys_enter
+                .set_autoload(setup == Setup::FloorRawTp);
+            p.floor_tp_sys_enter
+                .set_autoload(setup == Setup::FloorTpSysEnter);
+            p.floor_perf_event
+                .set_autoload(setup == Setup::FloorPerfEvent);
+            p.floor_perf_event.set_autoattach(false);
+            // The reference reject path replaces the empty open programs.
+            let reject = setup == Setup::Reject;
+            p.floor_openat.set_autoload(!reject);
+            p.floor_openat2.set_autoload(!reject);
+            p.floor_open.set_autoload(!reject);
+            p.floor_creat.set_autoload(!reject);
+            p.floor_open_by_handle_at.set_autoload(!reject);
+            p.reject_openat.set_autoload(reject);
+            p.reject_openat2.set_autoload(reject);
+            p.reject_open.set_autoload(reject);
+            p.reject_creat.set_autoload(reject);
+            p.reject_open_by_handle_at.set_autoload(reject);
             let mut skel = open.load().expect("load the floor programs");
             skel.attach().expect("attach the floor programs");
+            let _timers = (setup == Setup::FloorPerfEvent)
+                .then(|| cpu_clock_timers(&skel.progs.floor_perf_event));
             use std::os::fd::AsFd;
             let progs: Vec<u32> = skel
                 .object()
@@ -426,6 +475,48 @@ fn run_setup(setup: Setup, sb: &Sandbox, files: &Files) -> Vec<(Op, Sample)> {
     }
 }
 
+/// Sample period of the timer-driven floor row: 1 ms of CPU clock, 1 kHz per CPU.
+const TIMER_PERIOD_NS: u64 = 1_000_000;
+
+/// Runs `prog` on a cpu-clock perf event of every CPU, every
+/// [`TIMER_PERIOD_NS`] (a timer-driven sampler: nothing per syscall).
+/// The returned links and events stop it when dropped.
+fn cpu_clock_timers(prog: &libbpf_rs::ProgramMut<'_>) -> Vec<(OwnedFd, libbpf_rs::Link)> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (0..cpus)
+        .map(|cpu| {
+            // SAFETY: an all-zero perf_event_attr is valid (every field is an integer).
+            let mut attr: libbpf_rs::libbpf_sys::perf_event_attr = unsafe { std::mem::zeroed() };
+            attr.type_ = libbpf_rs::libbpf_sys::PERF_TYPE_SOFTWARE;
+            attr.config = u64::from(libbpf_rs::libbpf_sys::PERF_COUNT_SW_CPU_CLOCK);
+            attr.size = std::mem::size_of::<libbpf_rs::libbpf_sys::perf_event_attr>() as u32;
+            attr.__bindgen_anon_1.sample_period = TIMER_PERIOD_NS;
+            // SAFETY: perf_event_open reads `attr` and returns a new fd or -1.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_perf_event_open,
+                    &attr as *const libbpf_rs::libbpf_sys::perf_event_attr,
+                    -1,
+                    cpu as libc::c_int,
+                    -1,
+                    libbpf_rs::libbpf_sys::PERF_FLAG_FD_CLOEXEC,
+                )
+            };
+            assert!(
+                fd >= 0,
+                "perf_event_open(cpu-clock, cpu {cpu}): {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: the syscall returned a new fd that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            let link = prog
+                .attach_perf_event(fd.as_raw_fd())
+                .expect("attach the timer program");
+            (fd, link)
+        })
+        .collect()
+}
+
 /// Exits with a clear message when a peer tool is missing.
 fn require_tool(cmd: &str, package: &str) {
     if which(cmd).is_none() {
@@ -473,6 +564,10 @@ fn main() {
         Setup::Nothing,
         Setup::Floor,
         Setup::FloorSysEnter,
+        Setup::FloorRawTp,
+        Setup::FloorTpSysEnter,
+        Setup::FloorPerfEvent,
+        Setup::Reject,
         Setup::Collector,
         Setup::CollectorEveryOpen,
         Setup::Sampler100,
@@ -621,6 +716,22 @@ fn report(
         checks
             .push(serde_json::json!({"target": name, "value": value, "limit": limit, "met": met}));
     }
+    // The machine's speed drifts from run to run: the reference reject path,
+    // measured in the same rounds, tells the collector's own margin.
+    let reference = |op: Op| above_empty(Setup::Reject, op);
+    println!(
+        "unmatched opens against the reference reject path (same rounds, BPF ns above empty):"
+    );
+    let mut vs_reference = Vec::new();
+    for op in [Op::OpenTmpfs, Op::OpenDisk] {
+        let (c, r) = (collector(op), reference(op));
+        println!(
+            "  {:<31} collector {c:>5.0}, reference {r:>5.0}, difference {:>+5.0}",
+            op.name(),
+            c - r
+        );
+        vs_reference.push(serde_json::json!({"op": op.key(), "collector": c, "reference": r}));
+    }
 
     let out = common::bench_dir().join("open_overhead.json");
     let doc = serde_json::json!({
@@ -632,6 +743,7 @@ fn report(
         "empty_program_ns_per_run": empty_run_ns,
         "rows": rows,
         "targets": checks,
+        "vs_reference": vs_reference,
     });
     std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap()).expect("write results");
     println!("results: {}", out.display());

@@ -16,14 +16,27 @@
  * sched_process_exit, cgroup_attach_task) do not run per syscall, so the
  * floor has no counterpart for them.
  *
- * `floor_sys_enter` (tp_btf/sys_enter, on every syscall) is loaded only for a
- * comparison row: the dispatch cost of the optional syscall sampler.
+ * The other programs are loaded only for comparison rows: what each way of
+ * running a program for the optional syscall sampler costs, empty.
+ * `floor_sys_enter` (tp_btf/sys_enter, the sampler's hook),
+ * `floor_raw_sys_enter` (raw_tp/sys_enter) and `floor_tp_sys_enter`
+ * (tracepoint/raw_syscalls/sys_enter) run on every syscall;
+ * `floor_perf_event` runs on a timer instead (a cpu-clock perf event with a
+ * sample period, which the benchmark opens on every CPU).
+ *
+ * `reject_*` are the reference for the collector's unmatched open: on the
+ * same tracepoints, the least an open-exit program can do to tell a file
+ * it does not watch, which a real reject path cannot go below: take the
+ * task, read the new fd's slot of its fd table, load the file's device and
+ * compare it with a small global array of watched devices (one that never
+ * matches here).
  * With kernel.bpf_stats_enabled=1 an empty program's run time is the
  * statistics' own cost, which the benchmark subtracts from the collector's.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -61,4 +74,77 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(floor_sys_enter, struct pt_regs *regs, long id)
 {
 	return 0;
+}
+
+SEC("raw_tp/sys_enter")
+int floor_raw_sys_enter(void *ctx)
+{
+	return 0;
+}
+
+SEC("tracepoint/raw_syscalls/sys_enter")
+int floor_tp_sys_enter(void *ctx)
+{
+	return 0;
+}
+
+SEC("perf_event")
+int floor_perf_event(void *ctx)
+{
+	return 0;
+}
+
+/* Watched devices of the reference reject path (none: every open is rejected). */
+__u32 reject_devs[4] = {};
+
+static __always_inline int reject(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	long fd = ctx->ret;
+	struct fdtable *fdt;
+	struct file *raw = NULL;
+	__u32 dev, i;
+
+	if (fd < 0)
+		return 0;
+	fdt = task->files->fdt;
+	if (fd >= fdt->max_fds)
+		return 0;
+	if (bpf_probe_read_kernel(&raw, sizeof(raw), &fdt->fd[fd]) || !raw)
+		return 0;
+	dev = bpf_core_cast(raw, struct file)->f_inode->i_sb->s_dev;
+	for (i = 0; i < 4; i++)
+		if (reject_devs[i] == dev)
+			return 1;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int reject_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	return reject(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int reject_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	return reject(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int reject_open(struct trace_event_raw_sys_exit *ctx)
+{
+	return reject(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int reject_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	return reject(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
+int reject_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
+{
+	return reject(ctx);
 }

@@ -25,6 +25,9 @@ IMG = ROOT / "docs" / "img"
 COLOURS = {
     "floor": "#9e9e9e",
     "floor_sys_enter": "#cfcfcf",
+    "floor_raw_tp": "#bdbdbd",
+    "floor_tp_sys_enter": "#e0e0e0",
+    "floor_perf_event": "#efefef",
     "collector": "#1f77b4",
     "collector_every_open": "#4a90c8",
     "sampler_100": "#8fb8de",
