@@ -175,7 +175,7 @@ impl Decoder for RawCodec {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Transport {
     Grpc {
         client: tonic::client::Grpc<Channel>,
@@ -191,7 +191,7 @@ enum Transport {
 }
 
 /// Sends encoded `ExportLogsServiceRequest`s to one receiver.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LogSender {
     transport: Transport,
     timeout: Duration,

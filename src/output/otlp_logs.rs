@@ -1,16 +1,19 @@
 //! Access events as OTLP log records, one per access (what a record holds:
 //! [`super::otlp_proto`]).
 //!
-//! The output has its own bounded queue (filled by the reader with
-//! `try_send`, so it never blocks the kernel reader) and its own thread,
-//! which encodes each batch straight into an export request and sends it
-//! synchronously ([`super::otlp_export`]). Every event ends exported, or
-//! counted in its [`OutputStats`]: queue full, export failed (or rejected
-//! by the receiver), or left at the shutdown deadline.
+//! The output has its own bounded queue, filled by the reader with
+//! `try_send`, so it never blocks the kernel reader. Its encoder thread
+//! drains the queue every [`POLL`] (not woken per event) and writes each
+//! batch straight into an export request; [`IN_FLIGHT`] sender threads send
+//! the requests ([`super::otlp_export`]), so a receiver's latency does not
+//! cap the rate. When every sender is busy the encoder waits and the queue
+//! takes up the slack. Every event ends exported, or counted in its
+//! [`OutputStats`]: queue full, export failed (or rejected by the
+//! receiver), or left at the shutdown deadline.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, OnceLock};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,36 +26,42 @@ use crate::model::event::AccessEvent;
 
 /// Longest wait for a batch to fill once its first event arrived.
 const LINGER: Duration = Duration::from_millis(200);
+/// How often the encoder looks at the queue while a batch fills.
+const POLL: Duration = Duration::from_millis(5);
+/// Export requests sent at once at most.
+pub const IN_FLIGHT: usize = 4;
 
 /// The running OTLP log output.
 #[derive(Debug)]
 pub struct EventLogOutput {
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     deadline: Arc<OnceLock<Instant>>,
     pub stats: Arc<OutputStats>,
 }
 
-struct Worker {
-    sender: LogSender,
-    request: LogsRequest,
-    stats: Arc<OutputStats>,
-    deadline: Arc<OnceLock<Instant>>,
-    /// Records per export request.
-    max_batch: usize,
+/// An encoded request and how many records it holds.
+type Batch = (Vec<u8>, u64);
+
+fn past(deadline: &OnceLock<Instant>) -> bool {
+    deadline.get().is_some_and(|d| Instant::now() >= *d)
 }
 
-impl Worker {
-    fn past_deadline(&self) -> bool {
-        self.deadline.get().is_some_and(|d| Instant::now() >= *d)
-    }
-
-    fn export(&mut self) {
-        let n = self.request.len() as u64;
-        if n == 0 {
+/// Sends the requests it takes from `batches` until the encoder is gone.
+fn send_loop(
+    mut sender: LogSender,
+    batches: &Mutex<Receiver<Batch>>,
+    stats: &OutputStats,
+    deadline: &OnceLock<Instant>,
+) {
+    loop {
+        let next = batches.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok((body, n)) = next else {
             return;
+        };
+        if past(deadline) {
+            stats.shutdown.fetch_add(n, Ordering::Relaxed);
+            continue;
         }
-        let body = self.request.take();
-        let (sender, stats) = (&mut self.sender, &self.stats);
         match stats.busy(|| sender.send(body)) {
             Ok(rejected) => {
                 let rejected = rejected.min(n);
@@ -66,31 +75,58 @@ impl Worker {
             }
         }
     }
+}
+
+struct Encoder {
+    request: LogsRequest,
+    batches: SyncSender<Batch>,
+    stats: Arc<OutputStats>,
+    deadline: Arc<OnceLock<Instant>>,
+    /// Records per export request.
+    max_batch: usize,
+}
+
+impl Encoder {
+    /// Adds what is queued to the batch, up to its size; false once the queue is closed.
+    fn drain(&mut self, events: &Receiver<Arc<AccessEvent>>) -> bool {
+        while self.request.len() < self.max_batch {
+            match events.try_recv() {
+                Ok(ev) => self.request.push(&ev),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
+    }
 
     fn run(mut self, events: Receiver<Arc<AccessEvent>>) {
         // A batch is whatever arrives within LINGER of its first event, up to
         // max_batch records; a closed queue ends the last batch at once.
-        while let Ok(first) = events.recv() {
+        let mut open = true;
+        while open {
+            let Ok(first) = events.recv() else { break };
             let until = Instant::now() + LINGER;
-            let mut next = Some(first);
-            while let Some(ev) = next {
-                self.request.push(&ev);
-                drop(ev);
-                next = if self.request.len() < self.max_batch {
-                    events
-                        .recv_timeout(until.saturating_duration_since(Instant::now()))
-                        .ok()
-                } else {
-                    None
-                };
+            self.request.push(&first);
+            drop(first);
+            loop {
+                open = self.drain(&events);
+                let now = Instant::now();
+                if !open || self.request.len() >= self.max_batch || now >= until {
+                    break;
+                }
+                std::thread::sleep(POLL.min(until - now));
             }
-            if self.past_deadline() {
+            if past(&self.deadline) {
                 let left = self.request.len() as u64 + events.try_iter().count() as u64;
                 self.request.clear();
                 self.stats.shutdown.fetch_add(left, Ordering::Relaxed);
                 break;
             }
-            self.export();
+            let n = self.request.len() as u64;
+            if self.batches.send((self.request.take(), n)).is_err() {
+                // No sender left (they only stop when this thread is gone).
+                self.stats.export_failed.fetch_add(n, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -111,18 +147,33 @@ impl EventLogOutput {
             env!("CARGO_PKG_VERSION"),
         );
         let deadline = Arc::new(OnceLock::new());
-        let worker = Worker {
-            sender,
+        // A rendezvous: a request waits in the encoder until a sender is free.
+        let (batches, pending) = sync_channel::<Batch>(0);
+        let pending = Arc::new(Mutex::new(pending));
+        let mut threads = Vec::with_capacity(IN_FLIGHT + 1);
+        for i in 0..IN_FLIGHT {
+            let (sender, pending) = (sender.clone(), Arc::clone(&pending));
+            let (stats, deadline) = (Arc::clone(&stats), Arc::clone(&deadline));
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("otlp-logs-send{i}"))
+                    .spawn(move || send_loop(sender, &pending, &stats, &deadline))?,
+            );
+        }
+        let encoder = Encoder {
             request,
+            batches,
             stats: Arc::clone(&stats),
             deadline: Arc::clone(&deadline),
             max_batch: max_batch.max(1),
         };
-        let thread = std::thread::Builder::new()
-            .name("otlp-logs".into())
-            .spawn(move || worker.run(events))?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("otlp-logs".into())
+                .spawn(move || encoder.run(events))?,
+        );
         Ok(Self {
-            thread: Some(thread),
+            threads,
             deadline,
             stats,
         })
@@ -132,7 +183,8 @@ impl EventLogOutput {
     /// what is left at `deadline` (counted as shed).
     pub fn finish(mut self, deadline: Instant) {
         let _ = self.deadline.set(deadline);
-        if let Some(t) = self.thread.take() {
+        // The encoder (last) ends first, then the senders with what it handed over.
+        for t in self.threads.drain(..).rev() {
             let _ = t.join();
         }
     }
