@@ -10,7 +10,11 @@
 //!   OTLP logs on as well (loss = kernel ring drops + any output's shedding).
 //!
 //! rotel comes from PyPI (`scripts/dev.sh test` installs it into
-//! target/pyvenv); set ROTEL_AGENT to use another binary.
+//! target/pyvenv); set ROTEL_AGENT to use another binary. The receiver's
+//! own CPU (it shares the 2 cores) is printed beside each ramp step.
+//! `RESOURCES_EXE` runs another build of the collector (to compare two
+//! trees in interleaved runs); `RESOURCES_ONLY=ramps` skips the CPU and RSS
+//! rows.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,11 @@ mod common;
 use common::produce;
 
 const EXE: &str = env!("CARGO_BIN_EXE_config-access-collector");
+
+/// The collector binary: this tree's, or `RESOURCES_EXE`.
+fn exe() -> PathBuf {
+    std::env::var_os("RESOURCES_EXE").map_or_else(|| PathBuf::from(EXE), PathBuf::from)
+}
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -113,7 +122,7 @@ struct Running {
 
 fn start_collector(sb: &Sandbox, otlp: SocketAddr, logs: bool) -> Running {
     let metrics = free_addr();
-    let mut cmd = Command::new(EXE);
+    let mut cmd = Command::new(exe());
     cmd.arg("run")
         .arg("--kubelet-root")
         .arg(sb.kubelet_root())
@@ -138,16 +147,20 @@ fn start_collector(sb: &Sandbox, otlp: SocketAddr, logs: bool) -> Running {
     Running { proc, metrics }
 }
 
-/// Highest rate of `rates` (3 s each) with nothing lost.
-fn ramp(c: &Running, file: &Path, rates: &[u64]) -> u64 {
+/// Highest rate of `rates` (3 s each) with nothing lost; `receiver`'s CPU is printed too.
+fn ramp(c: &Running, file: &Path, rates: &[u64], receiver: u32) -> u64 {
     let mut best = 0;
     for &rate in rates {
         let (d0, l0) = lost(c.metrics);
+        let (rx0, t0) = (usage(receiver).0, Instant::now());
         let opens = produce(file, rate, 3.0) as f64;
         std::thread::sleep(Duration::from_secs(2));
+        let rx = (usage(receiver).0 - rx0) / t0.elapsed().as_secs_f64() * 100.0;
         let (d1, l1) = lost(c.metrics);
         let (delivered, lost) = (d1 - d0, l1 - l0);
-        println!("  {rate:>7}/s: opens {opens:>8}, delivered {delivered:>8}, lost {lost:>7}");
+        println!(
+            "  {rate:>7}/s: opens {opens:>8}, delivered {delivered:>8}, lost {lost:>7}, receiver CPU {rx:>5.1}%"
+        );
         if lost == 0.0 && delivered >= opens {
             best = rate;
         } else {
@@ -161,7 +174,7 @@ fn main() {
     common::require_root("resources");
     let (sb, file) = common::secret_volume();
     let otlp = free_addr();
-    let _rotel = Proc(
+    let rotel = Proc(
         Command::new(rotel())
             .args(["start", "--otlp-grpc-endpoint"])
             .arg(otlp.to_string())
@@ -174,7 +187,29 @@ fn main() {
             .expect("start rotel"),
     );
 
+    let receiver = rotel.0.id();
+    if std::env::var("RESOURCES_ONLY").as_deref() != Ok("ramps") {
+        resources(&sb, &file, otlp);
+    }
+
+    let rates = [25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000];
+    println!("ramp, JSON + OTLP metrics:");
+    let c = start_collector(&sb, otlp, false);
+    let best = ramp(&c, &file, &rates, receiver);
+    drop(c);
+    println!("ramp, JSON + OTLP metrics + OTLP logs:");
     let c = start_collector(&sb, otlp, true);
+    let logs_rates = [
+        5_000, 10_000, 15_000, 25_000, 50_000, 100_000, 150_000, 200_000,
+    ];
+    let best_logs = ramp(&c, &file, &logs_rates, receiver);
+    drop(c);
+    println!("highest steady rate without loss: {best}/s (JSON + OTLP metrics), {best_logs}/s (with OTLP logs too)");
+}
+
+/// CPU and RSS idle and at fixed rates, with and without OTLP logs.
+fn resources(sb: &Sandbox, file: &Path, otlp: SocketAddr) {
+    let c = start_collector(sb, otlp, true);
     let pid = c.proc.0.id();
     let measure = |label: &str, rate: u64| {
         let secs = 10.0;
@@ -183,7 +218,7 @@ fn main() {
         if rate == 0 {
             std::thread::sleep(Duration::from_secs_f64(secs));
         } else {
-            produce(&file, rate, secs);
+            produce(file, rate, secs);
         }
         let (cpu1, rss, peak) = usage(pid);
         let pct = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
@@ -202,13 +237,13 @@ fn main() {
     println!("lost during the runs above: {l}");
     drop(c);
     println!("collector with JSON + OTLP metrics (10 s) + /metrics, no OTLP logs:");
-    let c = start_collector(&sb, otlp, false);
+    let c = start_collector(sb, otlp, false);
     let pid = c.proc.0.id();
     std::thread::sleep(Duration::from_secs(3));
     let measure = |label: &str, rate: u64| {
         let (cpu0, _, _) = usage(pid);
         let t0 = Instant::now();
-        produce(&file, rate, 10.0);
+        produce(file, rate, 10.0);
         let (cpu1, rss, _) = usage(pid);
         let pct = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
         println!(
@@ -219,15 +254,4 @@ fn main() {
     measure("1k/s", 1_000);
     measure("10k/s", 10_000);
     drop(c);
-
-    let rates = [25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000];
-    println!("ramp, JSON + OTLP metrics:");
-    let c = start_collector(&sb, otlp, false);
-    let best = ramp(&c, &file, &rates);
-    drop(c);
-    println!("ramp, JSON + OTLP metrics + OTLP logs:");
-    let c = start_collector(&sb, otlp, true);
-    let best_logs = ramp(&c, &file, &[5_000, 10_000, 15_000, 20_000, 25_000, 50_000]);
-    drop(c);
-    println!("highest steady rate without loss: {best}/s (JSON + OTLP metrics), {best_logs}/s (with OTLP logs too)");
 }
