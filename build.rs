@@ -1,21 +1,24 @@
-//! Builds the BPF object from `bpf/` and generates its libbpf-rs skeleton in OUT_DIR.
+//! Builds the BPF objects from `bpf/` and generates their libbpf-rs skeletons in OUT_DIR.
 
 use std::env;
 use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-/// The BPF program compiled into the skeleton.
-const BPF_SOURCE: &str = "bpf/collector.bpf.c";
-/// Every file the BPF build reads; a change to any of them rebuilds.
-const BPF_INPUTS: &[&str] = &[BPF_SOURCE, "bpf/cac_abi.h", "bpf/vmlinux_min.h"];
-/// Name of the generated skeleton inside OUT_DIR.
-const SKELETON: &str = "collector.skel.rs";
+/// Each BPF source and the name of its skeleton inside OUT_DIR: the
+/// collector's programs, and the empty programs only the benchmarks load
+/// (the floor they compare against).
+const OBJECTS: &[(&str, &str)] = &[
+    ("bpf/collector.bpf.c", "collector.skel.rs"),
+    ("bpf/floor.bpf.c", "floor.skel.rs"),
+];
+/// Headers the sources include; a change to any of them rebuilds.
+const BPF_HEADERS: &[&str] = &["bpf/cac_abi.h", "bpf/vmlinux_min.h"];
 /// Compilers tried in order when `BPF_CLANG` is not set: a recent clang first.
 const CLANGS: &[&str] = &["clang-19", "clang"];
 
 fn main() {
-    for input in BPF_INPUTS {
+    for input in OBJECTS.iter().map(|(src, _)| src).chain(BPF_HEADERS) {
         println!("cargo:rerun-if-changed={input}");
     }
     println!("cargo:rerun-if-env-changed=BPF_CLANG");
@@ -29,18 +32,20 @@ fn main() {
             .to_string()
     });
 
-    SkeletonBuilder::new()
-        .source(BPF_SOURCE)
-        .clang(&clang)
-        .clang_args([
-            "-Wall",
-            "-Werror",
-            // The minimal vmlinux header is self-contained: keep host headers out.
-            "-nostdinc",
-            "-Ibpf",
-        ])
-        .build_and_generate(out.join(SKELETON))
-        .unwrap_or_else(|e| panic!("building {BPF_SOURCE} with {clang}: {e:#}"));
+    for (source, skeleton) in OBJECTS {
+        SkeletonBuilder::new()
+            .source(source)
+            .clang(&clang)
+            .clang_args([
+                "-Wall",
+                "-Werror",
+                // The minimal vmlinux header is self-contained: keep host headers out.
+                "-nostdinc",
+                "-Ibpf",
+            ])
+            .build_and_generate(out.join(skeleton))
+            .unwrap_or_else(|e| panic!("building {source} with {clang}: {e:#}"));
+    }
 }
 
 /// Whether `cmd` is an executable on PATH.

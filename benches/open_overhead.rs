@@ -1,112 +1,359 @@
-//! Cost of the kernel programs on the syscalls they watch.
+//! Cost of the kernel programs on the syscalls they watch, side by side with
+//! the floor and with the tools a user would pick instead.
 //!
-//! `cargo bench --bench open_overhead` (as root) prints nanoseconds per
-//! operation, median of several rounds, for:
-//! - openat+close of a cached file off the volume tree, with nothing attached,
-//!   with the open programs attached (file on a device without volumes, and on
-//!   the device holding a disk-backed ConfigMap volume, where the dentry walk runs),
-//! - openat+close of a watched volume file (a matched event, read and
-//!   serialized by the collector),
-//! - getppid() with nothing attached and with the sampler at 1/100 and 1/1,
-//!   the cost the sampler adds to every syscall.
+//! `sudo cargo bench --bench open_overhead` runs, in every round and in an
+//! order that rotates from round to round, each configuration once:
+//! - nothing attached;
+//! - the floor: empty programs on exactly the hooks the collector needs for
+//!   open detection (`bpf/floor.bpf.c`, tracepoints
+//!   `syscalls/sys_exit_{openat,openat2,open,creat,open_by_handle_at}`),
+//!   and the same plus an empty `tp_btf/sys_enter` (what a program on every
+//!   syscall costs, the optional sampler's dispatch);
+//! - the collector with the default configuration (in this process, JSON
+//!   lines written to a sink);
+//! - the collector's programs with the optional sampler at 1/100 and 1/1
+//!   (getppid only);
+//! - libbpf-tools `opensnoop -p <unused pid>` and a bpftrace one-liner on
+//!   `sys_enter_openat` that keeps paths under the kubelet's pod directory.
+//!
+//! Each configuration runs: getppid() (the per-syscall tax), openat+close of
+//! a cached file on a tmpfs without volumes and on the disk filesystem that
+//! holds a disk-backed ConfigMap volume (unmatched opens), and of a file of
+//! that volume (a matched open: an event). It prints medians over the rounds
+//! (`OVERHEAD_ROUNDS`, default 15) of ns/op, of the per-round differences
+//! to nothing attached and to the floor, and of the BPF run time per
+//! operation (`kernel.bpf_stats_enabled=1`), also less the run time of an
+//! empty program (the statistics' own cost), and checks the targets.
+//! Machine-readable results go to `target/bench/open_overhead.json`
+//! (`scripts/plots.py` draws them). `OVERHEAD_PEERS=off` leaves the peers out.
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::path::Path;
-use std::time::Instant;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use config_access_collector::agent::Collector;
-use config_access_collector::config::Config;
+use config_access_collector::config::{Config, KubeMode};
 use config_access_collector::demo::sandbox::Sandbox;
 use config_access_collector::kernel::probe::{Probe, ProbeOptions, ProbeStorage};
 use config_access_collector::model::volume::VolumeType;
+use config_access_collector::output::{write_json_lines, OutputStats};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
-const OPS: u32 = 100_000;
-const ROUNDS: usize = 9;
+mod common;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+mod floor {
+    #![allow(
+        clippy::all,
+        missing_docs,
+        non_camel_case_types,
+        non_upper_case_globals
+    )]
+    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
 }
 
-fn ns_per_op(mut op: impl FnMut()) -> f64 {
-    for _ in 0..OPS / 10 {
-        op();
+/// Timed operations per measurement (after a tenth as many to warm up).
+const OPEN_OPS: u32 = 50_000;
+const SYSCALL_OPS: u32 = 500_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Getppid,
+    OpenTmpfs,
+    OpenDisk,
+    OpenMatched,
+}
+
+impl Op {
+    const ALL: [Op; 4] = [Op::Getppid, Op::OpenTmpfs, Op::OpenDisk, Op::OpenMatched];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Getppid => "getppid",
+            Op::OpenTmpfs => "open, tmpfs without volumes",
+            Op::OpenDisk => "open, disk fs holding a volume",
+            Op::OpenMatched => "open, watched volume file",
+        }
     }
-    let t = Instant::now();
-    for _ in 0..OPS {
-        op();
+
+    fn key(self) -> &'static str {
+        match self {
+            Op::Getppid => "getppid",
+            Op::OpenTmpfs => "open_tmpfs",
+            Op::OpenDisk => "open_disk",
+            Op::OpenMatched => "open_matched",
+        }
     }
-    t.elapsed().as_nanos() as f64 / f64::from(OPS)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Setup {
+    Nothing,
+    Floor,
+    FloorSysEnter,
+    Collector,
+    Sampler100,
+    Sampler1,
+    Opensnoop,
+    Bpftrace,
+}
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup::Nothing => "nothing attached",
+            Setup::Floor => "floor (empty sys_exit_open*)",
+            Setup::FloorSysEnter => "floor + empty tp_btf/sys_enter",
+            Setup::Collector => "collector, default config",
+            Setup::Sampler100 => "collector progs, sampler 1/100",
+            Setup::Sampler1 => "collector progs, sampler 1/1",
+            Setup::Opensnoop => "opensnoop -p <unused pid>",
+            Setup::Bpftrace => "bpftrace prefix one-liner",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Setup::Nothing => "nothing",
+            Setup::Floor => "floor",
+            Setup::FloorSysEnter => "floor_sys_enter",
+            Setup::Collector => "collector",
+            Setup::Sampler100 => "sampler_100",
+            Setup::Sampler1 => "sampler_1",
+            Setup::Opensnoop => "opensnoop",
+            Setup::Bpftrace => "bpftrace",
+        }
+    }
+
+    /// The operations measured under this setup: the sampler rows only show
+    /// the per-syscall tax (with no reader, matched opens would fill the ring).
+    fn ops(self) -> &'static [Op] {
+        match self {
+            Setup::Sampler100 | Setup::Sampler1 => &[Op::Getppid],
+            _ => &Op::ALL,
+        }
+    }
+}
+
+/// One measurement: wall ns per op, BPF run time per op, program runs per op.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    ns: f64,
+    bpf_ns: f64,
+    runs: f64,
+}
+
+struct Files {
+    tmpfs: PathBuf,
+    disk: PathBuf,
+    matched: PathBuf,
+    /// The kubelet pod directory prefix the bpftrace one-liner filters on.
+    pods_prefix: String,
+}
+
+impl Files {
+    fn path(&self, op: Op) -> &Path {
+        match op {
+            Op::Getppid => unreachable!("getppid opens nothing"),
+            Op::OpenTmpfs => &self.tmpfs,
+            Op::OpenDisk => &self.disk,
+            Op::OpenMatched => &self.matched,
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// (run count, run time ns) of the given programs, summed; the kernel keeps
 /// these while `kernel.bpf_stats_enabled` is 1.
 fn bpf_run_stats(ids: &[u32]) -> (u64, u64) {
+    if ids.is_empty() {
+        return (0, 0);
+    }
     libbpf_rs::query::ProgInfoIter::default()
         .filter(|p| ids.contains(&p.id))
         .fold((0, 0), |(c, t), p| (c + p.run_cnt, t + p.run_time_ns))
 }
 
-/// Runs `measure`, returning its result and the programs' mean ns per run meanwhile.
-fn with_bpf_time(ids: &[u32], measure: impl FnOnce() -> f64) -> (f64, f64) {
-    let (c0, t0) = bpf_run_stats(ids);
-    let wall = measure();
-    let (c1, t1) = bpf_run_stats(ids);
-    (wall, (t1 - t0) as f64 / (c1 - c0).max(1) as f64)
+fn open_close(path: &Path) {
+    let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).expect("open");
+    drop(black_box(fd));
 }
 
-fn open_close(path: &Path) -> f64 {
-    ns_per_op(|| {
-        let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).expect("open");
-        drop(black_box(fd));
-    })
-}
-
-fn getppid() -> f64 {
-    ns_per_op(|| {
-        black_box(nix::unistd::getppid());
-    })
-}
-
-fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("open_overhead: run as root (it loads BPF programs)");
-        std::process::exit(1);
+/// Runs `op` (warm-up, then timed), reading the programs' run time around the timed part.
+fn measure(op: Op, files: &Files, progs: &[u32]) -> Sample {
+    let ops = if op == Op::Getppid {
+        SYSCALL_OPS
+    } else {
+        OPEN_OPS
+    };
+    let once = || match op {
+        Op::Getppid => {
+            black_box(nix::unistd::getppid());
+        }
+        _ => open_close(files.path(op)),
+    };
+    for _ in 0..ops / 10 {
+        once();
     }
-    let mut sb = Sandbox::new().expect("sandbox");
-    let cm = sb
-        .add_volume("bench-pod", VolumeType::ConfigMap, "cfg", false)
-        .unwrap();
-    sb.write_atomic(&cm, &[("app.yaml", b"x", 0o644)]).unwrap();
-    // Off the volume tree: one file on the volume's device, one on another device.
-    let same_dev = sb.scratch().join("plain");
-    std::fs::write(&same_dev, "x").unwrap();
-    let other_dir = sb.scratch().join("tmpfs");
-    std::fs::create_dir_all(&other_dir).unwrap();
-    sb.mount_tmpfs(&other_dir).unwrap();
-    let other_dev = other_dir.join("plain");
-    std::fs::write(&other_dev, "x").unwrap();
-    let volume_file = cm.join("app.yaml");
+    let (c0, t0) = bpf_run_stats(progs);
+    let start = Instant::now();
+    for _ in 0..ops {
+        once();
+    }
+    let ns = start.elapsed().as_nanos() as f64 / f64::from(ops);
+    let (c1, t1) = bpf_run_stats(progs);
+    Sample {
+        ns,
+        bpf_ns: (t1 - t0) as f64 / f64::from(ops),
+        runs: (c1 - c0) as f64 / f64::from(ops),
+    }
+}
 
-    let stats_switch = "/proc/sys/kernel/bpf_stats_enabled";
-    let stats_before = std::fs::read_to_string(stats_switch).unwrap_or_else(|_| "0".into());
-    std::fs::write(stats_switch, "1").expect("enable BPF run-time stats");
-    // Rounds interleave the configurations so drift hits them all alike.
-    let mut m: [Vec<f64>; 8] = Default::default();
-    let mut b: [Vec<f64>; 8] = Default::default();
-    for _ in 0..ROUNDS {
-        // Let the previous round's programs and maps be freed first.
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        m[0].push(open_close(&other_dev));
-        m[1].push(open_close(&same_dev));
-        m[2].push(getppid());
-        {
+/// Whether `cmd` is an executable on PATH.
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The ids of the BPF programs process `pid` holds open (from /proc/<pid>/fdinfo).
+fn prog_ids_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u32> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// A peer tool running as a child process; killed and reaped on drop.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` and waits until its programs are attached: they are loaded
+/// (held in the child's fd table) and run when this process opens a file.
+fn start_peer(mut cmd: Command, name: &str, probe_file: &Path) -> (Peer, Vec<u32>) {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    let peer = Peer(child);
+    let pid = peer.0.id();
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ids = prog_ids_of(pid);
+        if !ids.is_empty() {
+            let (c0, _) = bpf_run_stats(&ids);
+            for _ in 0..100 {
+                open_close(probe_file);
+            }
+            let (c1, _) = bpf_run_stats(&ids);
+            if c1 > c0 {
+                // Let a late second program (a BEGIN probe, an exit program) settle.
+                std::thread::sleep(Duration::from_millis(200));
+                return (peer, prog_ids_of(pid));
+            }
+        }
+        assert!(Instant::now() < end, "{name} did not attach within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A pid no process has (opensnoop then filters out every open in the kernel).
+fn unused_pid() -> u32 {
+    (3_000_000..4_000_000)
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .expect("an unused pid")
+}
+
+fn bpftrace_program(prefix: &str) -> String {
+    format!(
+        "tracepoint:syscalls:sys_enter_openat /strncmp(str(args->filename), \"{prefix}\", {}) == 0/ \
+         {{ printf(\"%d %s %s\\n\", pid, comm, str(args->filename)); }}",
+        prefix.len()
+    )
+}
+
+/// Runs every operation of `setup` with it attached.
+fn run_setup(setup: Setup, sb: &Sandbox, files: &Files) -> Vec<(Op, Sample)> {
+    let run_ops = |progs: &[u32]| -> Vec<(Op, Sample)> {
+        setup
+            .ops()
+            .iter()
+            .map(|&op| (op, measure(op, files, progs)))
+            .collect()
+    };
+    match setup {
+        Setup::Nothing => run_ops(&[]),
+        Setup::Floor | Setup::FloorSysEnter => {
+            let mut storage = MaybeUninit::uninit();
+            let mut open = floor::FloorSkelBuilder::default()
+                .open(&mut storage)
+                .expect("open the floor object");
+            open.progs
+                .floor_sys_enter
+                .set_autoload(setup == Setup::FloorSysEnter);
+            let mut skel = open.load().expect("load the floor programs");
+            skel.attach().expect("attach the floor programs");
+            use std::os::fd::AsFd;
+            let progs: Vec<u32> = skel
+                .object()
+                .progs()
+                .filter_map(|p| libbpf_rs::Program::id_from_fd(p.as_fd()).ok())
+                .collect();
+            run_ops(&progs)
+        }
+        Setup::Collector => {
             let cfg = Config {
                 kubelet_root: sb.kubelet_root(),
-                syscall_sampling_rate: 0,
-                flush_interval_ms: 10,
+                kube: KubeMode::Off,
                 health_listen: "off".into(),
                 api_socket: "off".into(),
                 // The bench process opens the volume file itself.
@@ -114,22 +361,13 @@ fn main() {
                 ..Config::default()
             };
             let (collector, events) = Collector::start_with_channel(&cfg).expect("collector");
-            let counted =
-                std::sync::Arc::new(config_access_collector::output::OutputStats::new("bench"));
+            let counted = Arc::new(OutputStats::new("bench"));
             let sink = std::thread::spawn(move || {
-                config_access_collector::output::write_json_lines(
-                    &events,
-                    &mut std::io::sink(),
-                    &counted,
-                );
-                counted.delivered.load(std::sync::atomic::Ordering::Relaxed)
+                write_json_lines(&events, &mut std::io::sink(), &counted);
+                counted.delivered.load(Ordering::Relaxed)
             });
             let (progs, _) = collector.object_ids();
-            for (slot, file) in [(3, &other_dev), (4, &same_dev), (5, &volume_file)] {
-                let (wall, bpf) = with_bpf_time(&progs, || open_close(file));
-                m[slot].push(wall);
-                b[slot].push(bpf);
-            }
+            let out = run_ops(&progs);
             let stats = collector.stop();
             let written = sink.join().unwrap();
             assert!(
@@ -142,57 +380,239 @@ fn main() {
                 stats.kernel.delivered + stats.kernel.dropped_ringbuf
             );
             eprintln!(
-                "matched-open round: kernel {:?}, {written} JSON lines",
+                "collector round: kernel {:?}, {written} JSON lines",
                 stats.kernel
             );
+            out
         }
-        for (slot, every) in [(6, 100), (7, 1)] {
+        Setup::Sampler100 | Setup::Sampler1 => {
             let mut storage = ProbeStorage::uninit();
-
-            let p = Probe::load(
+            let probe = Probe::load(
                 &mut storage,
                 &ProbeOptions {
-                    sample_every: every,
+                    sample_every: if setup == Setup::Sampler1 { 1 } else { 100 },
                     ..ProbeOptions::default()
                 },
             )
             .expect("probe");
-            let (progs, _) = p.object_ids();
-            let (wall, bpf) = with_bpf_time(&progs, getppid);
-            m[slot].push(wall);
-            b[slot].push(bpf);
+            let (progs, _) = probe.object_ids();
+            run_ops(&progs)
+        }
+        Setup::Opensnoop => {
+            let mut cmd = Command::new("opensnoop");
+            cmd.arg("-p").arg(unused_pid().to_string());
+            let (_peer, progs) = start_peer(cmd, "opensnoop", &files.tmpfs);
+            run_ops(&progs)
+        }
+        Setup::Bpftrace => {
+            let mut cmd = Command::new("bpftrace");
+            cmd.arg("-e").arg(bpftrace_program(&files.pods_prefix));
+            let (_peer, progs) = start_peer(cmd, "bpftrace", &files.tmpfs);
+            run_ops(&progs)
         }
     }
-    let _ = std::fs::write(stats_switch, stats_before.trim());
-    let m: Vec<f64> = m.into_iter().map(median).collect();
-    let b: Vec<f64> = b
-        .into_iter()
-        .map(|v| if v.is_empty() { f64::NAN } else { median(v) })
-        .collect();
-    let rows = [
-        ("openat+close, nothing attached, tmpfs file", 0, 0),
-        ("openat+close, nothing attached, disk file", 1, 1),
-        ("openat+close, attached, tmpfs without volumes", 3, 0),
-        ("openat+close, attached, disk holding a volume", 4, 1),
-        ("openat+close, watched volume file (event emitted)", 5, 1),
-        ("getppid, nothing attached", 2, 2),
-        ("getppid, sampler 1/100", 6, 2),
-        ("getppid, sampler 1/1", 7, 2),
-    ];
-    println!(
-        "{:<52} {:>8} {:>8} {:>12}",
-        "operation (median of rounds)", "ns/op", "added", "BPF ns/run"
-    );
-    for (name, i, base) in rows {
-        let bpf = if b[i].is_nan() {
-            "-".to_string()
-        } else {
-            format!("{:.0}", b[i])
-        };
-        println!(
-            "{name:<52} {:>8.0} {:>+8.0} {bpf:>12}",
-            m[i],
-            m[i] - m[base]
+}
+
+/// Exits with a clear message when a peer tool is missing.
+fn require_tool(cmd: &str, package: &str) {
+    if which(cmd).is_none() {
+        eprintln!(
+            "open_overhead: `{cmd}` not found on PATH: install the apt package {package} \
+             (apt-get install {package}), or set OVERHEAD_PEERS=off to leave the peers out"
         );
+        std::process::exit(1);
     }
+}
+
+fn main() {
+    common::require_root("open_overhead");
+    let peers = std::env::var("OVERHEAD_PEERS").map_or(true, |v| v != "off");
+    if peers {
+        require_tool("opensnoop", "libbpf-tools");
+        require_tool("bpftrace", "bpftrace");
+    }
+    let rounds: usize = std::env::var("OVERHEAD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+
+    let mut sb = Sandbox::new().expect("sandbox");
+    // A disk-backed ConfigMap volume: its filesystem is the one the sandbox lives on.
+    let cm = sb
+        .add_volume("bench-pod", VolumeType::ConfigMap, "cfg", false)
+        .unwrap();
+    sb.write_atomic(&cm, &[("app.yaml", b"x", 0o644)]).unwrap();
+    let disk = sb.scratch().join("plain");
+    std::fs::write(&disk, "x").unwrap();
+    let tmpfs_dir = sb.scratch().join("tmpfs");
+    std::fs::create_dir_all(&tmpfs_dir).unwrap();
+    sb.mount_tmpfs(&tmpfs_dir).unwrap();
+    let tmpfs = tmpfs_dir.join("plain");
+    std::fs::write(&tmpfs, "x").unwrap();
+    let files = Files {
+        tmpfs,
+        disk,
+        matched: cm.join("app.yaml"),
+        pods_prefix: format!("{}/pods/", sb.kubelet_root().display()),
+    };
+
+    let mut setups = vec![
+        Setup::Nothing,
+        Setup::Floor,
+        Setup::FloorSysEnter,
+        Setup::Collector,
+        Setup::Sampler100,
+        Setup::Sampler1,
+    ];
+    if peers {
+        setups.extend([Setup::Opensnoop, Setup::Bpftrace]);
+    }
+
+    let stats_switch = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_before = std::fs::read_to_string(stats_switch).unwrap_or_else(|_| "0".into());
+    std::fs::write(stats_switch, "1").expect("enable BPF run-time stats");
+    let started = chrono::Utc::now();
+    // samples[(setup, op)][round]
+    let mut samples: BTreeMap<(Setup, Op), Vec<Sample>> = BTreeMap::new();
+    for round in 0..rounds {
+        // Each round runs every setup once, starting one further along.
+        for k in 0..setups.len() {
+            let setup = setups[(round + k) % setups.len()];
+            // Let the previous setup's programs and maps be freed first.
+            std::thread::sleep(Duration::from_millis(100));
+            for (op, s) in run_setup(setup, &sb, &files) {
+                samples.entry((setup, op)).or_default().push(s);
+            }
+        }
+        eprintln!("round {}/{rounds} done", round + 1);
+    }
+    let _ = std::fs::write(stats_switch, stats_before.trim());
+
+    report(&setups, &samples, rounds, started);
+}
+
+/// Median over rounds of `f(sample of this round, sample of `base` in the same round)`.
+fn paired(
+    samples: &BTreeMap<(Setup, Op), Vec<Sample>>,
+    setup: Setup,
+    base: Setup,
+    op: Op,
+    f: impl Fn(&Sample, &Sample) -> f64,
+) -> f64 {
+    let (Some(a), Some(b)) = (samples.get(&(setup, op)), samples.get(&(base, op))) else {
+        return f64::NAN;
+    };
+    median(a.iter().zip(b).map(|(a, b)| f(a, b)).collect())
+}
+
+fn report(
+    setups: &[Setup],
+    samples: &BTreeMap<(Setup, Op), Vec<Sample>>,
+    rounds: usize,
+    started: chrono::DateTime<chrono::Utc>,
+) {
+    // An empty program's run time (the statistics' own cost): the floor's, on tmpfs opens.
+    let empty_run_ns = median(
+        samples[&(Setup::Floor, Op::OpenTmpfs)]
+            .iter()
+            .map(|s| s.bpf_ns / s.runs)
+            .collect(),
+    );
+    println!(
+        "medians of {rounds} interleaved rounds; {OPEN_OPS} opens / {SYSCALL_OPS} getppid per measurement; \
+         empty program {empty_run_ns:.0} ns/run (subtracted in 'BPF-empty')"
+    );
+    println!(
+        "{:<32} {:<31} {:>7} {:>8} {:>8} {:>9} {:>6} {:>10}",
+        "setup", "operation", "ns/op", "-nothing", "-floor", "BPF ns/op", "runs", "BPF-empty"
+    );
+    let mut rows = Vec::new();
+    for op in Op::ALL {
+        for &setup in setups {
+            let Some(v) = samples.get(&(setup, op)) else {
+                continue;
+            };
+            let ns = median(v.iter().map(|s| s.ns).collect());
+            let vs_nothing = paired(samples, setup, Setup::Nothing, op, |a, b| a.ns - b.ns);
+            let vs_floor = paired(samples, setup, Setup::Floor, op, |a, b| a.ns - b.ns);
+            let bpf_ns = median(v.iter().map(|s| s.bpf_ns).collect());
+            let runs = median(v.iter().map(|s| s.runs).collect());
+            let above_empty = median(v.iter().map(|s| s.bpf_ns - s.runs * empty_run_ns).collect());
+            println!(
+                "{:<32} {:<31} {ns:>7.0} {vs_nothing:>+8.0} {vs_floor:>+8.0} {bpf_ns:>9.0} {runs:>6.2} {above_empty:>10.0}",
+                setup.name(),
+                op.name(),
+            );
+            rows.push(serde_json::json!({
+                "setup": setup.key(),
+                "setup_name": setup.name(),
+                "op": op.key(),
+                "op_name": op.name(),
+                "ns_per_op": ns,
+                "vs_nothing_ns": vs_nothing,
+                "vs_floor_ns": vs_floor,
+                "bpf_ns_per_op": bpf_ns,
+                "bpf_runs_per_op": runs,
+                "bpf_above_empty_ns": above_empty,
+                "rounds_ns_per_op": v.iter().map(|s| s.ns).collect::<Vec<_>>(),
+                "rounds_bpf_ns_per_op": v.iter().map(|s| s.bpf_ns).collect::<Vec<_>>(),
+            }));
+        }
+        println!();
+    }
+
+    let collector = |op: Op| {
+        let v = &samples[&(Setup::Collector, op)];
+        median(v.iter().map(|s| s.bpf_ns - s.runs * empty_run_ns).collect())
+    };
+    let tax = paired(
+        samples,
+        Setup::Collector,
+        Setup::Floor,
+        Op::Getppid,
+        |a, b| a.ns - b.ns,
+    );
+    let targets = [
+        ("per-syscall tax (getppid) vs floor, ns", tax, 5.0),
+        (
+            "unmatched open, tmpfs: BPF ns above empty",
+            collector(Op::OpenTmpfs),
+            50.0,
+        ),
+        (
+            "unmatched open, disk with volumes: BPF ns above empty",
+            collector(Op::OpenDisk),
+            80.0,
+        ),
+        (
+            "matched open: BPF ns above empty",
+            collector(Op::OpenMatched),
+            350.0,
+        ),
+    ];
+    println!("targets (collector, default config):");
+    let mut checks = Vec::new();
+    for (name, value, limit) in targets {
+        let met = value <= limit;
+        println!(
+            "  {name:<55} {value:>7.0} (<= {limit:.0}): {}",
+            if met { "met" } else { "NOT met" }
+        );
+        checks
+            .push(serde_json::json!({"target": name, "value": value, "limit": limit, "met": met}));
+    }
+
+    let out = common::bench_dir().join("open_overhead.json");
+    let doc = serde_json::json!({
+        "bench": "open_overhead",
+        "started": started.to_rfc3339(),
+        "rounds": rounds,
+        "open_ops": OPEN_OPS,
+        "syscall_ops": SYSCALL_OPS,
+        "empty_program_ns_per_run": empty_run_ns,
+        "rows": rows,
+        "targets": checks,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap()).expect("write results");
+    println!("results: {}", out.display());
 }

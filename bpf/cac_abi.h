@@ -41,6 +41,16 @@ enum cac_limits {
 	CAC_POD_NAME_LEN = 128,
 	/* Bytes of a container id field (64 hex digits and the NUL, padded). */
 	CAC_CONTAINER_ID_LEN = 72,
+	/*
+	 * Bits of each of the two open-path filters, `dev_filter` and
+	 * `dir_filter` (arrays of CAC_FILTER_BITS / 64 u64 words; bit b is bit
+	 * b % 64 of word b / 64).  A set bit means "maybe watched", a clear bit
+	 * "certainly not".  The bit of a device (kernel encoding) is
+	 *     (dev ^ dev >> 20) % CAC_FILTER_BITS,
+	 * the bit of a directory (inode ino on device dev) is
+	 *     (ino ^ ino >> 32 ^ dev) % CAC_FILTER_BITS.
+	 */
+	CAC_FILTER_BITS = 65536,
 };
 
 /* Why an event was emitted. */
@@ -105,18 +115,32 @@ struct cac_dir_info {
 	cac_u32 volume_type;
 };
 
-/* Value of `pid_samples` (LRU, key: tgid as cac_u32). */
+/* What wrote a `pid_samples` record. */
+enum cac_sample_source {
+	/* The optional syscall sampler (1 in cfg_sample_every syscalls). */
+	CAC_SAMPLE_SYSCALL = 1,
+	/* A process forked in a cgroup that `cgroup_classes` does not hold yet. */
+	CAC_SAMPLE_FORK = 2,
+	/* A process moved (a write to cgroup.procs) to a cgroup `cgroup_classes` does not hold yet. */
+	CAC_SAMPLE_MOVE = 3,
+};
+
+/*
+ * Value of `pid_samples` (LRU, key: tgid as cac_u32): a process whose cgroup
+ * user space has to classify.  User space takes each record out of the map
+ * when it has applied it.
+ */
 struct cac_sample {
-	/// cgroup v2 id of the sampled task.
+	/// cgroup v2 id of the process.
 	cac_u64 cgroup_id;
-	/// cgroup v1 id of the sampled task in the configured hierarchy; 0 when none.
+	/// cgroup v1 id of the process in the configured hierarchy; 0 when none.
 	cac_u64 cgroup_v1_id;
-	/// CLOCK_MONOTONIC time of the sample, nanoseconds.
+	/// CLOCK_MONOTONIC time of the record, nanoseconds.
 	cac_u64 ts_ns;
-	/// Thread id of the sampled task.
+	/// Thread id of the task the record was taken from.
 	cac_u32 tid;
-	/// Syscall number on entry (architecture numbering).
-	cac_u32 syscall_nr;
+	/// enum cac_sample_source.
+	cac_u32 source;
 };
 
 /* Value of `pod_info` (key: cgroup v2 id as cac_u64): the pod a cgroup belongs to. */
@@ -139,7 +163,29 @@ struct cac_container_pid {
 	char container_id[CAC_CONTAINER_ID_LEN];
 };
 
-/* One record of the `events` ring buffer. */
+/* Key of `cgroup_classes`: a process's cgroups as the programs see them. */
+struct cac_cgroup_key {
+	/// cgroup v2 id (1: the root).
+	cac_u64 cgroup_id;
+	/// cgroup v1 id in the configured hierarchy; 0 when none is configured.
+	cac_u64 cgroup_v1_id;
+};
+
+/* Value of `cgroup_classes` (LRU, written by user space): what a cgroup is. */
+struct cac_cgroup_class {
+	/// Non-zero: a pod's container, whose processes get `container`; zero: outside every pod.
+	cac_u32 in_pod;
+	/// Always zero.
+	cac_u32 _pad;
+	/// The `container_pids` value of the cgroup's processes (when in_pod).
+	struct cac_container_pid container;
+};
+
+/*
+ * One record of the `events` ring buffer.  Records are variable-length: a
+ * record ends right after its strings, so it is
+ * offsetof(struct cac_event, strings) + path_len + name_len bytes long.
+ */
 struct cac_event {
 	/// CLOCK_MONOTONIC time at syscall exit, nanoseconds.
 	cac_u64 ts_ns;
@@ -173,9 +219,9 @@ struct cac_event {
 	cac_u32 open_flags;
 	/// FMODE_* bits of the opened file; 0 when the open failed.
 	cac_u32 fmode;
-	/// Bytes of `path` used, with the NUL; 0 when the path was not read.
+	/// Bytes of the path argument in `strings`, with the NUL; 0 when it was not read.
 	cac_u16 path_len;
-	/// Bytes of `name` used, with the NUL; 0 when not read.
+	/// Bytes of the file name in `strings` after the path, with the NUL; 0 when not read.
 	cac_u16 name_len;
 	/// enum cac_event_kind.
 	cac_u8 kind;
@@ -189,10 +235,10 @@ struct cac_event {
 	cac_u32 _reserved;
 	/// Task command name, NUL-padded.
 	char comm[CAC_COMM_LEN];
-	/// Path argument as the process passed it, NUL-terminated, truncated to CAC_PATH_LEN - 1 bytes.
-	char path[CAC_PATH_LEN];
-	/// Name of the opened file's dentry (the last path component inside the volume), NUL-terminated.
-	char name[CAC_NAME_LEN];
+	/// The path argument as the process passed it (path_len bytes with its NUL, at most
+	/// CAC_PATH_LEN), then the name of the opened file's dentry, the last path component inside
+	/// the volume (name_len bytes with its NUL, at most CAC_NAME_LEN).
+	char strings[CAC_PATH_LEN + CAC_NAME_LEN];
 };
 
 _Static_assert(sizeof(struct cac_dir_key) == 16, "cac_dir_key layout");
@@ -200,6 +246,8 @@ _Static_assert(sizeof(struct cac_dir_info) == 8, "cac_dir_info layout");
 _Static_assert(sizeof(struct cac_sample) == 32, "cac_sample layout");
 _Static_assert(sizeof(struct cac_pod_info) == 240, "cac_pod_info layout");
 _Static_assert(sizeof(struct cac_container_pid) == 80, "cac_container_pid layout");
+_Static_assert(sizeof(struct cac_cgroup_key) == 16, "cac_cgroup_key layout");
+_Static_assert(sizeof(struct cac_cgroup_class) == 88, "cac_cgroup_class layout");
 _Static_assert(sizeof(struct cac_event) == 96 + CAC_COMM_LEN + CAC_PATH_LEN + CAC_NAME_LEN,
 	       "cac_event layout");
 

@@ -12,15 +12,19 @@
  *    the new fd exists, so the opened `struct file` is taken from the task's fd
  *    table and identified by kernel objects, not by the path string:
  *    - only regular files count (no O_PATH, no directories);
- *    - a cheap first filter drops files whose superblock holds no watched
- *      volume (`watched_devs`);
+ *    - a first filter drops files whose superblock holds no watched volume
+ *      (`dev_filter`, a bitmap in an array map: the verifier inlines the
+ *      lookup, so the check makes no helper call);
  *    - then the dentry's ancestors are walked through d_parent (at most
  *      CAC_MAX_WALK levels).  d_parent never crosses a mount, and a bind mount
  *      or another mount namespace shares the same dentries, so the walk meets
  *      the volume directory whether the process used the kubelet path, a
  *      container path, a path relative to its cwd or a dirfd, or an AtomicWriter
  *      symlink (`key -> ..data/key -> ..<ts>/key`).  Each ancestor's
- *      (device, inode) is looked up in `watched_dirs`, which user space fills.
+ *      (device, inode) is checked in the bitmap `dir_filter` and, only when
+ *      its bit is set, looked up in `watched_dirs`; user space fills both.
+ *      So an open on the node's disk, which also holds disk-backed ConfigMap
+ *      volumes, walks its few ancestors without a hash lookup.
  *    Reading only from the task (bpf_get_current_task_btf) with direct loads
  *    and bpf_core_cast keeps the cost of an unmatched open small; the path
  *    argument and the file name are copied only on a match.
@@ -30,17 +34,35 @@
  *    volume tree (".../volumes/kubernetes.io~..."), the in-kernel path filter.
  *    The path is read at exit, from the syscall's saved registers: at entry the
  *    user page may not be faulted in yet.
- * 3. Sampler: tp_btf/sys_enter records 1 in cfg_sample_every syscalls
- *    (tgid -> cgroup ids, syscall nr) into the LRU map `pid_samples`, which
- *    serves pid -> cgroup correlation.  It is not attached when sampling is off.
- *    Correlation maps for sibling programs: `pod_info` (cgroup id -> pod) and
- *    `container_pids` (tgid -> container) are filled by user space; a fork
- *    copies the parent's container entry to the child, and the exit of a
- *    thread-group leader removes its entries (tp_btf/sched_process_{fork,exit}).
+ * 3. Correlation maps for sibling programs: `pod_info` (cgroup id -> pod) and
+ *    `container_pids` (tgid -> container).  No program runs on every syscall
+ *    for them: the process lifecycle keeps them exact.  User space classifies
+ *    cgroups into `cgroup_classes` ((v2 id, v1 id) -> a pod's container, or
+ *    outside every pod).  A fork copies the parent's entry to the child when
+ *    both share their cgroups, and otherwise places the child by its
+ *    cgroups' class (tp_btf/sched_process_fork); a move to other cgroups
+ *    (tp_btf/cgroup_attach_task: how runtimes put a container's first
+ *    process, or an exec session's, into place) does the same for the moved
+ *    process.  A process whose cgroups have no class yet is recorded in
+ *    `pid_samples` for user space, which classifies the cgroups and writes
+ *    the process's entry: so a fork or move is never missed, whichever side
+ *    runs first.  The exit of a thread-group leader removes its entries
+ *    (tp_btf/sched_process_exit); processes older than the collector come
+ *    from a /proc scan at start.  The optional sampler (tp_btf/sys_enter,
+ *    1 in cfg_sample_every syscalls) records processes the same way; it is
+ *    not loaded when sampling is off.
  * 4. Delivery: events are built in a per-CPU scratch record and copied into
- *    the `events` ring buffer without a wakeup; user space drains on a short
- *    timer.  A wakeup is forced when the backlog crosses cfg_wakeup_bytes, and
- *    for denied opens, whose process user space must inspect while it lives.
+ *    the `events` ring buffer only as far as their strings go: records are
+ *    variable-length, ~150 bytes for a usual path instead of 624.  The task
+ *    fields are direct loads (no helper call but the clock).  Wakeups are
+ *    adaptive: a record wakes the reader when no record did in the last
+ *    cfg_wakeup_gap_ns (so the first event after a quiet spell is
+ *    delivered at once), when it makes the
+ *    backlog cross cfg_wakeup_bytes, and always for denied opens, whose
+ *    process user space must inspect while it lives.  Other records go
+ *    without a wakeup: under load at most one wakeup per gap, instead of an
+ *    irq_work per event.  The reader looks again 1 ms after a batch (for
+ *    the tail of a burst) and otherwise only on a safety-net timer.
  *    Per-CPU counters in `stats` make matched == delivered + dropped.
  * 5. The collector's own opens (its volume scans, its ENOENT probes of
  *    missing plugin directories) are dropped just before delivery and only
@@ -70,6 +92,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 cfg_sample_every = 0;
 /* Pending ring-buffer bytes above which an event forces a wakeup. */
 const volatile __u64 cfg_wakeup_bytes = 256 * 1024;
+/* Shortest time between two wakeups that records force, nanoseconds. */
+const volatile __u64 cfg_wakeup_gap_ns = 200 * 1000;
+
+/* CLOCK_MONOTONIC time of the last wakeup a record forced (any CPU). */
+__u64 last_wakeup_ns = 0;
 /* Non-zero: report failed opens whose path names the kubelet volume tree. */
 const volatile __u32 cfg_report_failed = 1;
 /* cgroup v1 subsystem index used for the fallback cgroup id; negative: none. */
@@ -92,13 +119,25 @@ struct {
 	__type(value, struct cac_dir_info);
 } watched_dirs SEC(".maps");
 
-/* Devices (kernel encoding) that hold at least one watched directory. */
+/*
+ * Filters in front of the hash lookups (see CAC_FILTER_BITS): devices that
+ * hold a watched directory, and the watched directories themselves.  Array
+ * lookups are inlined by the verifier, so a check costs a few instructions
+ * and no helper call.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CAC_FILTER_BITS / 64);
 	__type(key, __u32);
-	__type(value, __u32);
-} watched_devs SEC(".maps");
+	__type(value, __u64);
+} dev_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CAC_FILTER_BITS / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} dir_filter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -130,6 +169,14 @@ struct {
 	__type(value, struct cac_container_pid);
 } container_pids SEC(".maps");
 
+/* A process's cgroups (v2 id, v1 id) -> what they are (written by user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct cac_cgroup_key);
+	__type(value, struct cac_cgroup_class);
+} cgroup_classes SEC(".maps");
+
 /* Per-CPU countdown of the sampler. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -152,6 +199,26 @@ enum cac_event_kind cac_btf_kind __attribute__((unused));
 enum cac_syscall cac_btf_syscall __attribute__((unused));
 enum cac_stat cac_btf_stat __attribute__((unused));
 enum cac_volume_type cac_btf_volume_type __attribute__((unused));
+enum cac_sample_source cac_btf_sample_source __attribute__((unused));
+
+/* Is bit `bit` of filter `filter` set? */
+static __always_inline bool filter_has(void *filter, __u32 bit)
+{
+	__u32 word = (bit % CAC_FILTER_BITS) / 64;
+	__u64 *w = bpf_map_lookup_elem(filter, &word);
+
+	return w && (*w >> (bit % 64)) & 1;
+}
+
+static __always_inline bool maybe_watched_dev(__u32 dev)
+{
+	return filter_has(&dev_filter, dev ^ dev >> 20);
+}
+
+static __always_inline bool maybe_watched_dir(__u64 ino, __u32 dev)
+{
+	return filter_has(&dir_filter, (__u32)(ino ^ ino >> 32) ^ dev);
+}
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -179,26 +246,26 @@ static __always_inline __u64 cgroup_v1_id(struct task_struct *task)
 	return BPF_CORE_READ(css, cgroup, kn, id);
 }
 
-/* Fill the fields every event carries. */
+/* Fill the fields every event carries, by direct loads from the task. */
 static __always_inline void fill_task(struct cac_event *ev, struct task_struct *task, long ret,
 				      enum cac_syscall sc, enum cac_event_kind kind)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
+	const struct cred *cred = task->cred;
 	struct nsproxy *ns = task->nsproxy;
 
 	ev->ts_ns = bpf_ktime_get_ns();
-	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
 	ev->cgroup_v1_id = cgroup_v1_id(task);
-	ev->tgid = pid_tgid >> 32;
-	ev->tid = (__u32)pid_tgid;
-	ev->uid = (__u32)uid_gid;
-	ev->gid = uid_gid >> 32;
+	ev->tgid = task->tgid;
+	ev->tid = task->pid;
+	/* The ids as the initial user namespace sees them (kuid_t values). */
+	ev->uid = cred->uid.val;
+	ev->gid = cred->gid.val;
 	ev->mnt_ns = ns ? ns->mnt_ns->ns.inum : 0;
 	ev->ret = (__s32)ret;
 	ev->kind = kind;
 	ev->syscall = sc;
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	__builtin_memcpy(ev->comm, task->comm, sizeof(ev->comm));
 }
 
 /*
@@ -243,9 +310,9 @@ static __always_inline void fill_args(struct cac_event *ev, struct task_struct *
 		break;
 	}
 	ev->path_len = 0;
-	ev->path[0] = '\0';
+	ev->strings[0] = '\0';
 	if (path) {
-		n = bpf_probe_read_user_str(ev->path, sizeof(ev->path), path);
+		n = bpf_probe_read_user_str(ev->strings, CAC_PATH_LEN, path);
 		ev->path_len = n > 0 ? n : 0;
 	}
 }
@@ -266,7 +333,7 @@ static __always_inline bool is_self(void)
 static __always_inline void emit(struct cac_event *ev, bool urgent)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	__u64 pending;
+	__u64 pending, size;
 
 	if (is_self()) {
 		stat_inc(CAC_STAT_OWN);
@@ -274,15 +341,27 @@ static __always_inline void emit(struct cac_event *ev, bool urgent)
 	}
 
 	/*
-	 * Wake the reader only when this record makes the backlog cross the
-	 * threshold: waking on every record while a slow reader is behind
-	 * would cost an irq_work per event.
+	 * Wake the reader for the first record after a quiet spell, when the
+	 * backlog crosses the threshold, and for urgent records; waking on
+	 * every record would cost an irq_work per event.  Two CPUs may both
+	 * see an old last_wakeup_ns: that costs one extra wakeup, nothing else.
 	 */
-	pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	if (urgent || (pending < cfg_wakeup_bytes && pending + sizeof(*ev) >= cfg_wakeup_bytes))
+	/* Only the strings' used bytes travel: most records are ~150 bytes. */
+	size = __builtin_offsetof(struct cac_event, strings) + ev->path_len + ev->name_len;
+	if (size > sizeof(*ev))
+		size = sizeof(*ev);
+	/* The backlog is queried only when no other reason wakes the reader. */
+	if (urgent || ev->ts_ns - last_wakeup_ns >= cfg_wakeup_gap_ns) {
 		flags = BPF_RB_FORCE_WAKEUP;
+	} else {
+		pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		if (pending < cfg_wakeup_bytes && pending + size >= cfg_wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
+	if (flags == BPF_RB_FORCE_WAKEUP)
+		last_wakeup_ns = ev->ts_ns;
 	stat_inc(CAC_STAT_MATCHED);
-	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), flags))
+	if (bpf_ringbuf_output(&events, ev, size, flags))
 		stat_inc(CAC_STAT_DROPPED_RINGBUF);
 	else
 		stat_inc(CAC_STAT_DELIVERED);
@@ -322,7 +401,7 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 		return 0;
 	cur = file->f_path.dentry;
 	dev = cur->d_sb->s_dev;
-	if (!bpf_map_lookup_elem(&watched_devs, &dev))
+	if (!maybe_watched_dev(dev))
 		return 0;
 
 	key.dev = dev;
@@ -331,9 +410,11 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 		if (!parent || parent == cur)
 			return 0;
 		key.ino = parent->d_inode->i_ino;
-		info = bpf_map_lookup_elem(&watched_dirs, &key);
-		if (info)
-			break;
+		if (maybe_watched_dir(key.ino, dev)) {
+			info = bpf_map_lookup_elem(&watched_dirs, &key);
+			if (info)
+				break;
+		}
 		cur = parent;
 	}
 	if (!info)
@@ -352,9 +433,13 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 	ev->depth = depth;
 	ev->name_len = 0;
 	{
-		long n =
-		    bpf_probe_read_kernel_str(ev->name, sizeof(ev->name), file->f_path.dentry->d_name.name);
+		__u32 off = ev->path_len;
+		long n;
 
+		if (off > CAC_PATH_LEN)
+			off = CAC_PATH_LEN;
+		n = bpf_probe_read_kernel_str(&ev->strings[off], CAC_NAME_LEN,
+					      file->f_path.dentry->d_name.name);
 		ev->name_len = n > 0 ? n : 0;
 	}
 	emit(ev, false);
@@ -395,7 +480,7 @@ static __always_inline int on_open_failed(struct task_struct *task, long ret, en
 	if (!ev)
 		return 0;
 	fill_args(ev, task, sc);
-	if (!denied && !names_volume_tree(ev->path))
+	if (!denied && !names_volume_tree(ev->strings))
 		return 0;
 	fill_task(ev, task, ret, sc, denied ? CAC_KIND_DENIED : CAC_KIND_VOLUME_PATH_FAILED);
 	ev->file_ino = 0;
@@ -405,7 +490,6 @@ static __always_inline int on_open_failed(struct task_struct *task, long ret, en
 	ev->fmode = 0;
 	ev->depth = 0;
 	ev->name_len = 0;
-	ev->name[0] = '\0';
 	emit(ev, denied);
 	return 0;
 }
@@ -451,6 +535,50 @@ int exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 	return on_exit(ctx, CAC_SYS_OPEN_BY_HANDLE_AT);
 }
 
+/* The cgroups of `task`, as `cgroup_classes` keys them. */
+static __always_inline void task_cgroups(struct task_struct *task, struct cac_cgroup_key *key)
+{
+	key->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	key->cgroup_v1_id = cgroup_v1_id(task);
+}
+
+/* Record process `tgid` (seen in `task`) in pid_samples for user space. */
+static __always_inline void record_process(struct task_struct *task, __u32 tgid, struct cac_cgroup_key *key,
+					   enum cac_sample_source source)
+{
+	struct cac_sample sample = {};
+
+	sample.cgroup_id = key->cgroup_id;
+	sample.cgroup_v1_id = key->cgroup_v1_id;
+	sample.ts_ns = bpf_ktime_get_ns();
+	sample.tid = task->pid;
+	sample.source = source;
+	bpf_map_update_elem(&pid_samples, &tgid, &sample, BPF_ANY);
+}
+
+/*
+ * Give process `tgid` the container entry of its cgroups' class; a process
+ * whose cgroups have no class yet is recorded for user space.  `fresh`: a
+ * new process, which has no stale entry to remove.
+ */
+static __always_inline void place_process(struct task_struct *task, __u32 tgid, enum cac_sample_source source,
+					  bool fresh)
+{
+	struct cac_cgroup_key key = {};
+	struct cac_cgroup_class *class;
+
+	task_cgroups(task, &key);
+	class = bpf_map_lookup_elem(&cgroup_classes, &key);
+	if (class && class->in_pod) {
+		bpf_map_update_elem(&container_pids, &tgid, &class->container, BPF_ANY);
+		return;
+	}
+	if (!fresh)
+		bpf_map_delete_elem(&container_pids, &tgid);
+	if (!class)
+		record_process(task, tgid, &key, source);
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(inherit_container, struct task_struct *parent, struct task_struct *child)
 {
@@ -460,9 +588,24 @@ int BPF_PROG(inherit_container, struct task_struct *parent, struct task_struct *
 	/* A new thread shares its process's entry; only new processes get one. */
 	if (child_tgid == parent_tgid)
 		return 0;
-	entry = bpf_map_lookup_elem(&container_pids, &parent_tgid);
-	if (entry)
-		bpf_map_update_elem(&container_pids, &child_tgid, entry, BPF_ANY);
+	/* Same cgroups as the parent (not CLONE_INTO_CGROUP): copy its entry. */
+	if (child->cgroups == parent->cgroups) {
+		entry = bpf_map_lookup_elem(&container_pids, &parent_tgid);
+		if (entry) {
+			bpf_map_update_elem(&container_pids, &child_tgid, entry, BPF_ANY);
+			return 0;
+		}
+	}
+	place_process(child, child_tgid, CAC_SAMPLE_FORK, true);
+	return 0;
+}
+
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(note_cgroup_move, struct cgroup *dst, const char *path, struct task_struct *task,
+	     bool threadgroup)
+{
+	/* Fired after the move: the task's css_set is the new one. */
+	place_process(task, task->tgid, CAC_SAMPLE_MOVE, false);
 	return 0;
 }
 
@@ -482,10 +625,10 @@ int BPF_PROG(forget_process, struct task_struct *task)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sample_syscall, struct pt_regs *regs, long id)
 {
-	struct cac_sample sample = {};
+	struct cac_cgroup_key key = {};
+	struct task_struct *task;
 	__u32 zero = 0, tgid;
 	__u32 *tick;
-	__u64 pid_tgid;
 
 	tick = bpf_map_lookup_elem(&sample_tick, &zero);
 	if (!tick)
@@ -494,16 +637,12 @@ int BPF_PROG(sample_syscall, struct pt_regs *regs, long id)
 		return 0;
 	*tick = 0;
 
-	pid_tgid = bpf_get_current_pid_tgid();
-	tgid = pid_tgid >> 32;
+	task = bpf_get_current_task_btf();
+	tgid = task->tgid;
 	if (!tgid)
 		return 0;
-	sample.cgroup_id = bpf_get_current_cgroup_id();
-	sample.cgroup_v1_id = cgroup_v1_id(bpf_get_current_task_btf());
-	sample.ts_ns = bpf_ktime_get_ns();
-	sample.tid = (__u32)pid_tgid;
-	sample.syscall_nr = (__u32)id;
-	bpf_map_update_elem(&pid_samples, &tgid, &sample, BPF_ANY);
+	task_cgroups(task, &key);
+	record_process(task, tgid, &key, CAC_SAMPLE_SYSCALL);
 	stat_inc(CAC_STAT_SAMPLED);
 	return 0;
 }

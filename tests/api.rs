@@ -1218,7 +1218,10 @@ fn an_oversized_body_gets_its_413_through_python_http_client() {
 }
 
 /// schemathesis (PyPI) against the served OpenAPI document: every check, a
-/// bounded number of examples per operation, no finding allowed.
+/// bounded number of examples per operation, no finding allowed. One worker:
+/// with two, CPython 3.11's AST conversion (hypothesis describing a filter)
+/// races between the threads and aborts with "AST constructor recursion
+/// depth mismatch", a failure of the tool, not of the API.
 #[test]
 fn schemathesis_finds_nothing_against_the_served_document() {
     const TEST: &str = "schemathesis_finds_nothing_against_the_served_document";
@@ -1256,7 +1259,7 @@ fn schemathesis_finds_nothing_against_the_served_document() {
         .args(["-m", "schemathesis.cli", "run"])
         .arg(format!("{base}/v1/openapi.json"))
         .args(["--url", &base, "--checks", "all", "--max-examples", "60"])
-        .args(["--request-timeout", "20", "--workers", "2"])
+        .args(["--request-timeout", "20", "--workers", "1"])
         .args(["-H", "Authorization: Bearer st-token"])
         .current_dir(token_dir.path())
         .env("NO_COLOR", "1")

@@ -457,11 +457,17 @@ fn twenty_denied_reads_from_dying_namespaces(h: &mut Harness) -> Vec<u32> {
 
 const CID: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
+/// The denied-read tests must not overlap: they make and remove the same
+/// container cgroup, and each collector sees every denied open on the node
+/// (the other test's reads would count as `not_volume` or unresolved).
+static DENIED_READS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn denied_reads_from_dying_mount_namespaces_are_all_reported() {
     if !privileged("denied_reads_from_dying_mount_namespaces_are_all_reported") {
         return;
     }
+    let _serial = DENIED_READS.lock().unwrap_or_else(|e| e.into_inner());
     let (mut h, _api, _rt) = Harness::with_fake_api(CID, |_| {});
     let pids = twenty_denied_reads_from_dying_namespaces(&mut h);
     let events = h.drain(Duration::from_millis(500), Duration::from_secs(10));
@@ -500,6 +506,7 @@ fn denied_reads_from_dying_namespaces_standalone_are_reported_or_counted_unresol
     ) {
         return;
     }
+    let _serial = DENIED_READS.lock().unwrap_or_else(|e| e.into_inner());
     let mut h = Harness::start_with(|c| c.kube = KubeMode::Off);
     let pids = twenty_denied_reads_from_dying_namespaces(&mut h);
     let events = h.drain(Duration::from_millis(500), Duration::from_secs(10));

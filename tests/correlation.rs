@@ -1,18 +1,151 @@
-//! Correlation maps in the kernel: filled from the sampler, inherited at fork,
-//! removed at exit and when the cgroup goes, and the library API over them.
+//! Correlation maps in the kernel: kept exact by the process lifecycle (no
+//! program on every syscall), or from the optional sampler; inherited at
+//! fork, removed at exit and when the cgroup goes; and the library API.
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use common::{pod_cgroup, privileged, wait, Harness, POD};
 use config_access_collector::demo::container::{ContainerProc, ExecArgs};
+use config_access_collector::demo::sandbox::Sandbox;
 use config_access_collector::enrich::cgroup::CgroupResolver;
 use config_access_collector::enrich::correlation::{ContainerPid, MountInfo, PodInfo};
 use config_access_collector::enrich::pods::NoMetadata;
 
 const CID: &str = "77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa";
+const CID_EARLY: &str = "88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb";
+const CID_NEW: &str = "99cc99cc99cc99cc99cc99cc99cc99cc99cc99cc99cc99cc99cc99cc99cc99cc";
+
+/// A shell running `script` (with `$CG` set to a cgroup directory); killed when dropped.
+struct Shell(Child);
+
+impl Shell {
+    fn run(script: &str, cg: &Path) -> Self {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("CG", cg)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        Self(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// The next line the script printed.
+    fn line(&mut self) -> String {
+        let out = self.0.stdout.as_mut().expect("piped");
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).expect("read");
+        line.trim().to_string()
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Moves process `pid` into cgroup directory `cg`.
+fn move_to(pid: u32, cg: &Path) {
+    std::fs::write(cg.join("cgroup.procs"), pid.to_string()).expect("move into the cgroup");
+}
+
+fn entry(cg: &Path, cid: &str) -> Option<ContainerPid> {
+    Some(ContainerPid {
+        cgroup_id: std::fs::metadata(cg).unwrap().ino(),
+        container_id: cid.into(),
+    })
+}
+
+#[test]
+fn lifecycle_keeps_the_maps_exact_without_a_sampler() {
+    if !privileged("lifecycle_keeps_the_maps_exact_without_a_sampler") {
+        return;
+    }
+    // A container process that started before the collector.
+    let mut early_sb = Sandbox::new().unwrap();
+    let cg_early = early_sb
+        .make_cgroup(&pod_cgroup("besteffort", CID_EARLY))
+        .unwrap();
+    let mut early = Shell::run(
+        "echo $$ > \"$CG/cgroup.procs\" && echo in && exec sleep 60",
+        &cg_early,
+    );
+    assert_eq!(early.line(), "in");
+
+    let (mut h, _api, _rt) = Harness::with_fake_api(CID, |c| {
+        assert_eq!(c.syscall_sampling_rate, 0, "no sampler by default");
+    });
+    let corr = h.collector().correlation().clone();
+    wait("the older process, from the /proc scan", || {
+        corr.container_of_pid(early.pid()) == entry(&cg_early, CID_EARLY)
+    });
+    let early_id = std::fs::metadata(&cg_early).unwrap().ino();
+    wait("its pod, named", || {
+        corr.pod_by_cgroup(early_id)
+            .is_some_and(|i| i.pod_name == "payments-api-0" && i.namespace == "payments")
+    });
+
+    // A process that joins a container and execs (how a runtime starts an exec session).
+    let cg = h.sb.make_cgroup(&pod_cgroup("besteffort", CID)).unwrap();
+    let mut exec = Shell::run(
+        "echo $$ > \"$CG/cgroup.procs\" && echo in && exec sleep 60",
+        &cg,
+    );
+    assert_eq!(exec.line(), "in");
+    wait("the exec'd process", || {
+        corr.container_of_pid(exec.pid()) == entry(&cg, CID)
+    });
+
+    // A child forked at once by the first process of a new container, before
+    // user space has seen that container.
+    let cg_new =
+        h.sb.make_cgroup(&pod_cgroup("besteffort", CID_NEW))
+            .unwrap();
+    let mut forker = Shell::run(
+        "echo $$ > \"$CG/cgroup.procs\"; sleep 60 & echo $!; wait",
+        &cg_new,
+    );
+    let child: u32 = forker.line().parse().unwrap();
+    wait("a child forked before the container was known", || {
+        corr.container_of_pid(child) == entry(&cg_new, CID_NEW)
+    });
+
+    // A host process moved from container to container, then back to the host.
+    let mut host = Shell::run("echo $$; exec sleep 60", Path::new("/"));
+    let pid: u32 = host.line().parse().unwrap();
+    assert_eq!(
+        corr.container_of_pid(pid),
+        None,
+        "a host process has no entry"
+    );
+    move_to(pid, &cg);
+    wait("moved into a container", || {
+        corr.container_of_pid(pid) == entry(&cg, CID)
+    });
+    move_to(pid, &cg_new);
+    wait("moved to another container", || {
+        corr.container_of_pid(pid) == entry(&cg_new, CID_NEW)
+    });
+    let root = cg.ancestors().nth(4).expect("the cgroup2 root");
+    move_to(pid, root);
+    wait("moved back to the host", || {
+        corr.container_of_pid(pid).is_none()
+    });
+
+    let _ = Command::new("kill").arg(child.to_string()).status();
+    drop((early, exec, forker, host));
+}
 
 #[test]
 fn sampler_fills_pod_and_pid_maps_fork_inherits_exit_removes() {

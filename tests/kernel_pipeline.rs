@@ -521,3 +521,37 @@ fn downward_api_volume_and_nested_item_paths() {
     );
     assert_eq!(evs[1].volume_type.as_deref(), Some("downward-api"));
 }
+
+#[test]
+fn a_lone_event_does_not_wait_for_the_safety_net_timer() {
+    if !privileged("a_lone_event_does_not_wait_for_the_safety_net_timer") {
+        return;
+    }
+    // A 10 s safety net: only the kernel's wakeup can deliver the event sooner.
+    let mut h = Harness::start_with(|c| c.flush_interval_ms = 10_000);
+    h.drain(Duration::from_millis(300), Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(50));
+    for round in 0..3 {
+        // Another process: the collector drops its own opens.
+        let start = std::time::Instant::now();
+        let mut cat = std::process::Command::new("cat")
+            .arg(h.secret.join("password"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = cat.id();
+        let ev = h
+            .events
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the read is delivered");
+        let took = start.elapsed();
+        assert!(cat.wait().unwrap().success());
+        assert_eq!(ev.process.pid, pid, "{ev:#?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "round {round}: delivered after {took:?}, as if by the 10 s timer"
+        );
+        // A quiet spell longer than the kernel's wakeup gap.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

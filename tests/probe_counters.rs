@@ -24,8 +24,7 @@ fn watched_volume(probe: &Probe) -> (Sandbox, std::path::PathBuf, KernelDirs) {
         .add_volume(POD, VolumeType::Secret, "flood", true)
         .unwrap();
     sb.write_atomic(&dir, &[("key", b"v", 0o644)]).unwrap();
-    let (dirs, devs) = probe.volume_maps().unwrap();
-    let mut kernel = KernelDirs::new(dirs, devs);
+    let mut kernel = probe.volume_maps().unwrap();
     let registry = Arc::new(VolumeRegistry::new());
     let changes = registry.apply(
         scan(&sb.kubelet_root(), &VolumeType::ALL).found,
@@ -41,7 +40,7 @@ fn overflowing_the_ring_buffer_is_fully_accounted() {
     if !privileged("overflowing_the_ring_buffer_is_fully_accounted") {
         return;
     }
-    // One page of ring: a handful of 624-byte records fit.
+    // One page of ring: a couple of dozen records fit.
     let mut storage = ProbeStorage::uninit();
 
     let mut probe = Probe::load(
@@ -151,6 +150,12 @@ fn sampler_records_pid_to_cgroup() {
         !off.attached_programs().contains(&"sample_syscall"),
         "sampling rate 0 must not attach the sampler"
     );
+    for lifecycle in ["inherit_container", "note_cgroup_move", "forget_process"] {
+        assert!(
+            off.attached_programs().contains(&lifecycle),
+            "{lifecycle} keeps the correlation maps without the sampler"
+        );
+    }
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(off.stats_reader().unwrap().read().unwrap().sampled, 0);
 }

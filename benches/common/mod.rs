@@ -40,3 +40,11 @@ pub fn produce(path: &Path, rate: u64, secs: f64) -> u64 {
     }
     total
 }
+
+/// target/bench/, where the benchmarks leave their machine-readable output
+/// (`scripts/plots.py` reads it).
+pub fn bench_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).expect("create target/bench");
+    dir
+}

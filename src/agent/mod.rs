@@ -97,7 +97,7 @@ struct Stores {
 /// The loaded probe's handles, and its reader waiting for the pipeline.
 struct Started {
     reader: Reader,
-    dirs: (libbpf_rs::MapHandle, libbpf_rs::MapHandle),
+    dirs: KernelDirs,
     stats: StatsReader,
     attachment: crate::kernel::probe::Attachment,
     programs: Vec<&'static str>,
@@ -329,11 +329,7 @@ struct Watches {
 
 impl Watches {
     /// Scans once (the kernel map is filled when this returns), then starts the threads.
-    fn start(
-        config: &Config,
-        s: &Stores,
-        (dirs, devs): (libbpf_rs::MapHandle, libbpf_rs::MapHandle),
-    ) -> crate::Result<Self> {
+    fn start(config: &Config, s: &Stores, kernel: KernelDirs) -> crate::Result<Self> {
         let shared = WatchShared {
             registry: Arc::clone(&s.registry),
             correlation: Arc::clone(&s.correlation),
@@ -341,7 +337,6 @@ impl Watches {
             stats: Arc::new(WatchStats::default()),
         };
         let stats = Arc::clone(&shared.stats);
-        let kernel = KernelDirs::new(dirs, devs);
         let watcher = VolumeWatcher::start(settings::watch_config(config), shared, kernel)?;
         let kube = match &s.kube {
             Some(store) => Some(workers::spawn_kube(
@@ -354,7 +349,8 @@ impl Watches {
                 None
             }
         };
-        let correlator = (config.syscall_sampling_rate > 0)
+        let correlator = config
+            .correlation()
             .then(|| {
                 workers::spawn_correlator(
                     Arc::clone(&s.correlation),

@@ -8,7 +8,7 @@ use crate::api::{Limits, Listeners};
 use crate::config::{Config, ConfigError};
 use crate::enrich::pods::{LabelFilter, WatchSettings};
 use crate::enrich::watcher::WatchConfig;
-use crate::kernel::probe::ProbeOptions;
+use crate::kernel::probe::{ProbeOptions, WAKEUP_GAP};
 use crate::output::telemetry::{OtlpSettings, ResourceSettings, TelemetrySettings};
 use crate::output::{FileOutput, Outputs};
 
@@ -16,9 +16,11 @@ use crate::output::{FileOutput, Outputs};
 /// index found on this node.
 pub fn probe_options(config: &Config, cgroup_v1_subsys: Option<u32>) -> ProbeOptions {
     ProbeOptions {
+        correlation: config.correlation(),
         sample_every: config.syscall_sampling_rate,
         ring_bytes: config.ring_buffer_bytes,
-        wakeup_bytes: config.wakeup_bytes,
+        wakeup_bytes: config.wakeup_threshold(),
+        wakeup_gap: WAKEUP_GAP,
         report_failed_opens: config.report_failed_opens,
         cgroup_v1_subsys,
         ignore_own_process: config.ignore_own_opens,

@@ -21,6 +21,7 @@ use crate::enrich::correlation::CorrelationMaps;
 use crate::enrich::enricher::Enricher;
 use crate::enrich::pods::{PodMetadata, PodStore, WatchSettings};
 use crate::kernel::clock::WallClock;
+use crate::kernel::maps::KernelDirs;
 use crate::kernel::maps::{KernelMaps, StatsReader};
 use crate::kernel::probe::{Attachment, Probe, ProbeError, ProbeOptions, ProbeStorage};
 use crate::kernel::ring;
@@ -31,7 +32,7 @@ use crate::output::Fanout;
 const CLOCK_REFRESH: Duration = Duration::from_secs(1);
 /// How often the cgroup cache drops deleted cgroups.
 const CGROUP_SWEEP: Duration = Duration::from_secs(60);
-/// How often the kernel correlation maps are filled from the sampler's records.
+/// How often the kernel correlation maps are filled from the process records.
 const CORRELATION_SYNC: Duration = Duration::from_secs(1);
 
 /// A running thread and how to tell it to stop.
@@ -87,7 +88,7 @@ impl Drop for Worker {
 /// What the loaded probe hands back to the collector.
 #[derive(Debug)]
 pub struct Loaded {
-    pub dirs: (libbpf_rs::MapHandle, libbpf_rs::MapHandle),
+    pub dirs: KernelDirs,
     pub correlation: KernelMaps,
     pub stats: StatsReader,
     pub attachment: Attachment,
@@ -236,6 +237,8 @@ pub fn spawn_correlator(
         "correlator",
         move || drop(stop_tx),
         move || {
+            let report = correlation.scan_processes(&cgroups, &*pods);
+            tracing::debug!(?report, "correlation maps filled from /proc");
             while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(CORRELATION_SYNC) {
                 let report = correlation.sync(&cgroups, &*pods);
                 if report != Default::default() {

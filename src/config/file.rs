@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub monitor_configmaps: Option<bool>,
     pub monitor_projected: Option<bool>,
     pub monitor_downward_api: Option<bool>,
+    pub pod_correlation: Option<bool>,
     pub syscall_sampling_rate: Option<u32>,
     pub ring_buffer_bytes: Option<u32>,
     pub wakeup_bytes: Option<u64>,

@@ -32,7 +32,7 @@ impl Config {
         if let Some(k) = f.kernel_collector {
             self.merge_kernel_collector(k)?;
         }
-        replace!(self, f; name, kubelet_root, monitor_secrets, monitor_configmaps, monitor_projected, monitor_downward_api, syscall_sampling_rate, ring_buffer_bytes, wakeup_bytes, flush_interval_ms, buffer_size, report_failed_opens, kubelet_writes, kubelet_process_names, rescan_interval_ms, cgroup_v1_controller, log_level, kube, pod_labels, deleted_pod_grace_ms, health_listen, api_socket, api_socket_mode, api_max_connections, health_max_connections, http_timeout_ms, api_max_mounts, stdout, output_file_max_bytes, output_file_keep, otlp_protocol, otlp_timeout_ms, otlp_metrics, otlp_logs, otlp_logs_queue, otlp_logs_batch, metrics_export_interval_ms, metrics_listen, metrics_access_labels, metrics_cardinality_limit, shutdown_timeout_ms);
+        replace!(self, f; name, kubelet_root, monitor_secrets, monitor_configmaps, monitor_projected, monitor_downward_api, pod_correlation, syscall_sampling_rate, ring_buffer_bytes, wakeup_bytes, flush_interval_ms, buffer_size, report_failed_opens, kubelet_writes, kubelet_process_names, rescan_interval_ms, cgroup_v1_controller, log_level, kube, pod_labels, deleted_pod_grace_ms, health_listen, api_socket, api_socket_mode, api_max_connections, health_max_connections, http_timeout_ms, api_max_mounts, stdout, output_file_max_bytes, output_file_keep, otlp_protocol, otlp_timeout_ms, otlp_metrics, otlp_logs, otlp_logs_queue, otlp_logs_batch, metrics_export_interval_ms, metrics_listen, metrics_access_labels, metrics_cardinality_limit, shutdown_timeout_ms);
         replace_optional!(self, f; kube_api_url, node_name, api_listen, api_token_file, output_file, service_name);
         if f.otlp_endpoint.is_some() {
             self.otlp_endpoint = f.otlp_endpoint.filter(|e| !e.is_empty());
@@ -92,6 +92,7 @@ impl Config {
         set(&mut self.monitor_configmaps, k.monitor_configmaps);
         set(&mut self.monitor_secrets, k.monitor_secrets);
         set(&mut self.syscall_sampling_rate, k.syscall_sampling_rate);
+        set(&mut self.pod_correlation, k.enable_pod_correlation);
         if k.enable_pod_correlation == Some(false) {
             self.syscall_sampling_rate = 0;
         }

@@ -74,11 +74,17 @@ pub struct Config {
     pub monitor_configmaps: bool,
     pub monitor_projected: bool,
     pub monitor_downward_api: bool,
-    /// Record 1 in N syscalls for pid -> cgroup correlation; 0 disables.
+    /// Keep the correlation maps (`pod_info`, `container_pids`) filled from
+    /// the process lifecycle (fork, exit, cgroup moves) and a /proc scan.
+    pub pod_correlation: bool,
+    /// Also record 1 in N syscalls for pid -> cgroup correlation (a program
+    /// on every syscall); 0, the default, does not load the sampler. Above 0
+    /// it keeps the correlation maps on whatever `pod_correlation` says.
     pub syscall_sampling_rate: u32,
     /// Kernel ring buffer size in bytes (power of two, >= 4096).
     pub ring_buffer_bytes: u32,
-    /// Pending ring-buffer bytes that wake the reader at once.
+    /// Pending ring-buffer bytes that wake the reader at once; 0 (the
+    /// default): a quarter of the ring.
     pub wakeup_bytes: u64,
     /// Longest delay between an access and its delivery to user space, in ms.
     pub flush_interval_ms: u64,
@@ -188,9 +194,10 @@ impl Default for Config {
             monitor_configmaps: true,
             monitor_projected: true,
             monitor_downward_api: true,
-            syscall_sampling_rate: 100,
+            pod_correlation: true,
+            syscall_sampling_rate: 0,
             ring_buffer_bytes: 4 << 20,
-            wakeup_bytes: 256 << 10,
+            wakeup_bytes: 0,
             flush_interval_ms: 50,
             buffer_size: 4096,
             report_failed_opens: true,
@@ -244,6 +251,21 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Pending ring-buffer bytes that wake the reader at once: `wakeup_bytes`,
+    /// or a quarter of the ring when it is 0.
+    pub fn wakeup_threshold(&self) -> u64 {
+        match self.wakeup_bytes {
+            0 => u64::from(self.ring_buffer_bytes) / 4,
+            n => n,
+        }
+    }
+
+    /// Whether the correlation maps are kept: by the lifecycle programs,
+    /// or by the sampler.
+    pub fn correlation(&self) -> bool {
+        self.pod_correlation || self.syscall_sampling_rate > 0
+    }
+
     /// Reads and resolves a config file (defaults when `path` is `None`).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let mut c = Config::default();
@@ -299,6 +321,31 @@ mod tests {
         assert_eq!(c.syscall_sampling_rate, 7);
         let c = load_str("kernel_collector:\n  enable_pod_correlation: false\n").unwrap();
         assert_eq!(c.syscall_sampling_rate, 0);
+        assert!(!c.pod_correlation);
+    }
+
+    #[test]
+    fn the_wakeup_threshold_scales_with_the_ring() {
+        let c = load_str("ring_buffer_bytes: 65536\n").unwrap();
+        assert_eq!(c.wakeup_threshold(), 16384);
+        let c = load_str("ring_buffer_bytes: 65536\nwakeup_bytes: 4096\n").unwrap();
+        assert_eq!(c.wakeup_threshold(), 4096);
+        assert!(load_str("ring_buffer_bytes: 65536\nwakeup_bytes: 65537\n").is_err());
+    }
+
+    #[test]
+    fn correlation_needs_no_sampler() {
+        let c = Config::default();
+        assert!(c.pod_correlation && c.correlation());
+        assert_eq!(
+            c.syscall_sampling_rate, 0,
+            "no program on every syscall by default"
+        );
+        let c = load_str("pod_correlation: false\n").unwrap();
+        assert!(!c.correlation());
+        // The sampler feeds the same maps: it keeps them on.
+        let c = load_str("pod_correlation: false\nsyscall_sampling_rate: 100\n").unwrap();
+        assert!(c.correlation());
     }
 
     #[test]

@@ -30,11 +30,11 @@ impl Config {
                 format!("must be a power of two of at least 4096, got {rb}"),
             ));
         }
-        if self.wakeup_bytes == 0 || self.wakeup_bytes > u64::from(rb) {
+        if self.wakeup_bytes > u64::from(rb) {
             return Err(invalid(
                 "wakeup_bytes",
                 format!(
-                    "must be between 1 and ring_buffer_bytes ({rb}), got {}",
+                    "must be at most ring_buffer_bytes ({rb}) (0: a quarter of it), got {}",
                     self.wakeup_bytes
                 ),
             ));

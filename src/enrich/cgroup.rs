@@ -152,6 +152,16 @@ pub fn parse_cgroup_path(path: &str) -> CgroupInfo {
     info
 }
 
+/// The path of the v1 hierarchy that holds `controller`, in `/proc/<pid>/cgroup` text
+/// (lines `N:controller,...:/path`).
+fn v1_path<'a>(proc_cgroup: &'a str, controller: &str) -> Option<&'a str> {
+    proc_cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        ctrls.split(',').any(|c| c == controller).then_some(path)
+    })
+}
+
 /// Where cgroup v2 is mounted on this machine, if anywhere.
 pub fn cgroup2_mount() -> Option<PathBuf> {
     mount_of(|fstype, _| fstype == "cgroup2")
@@ -280,6 +290,8 @@ pub enum Resolution {
 pub struct CgroupResolver {
     v2: Option<Mutex<Hierarchy>>,
     v1: Option<Mutex<Hierarchy>>,
+    /// The controller that names the v1 hierarchy in `/proc/<pid>/cgroup`.
+    v1_controller: Option<String>,
 }
 
 impl CgroupResolver {
@@ -288,12 +300,15 @@ impl CgroupResolver {
         Self {
             v2: v2_root.map(|r| Mutex::new(Hierarchy::new(r))),
             v1: v1_root.map(|r| Mutex::new(Hierarchy::new(r))),
+            v1_controller: None,
         }
     }
 
     /// A resolver on this machine's cgroup2 mount and the v1 hierarchy of `v1_controller`.
     pub fn for_host(v1_controller: Option<&str>) -> Self {
-        Self::new(cgroup2_mount(), v1_controller.and_then(cgroup_v1_mount))
+        let mut r = Self::new(cgroup2_mount(), v1_controller.and_then(cgroup_v1_mount));
+        r.v1_controller = v1_controller.filter(|_| r.v1.is_some()).map(String::from);
+        r
     }
 
     fn lookup(h: &Option<Mutex<Hierarchy>>, id: u64) -> Option<Arc<CgroupInfo>> {
@@ -342,6 +357,27 @@ impl CgroupResolver {
         self.cgroup_of_path(rel)
     }
 
+    /// Process `pid`'s cgroup ids as the kernel reports them: the v2 id (0
+    /// when unknown) and the v1 id in the configured hierarchy (0 when none),
+    /// from `/proc/<pid>/cgroup`; `None` when the process is gone.
+    pub fn ids_of_pid(&self, pid: u32) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let v2 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .and_then(|rel| self.cgroup_of_path(rel))
+            .map_or(0, |(id, _)| id);
+        let v1 = self
+            .v1_controller
+            .as_deref()
+            .and_then(|c| v1_path(&text, c))
+            .zip(self.v1_root())
+            .and_then(|(rel, root)| std::fs::metadata(root.join(rel.trim_start_matches('/'))).ok())
+            .map_or(0, |m| m.ino());
+        Some((v2, v1))
+    }
+
     /// cgroup v2 id and parsed path of a cgroup path as `/proc/<pid>/cgroup`
     /// shows it to this process.
     ///
@@ -372,6 +408,12 @@ impl CgroupResolver {
         Some((found.0, (*found.1).clone()))
     }
 
+    fn v1_root(&self) -> Option<PathBuf> {
+        self.v1
+            .as_ref()
+            .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).root.clone())
+    }
+
     /// Root of the cgroup2 hierarchy used.
     pub fn v2_root(&self) -> Option<PathBuf> {
         self.v2
@@ -389,6 +431,16 @@ mod tests {
 
     fn us(uid: &str) -> String {
         uid.replace('-', "_")
+    }
+
+    #[test]
+    fn v1_path_finds_the_hierarchy_of_a_controller() {
+        let text = "12:cpu,cpuacct:/kubepods/pod1/c1\n4:memory:/kubepods/pod1/c2\n0::/\n";
+        assert_eq!(v1_path(text, "cpu"), Some("/kubepods/pod1/c1"));
+        assert_eq!(v1_path(text, "cpuacct"), Some("/kubepods/pod1/c1"));
+        assert_eq!(v1_path(text, "memory"), Some("/kubepods/pod1/c2"));
+        assert_eq!(v1_path(text, "pids"), None);
+        assert_eq!(v1_path("garbage", "cpu"), None);
     }
 
     #[test]

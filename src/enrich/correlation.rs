@@ -5,20 +5,25 @@
 //! Pod and process entries live in BPF maps (`pod_info`: cgroup id -> pod,
 //! `container_pids`: tgid -> container), so sibling BPF programs can read them
 //! too; mount information (keyed by the blake3 hash of the volume's host path)
-//! lives here. [`CorrelationMaps::sync`] fills the kernel maps from the
-//! sampler's pid -> cgroup records and removes entries whose cgroup is gone;
-//! the kernel itself copies a parent's container entry at fork and drops a
-//! process's entries at exit.
+//! lives here. The kernel places processes itself at fork and at a cgroup
+//! move, from the cgroup classes that user space writes (`cgroup_classes`:
+//! a pod's container, or outside every pod), and drops a process's entries at
+//! exit. A process whose cgroups have no class yet is recorded in
+//! `pid_samples`: [`CorrelationMaps::sync`] classifies its cgroups, writes
+//! its entries, names pods whose metadata came later, and removes entries
+//! whose cgroup is gone; [`CorrelationMaps::scan_processes`] does the same
+//! for the processes older than the collector (a /proc scan at start).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use super::cgroup::{CgroupResolver, Resolution};
 use super::pods::PodMetadata;
 use super::volumes::Volume;
 pub use crate::kernel::maps::KernelMaps;
-use crate::kernel::maps::MapError;
+use crate::kernel::maps::{MapError, PidSample};
 pub use crate::model::correlation::{ContainerPid, MountInfo, PodInfo};
 use crate::model::volume::VolumeType;
 
@@ -35,12 +40,27 @@ pub enum CorrelationError {
     Map(#[from] MapError),
 }
 
-/// What one [`CorrelationMaps::sync`] pass did.
+/// How long a process record whose cgroup is not known yet (made after the
+/// resolver's last walk) is retried before it is given up and counted.
+pub const UNRESOLVED_RETRY: Duration = Duration::from_secs(10);
+/// Most process records kept for a retry.
+const MAX_PENDING: usize = 4096;
+
+/// What one [`CorrelationMaps::sync`] or [`CorrelationMaps::scan_processes`] pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncReport {
+    /// `cgroup_classes` entries written.
+    pub classes_added: usize,
+    /// `cgroup_classes` entries removed (their cgroup is gone).
+    pub classes_removed: usize,
+    /// `container_pids` entries written.
     pub pids_added: usize,
+    /// `pod_info` entries written or named.
     pub pods_added: usize,
+    /// `pod_info` entries removed (their cgroup is gone).
     pub pods_removed: usize,
+    /// Process records given up: their cgroup never resolved.
+    pub unresolved: usize,
 }
 
 impl MountInfo {
@@ -91,15 +111,19 @@ pub enum CorrelationOp {
     AddContainerPid,
     AddPodInfo,
     AddMountInfo,
-    /// Kernel map entries written or removed from the sampler's records.
+    /// Kernel map entries written or removed from the process records.
+    SyncCgroupClass,
+    SyncCgroupClassRemoved,
     SyncContainerPid,
     SyncPodInfo,
     SyncPodRemoved,
+    /// Process records given up because their cgroup never resolved.
+    SyncUnresolved,
 }
 
 impl CorrelationOp {
     /// Every operation.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 16] = [
         Self::CgroupLookup,
         Self::CgroupLookupMiss,
         Self::PodByCgroup,
@@ -110,9 +134,12 @@ impl CorrelationOp {
         Self::AddContainerPid,
         Self::AddPodInfo,
         Self::AddMountInfo,
+        Self::SyncCgroupClass,
+        Self::SyncCgroupClassRemoved,
         Self::SyncContainerPid,
         Self::SyncPodInfo,
         Self::SyncPodRemoved,
+        Self::SyncUnresolved,
     ];
 
     /// The `operation` label value.
@@ -128,9 +155,12 @@ impl CorrelationOp {
             Self::AddContainerPid => "add_container_pid",
             Self::AddPodInfo => "add_pod_info",
             Self::AddMountInfo => "add_mount_info",
+            Self::SyncCgroupClass => "sync_cgroup_class",
+            Self::SyncCgroupClassRemoved => "sync_cgroup_class_removed",
             Self::SyncContainerPid => "sync_container_pid",
             Self::SyncPodInfo => "sync_pod_info",
             Self::SyncPodRemoved => "sync_pod_removed",
+            Self::SyncUnresolved => "sync_unresolved",
         }
     }
 }
@@ -192,6 +222,8 @@ struct Mounts {
 pub struct CorrelationMaps {
     mounts: RwLock<Mounts>,
     kernel: Option<KernelMaps>,
+    /// Process records whose cgroup was not known yet, and when they were taken.
+    pending: Mutex<Vec<(PidSample, Instant)>>,
     /// Operation counts for the metrics.
     pub ops: CorrelationOps,
 }
@@ -289,49 +321,158 @@ impl CorrelationMaps {
         self.kernel().ok()?.container_pid(pid)
     }
 
-    /// Fills the kernel maps from the sampler's records and drops entries
-    /// whose cgroup no longer exists.
+    /// Applies the kernel's process records (and those of earlier passes
+    /// whose cgroup was not known yet), names pods whose metadata arrived,
+    /// and drops entries whose cgroup no longer exists.
     pub fn sync(&self, cgroups: &CgroupResolver, pods: &dyn PodMetadata) -> SyncReport {
         let mut report = SyncReport::default();
         let Ok(k) = self.kernel() else { return report };
-        let pod_of = |uid: &str| pod_info_for(uid, pods, now_secs());
-        for sample in k.samples() {
-            let tgid = sample.tgid;
-            let Resolution::Found(info) = cgroups.resolve(sample.cgroup_id, sample.cgroup_v1_id)
-            else {
-                continue;
-            };
-            let Some(uid) = info.pod_uid.as_deref() else {
-                continue;
-            };
-            if self.container_of_pid(tgid).is_none() {
-                let c = ContainerPid {
-                    cgroup_id: sample.cgroup_id,
-                    container_id: info.container_id.clone().unwrap_or_default(),
+        let now = Instant::now();
+        let mut records =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        records.extend(k.take_samples().into_iter().map(|s| (s, now)));
+        self.apply_all(records, cgroups, pods, &mut report);
+        self.name_pods(pods, &mut report);
+        self.prune(cgroups, &mut report);
+        self.count(&report);
+        report
+    }
+
+    /// Records every process running now (`/proc`): the processes that
+    /// started before the collector, which no lifecycle program saw.
+    pub fn scan_processes(&self, cgroups: &CgroupResolver, pods: &dyn PodMetadata) -> SyncReport {
+        let mut report = SyncReport::default();
+        if self.kernel().is_err() {
+            return report;
+        }
+        let now = Instant::now();
+        let records = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|tgid| {
+                let (cgroup_id, cgroup_v1_id) = cgroups.ids_of_pid(tgid)?;
+                let sample = PidSample {
+                    tgid,
+                    cgroup_id,
+                    cgroup_v1_id,
                 };
-                report.pids_added += usize::from(self.set_container_pid(tgid, &c).is_ok());
-            }
-            let known = self.pod_by_cgroup(sample.cgroup_id);
-            if known
-                .as_ref()
-                .is_none_or(|p| p.pod_name.is_empty() && pods.pod(uid).is_some())
-            {
-                report.pods_added +=
-                    usize::from(self.add_pod_info(sample.cgroup_id, pod_of(uid)).is_ok());
+                Some((sample, now))
+            })
+            .collect();
+        self.apply_all(records, cgroups, pods, &mut report);
+        self.count(&report);
+        report
+    }
+
+    /// Applies `records` in order; those whose cgroup is not known yet are
+    /// kept for the next pass, for at most [`UNRESOLVED_RETRY`].
+    fn apply_all(
+        &self,
+        records: Vec<(PidSample, Instant)>,
+        cgroups: &CgroupResolver,
+        pods: &dyn PodMetadata,
+        report: &mut SyncReport,
+    ) {
+        let mut retry = Vec::new();
+        // Many records share their cgroups (the /proc scan above all): each
+        // pair is classified, and its pod written, once per pass.
+        let mut classified = HashSet::new();
+        for (sample, seen) in records {
+            if !self.apply(sample, cgroups, pods, &mut classified, report) {
+                if seen.elapsed() < UNRESOLVED_RETRY && retry.len() < MAX_PENDING {
+                    retry.push((sample, seen));
+                } else {
+                    report.unresolved += 1;
+                }
             }
         }
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(retry);
+    }
+
+    /// Classifies one process's cgroups for the kernel and writes their
+    /// pod (unless `classified` holds them: done in this pass), and writes
+    /// the process's container (unless the kernel has placed it since);
+    /// false when its cgroups are not known (yet).
+    fn apply(
+        &self,
+        sample: PidSample,
+        cgroups: &CgroupResolver,
+        pods: &dyn PodMetadata,
+        classified: &mut HashSet<(u64, u64)>,
+        report: &mut SyncReport,
+    ) -> bool {
+        let Resolution::Found(info) = cgroups.resolve(sample.cgroup_id, sample.cgroup_v1_id) else {
+            return false;
+        };
+        let ids = (sample.cgroup_id, sample.cgroup_v1_id);
+        let container = info.pod_uid.is_some().then(|| ContainerPid {
+            cgroup_id: sample.cgroup_id,
+            container_id: info.container_id.clone().unwrap_or_default(),
+        });
+        let first = classified.insert(ids);
+        if let (true, Ok(k)) = (first, self.kernel()) {
+            report.classes_added +=
+                usize::from(k.put_cgroup_class(ids, container.as_ref()).is_ok());
+        }
+        let (Some(uid), Some(c)) = (info.pod_uid.as_deref(), container) else {
+            return true;
+        };
+        if self.container_of_pid(sample.tgid).is_none() {
+            report.pids_added += usize::from(self.set_container_pid(sample.tgid, &c).is_ok());
+        }
+        // pod_info is keyed by the v2 id: the root (1) names no pod.
+        if first && sample.cgroup_id > 1 && self.pod_by_cgroup(sample.cgroup_id).is_none() {
+            let info = pod_info_for(uid, pods, now_secs());
+            report.pods_added += usize::from(self.add_pod_info(sample.cgroup_id, info).is_ok());
+        }
+        true
+    }
+
+    /// Fills in the names of pods whose metadata arrived after their entry.
+    fn name_pods(&self, pods: &dyn PodMetadata, report: &mut SyncReport) {
+        for (cgroup_id, info) in self.pod_infos() {
+            if info.pod_name.is_empty() && pods.pod(&info.pod_uid).is_some() {
+                let named = pod_info_for(&info.pod_uid, pods, info.created_at);
+                report.pods_added += usize::from(self.add_pod_info(cgroup_id, named).is_ok());
+            }
+        }
+    }
+
+    /// Drops the pod entries and cgroup classes of cgroups that are gone.
+    fn prune(&self, cgroups: &CgroupResolver, report: &mut SyncReport) {
         for (cgroup_id, _) in self.pod_infos() {
             if cgroups.resolve(cgroup_id, 0) == Resolution::Unknown {
                 report.pods_removed += usize::from(self.remove_pod_info(cgroup_id).is_ok());
             }
         }
-        self.ops
-            .add(CorrelationOp::SyncContainerPid, report.pids_added as u64);
-        self.ops
-            .add(CorrelationOp::SyncPodInfo, report.pods_added as u64);
-        self.ops
-            .add(CorrelationOp::SyncPodRemoved, report.pods_removed as u64);
-        report
+        let Ok(k) = self.kernel() else { return };
+        for ids in k.cgroup_class_ids() {
+            if cgroups.resolve(ids.0, ids.1) == Resolution::Unknown {
+                report.classes_removed += usize::from(k.delete_cgroup_class(ids).is_ok());
+            }
+        }
+    }
+
+    fn count(&self, report: &SyncReport) {
+        let ops = [
+            (CorrelationOp::SyncContainerPid, report.pids_added),
+            (CorrelationOp::SyncCgroupClass, report.classes_added),
+            (
+                CorrelationOp::SyncCgroupClassRemoved,
+                report.classes_removed,
+            ),
+            (CorrelationOp::SyncPodInfo, report.pods_added),
+            (CorrelationOp::SyncPodRemoved, report.pods_removed),
+            (CorrelationOp::SyncUnresolved, report.unresolved),
+        ];
+        for (op, n) in ops {
+            self.ops.add(op, n as u64);
+        }
     }
 
     /// Records a watched volume's mount under the blake3 hash of its path

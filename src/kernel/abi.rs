@@ -17,8 +17,8 @@ pub use skel::*;
 
 use crate::model::volume::VolumeType;
 use types::{
-    cac_container_pid, cac_dir_info, cac_dir_key, cac_event, cac_pod_info, cac_sample,
-    cac_volume_type,
+    cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_info, cac_dir_key, cac_event,
+    cac_pod_info, cac_sample, cac_volume_type,
 };
 
 // SAFETY: these skeleton types are `#[repr(C)]`, contain only integers and
@@ -36,6 +36,10 @@ unsafe impl bytemuck::Zeroable for cac_pod_info {}
 unsafe impl bytemuck::Pod for cac_pod_info {}
 unsafe impl bytemuck::Zeroable for cac_container_pid {}
 unsafe impl bytemuck::Pod for cac_container_pid {}
+unsafe impl bytemuck::Zeroable for cac_cgroup_key {}
+unsafe impl bytemuck::Pod for cac_cgroup_key {}
+unsafe impl bytemuck::Zeroable for cac_cgroup_class {}
+unsafe impl bytemuck::Pod for cac_cgroup_class {}
 
 /// The ABI value of a volume type (`enum cac_volume_type`).
 pub fn volume_type(t: VolumeType) -> u32 {

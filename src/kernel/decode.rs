@@ -10,8 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::abi::types::{
-    cac_container_pid, cac_dir_key, cac_event, cac_event_kind, cac_limits, cac_pod_info,
-    cac_sample, cac_syscall,
+    cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_key, cac_event, cac_event_kind,
+    cac_limits, cac_pod_info, cac_sample, cac_syscall,
 };
 use crate::model::correlation::{ContainerPid, PodInfo};
 use crate::model::volume::FileId;
@@ -19,7 +19,7 @@ use crate::model::volume::FileId;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// The record is not the size of `struct cac_event`.
+    /// The record's length does not match its header (or is out of bounds).
     #[error("ring-buffer record of {got} bytes, expected {want}")]
     Size { got: usize, want: usize },
     /// A field holds a value the ABI does not define.
@@ -108,16 +108,39 @@ fn c_bytes(raw: &[i8], len: u16) -> &[u8] {
     &bytes[..end]
 }
 
-/// Decodes one ring-buffer record.
+/// Bytes of a record before its strings: the shortest record.
+const EVENT_HEADER: usize = std::mem::offset_of!(cac_event, strings);
+
+/// Decodes one ring-buffer record (variable-length: the header, then the
+/// path and name bytes it counts).
 pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
-    let want = std::mem::size_of::<cac_event>();
-    if record.len() != want {
+    let full = std::mem::size_of::<cac_event>();
+    if record.len() < EVENT_HEADER || record.len() > full {
         return Err(DecodeError::Size {
             got: record.len(),
-            want,
+            want: EVENT_HEADER,
         });
     }
-    let raw: cac_event = bytemuck::pod_read_unaligned(record);
+    let mut raw: cac_event = bytemuck::Zeroable::zeroed();
+    bytemuck::bytes_of_mut(&mut raw)[..record.len()].copy_from_slice(record);
+    let (path_len, name_len) = (usize::from(raw.path_len), usize::from(raw.name_len));
+    for (field, len, max) in [
+        ("path_len", raw.path_len, cac_limits::CAC_PATH_LEN.0),
+        ("name_len", raw.name_len, cac_limits::CAC_NAME_LEN.0),
+    ] {
+        if i32::from(len) > max {
+            return Err(DecodeError::Unknown {
+                field,
+                value: u32::from(len),
+            });
+        }
+    }
+    if EVENT_HEADER + path_len + name_len != record.len() {
+        return Err(DecodeError::Size {
+            got: record.len(),
+            want: EVENT_HEADER + path_len + name_len,
+        });
+    }
     let kind = match u32::from(raw.kind) {
         k if k == cac_event_kind::CAC_KIND_VOLUME_OPEN.0 => EventKind::VolumeOpen,
         k if k == cac_event_kind::CAC_KIND_VOLUME_PATH_FAILED.0 => EventKind::VolumePathFailed,
@@ -142,10 +165,11 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
             })
         }
     };
-    let path = (raw.path_len > 0)
-        .then(|| PathBuf::from(OsStr::from_bytes(c_bytes(&raw.path, raw.path_len))));
-    let name = (raw.name_len > 0)
-        .then(|| String::from_utf8_lossy(c_bytes(&raw.name, raw.name_len)).into_owned());
+    let (path_bytes, name_bytes) = raw.strings.split_at(path_len);
+    let path =
+        (path_len > 0).then(|| PathBuf::from(OsStr::from_bytes(c_bytes(path_bytes, raw.path_len))));
+    let name = (name_len > 0)
+        .then(|| String::from_utf8_lossy(c_bytes(name_bytes, raw.name_len)).into_owned());
     let opened = kind == EventKind::VolumeOpen;
     Ok(KernelEvent {
         kind,
@@ -240,6 +264,45 @@ pub fn encode_container_pid(c: &ContainerPid) -> cac_container_pid {
     raw
 }
 
+/// Words of each open-path filter (`CAC_FILTER_BITS / 64`).
+pub const FILTER_WORDS: usize = FILTER_BITS as usize / 64;
+const FILTER_BITS: u32 = cac_limits::CAC_FILTER_BITS.0 as u32;
+
+/// The `dev_filter` bit of a device (kernel encoding), as the header defines it.
+pub fn dev_bit(dev: u32) -> u32 {
+    (dev ^ (dev >> 20)) % FILTER_BITS
+}
+
+/// The `dir_filter` bit of a directory, as the header defines it.
+pub fn dir_bit(dir: FileId) -> u32 {
+    ((dir.ino ^ (dir.ino >> 32)) as u32 ^ dir.dev) % FILTER_BITS
+}
+
+/// The `cgroup_classes` key of a process's cgroup ids.
+pub fn cgroup_key(cgroup_id: u64, cgroup_v1_id: u64) -> cac_cgroup_key {
+    cac_cgroup_key {
+        cgroup_id,
+        cgroup_v1_id,
+    }
+}
+
+/// Decodes a `cgroup_classes` key into (v2 id, v1 id).
+pub fn decode_cgroup_key(bytes: &[u8]) -> Option<(u64, u64)> {
+    let raw: cac_cgroup_key = bytemuck::try_pod_read_unaligned(bytes).ok()?;
+    Some((raw.cgroup_id, raw.cgroup_v1_id))
+}
+
+/// Encodes a `cgroup_classes` value: `Some` container for a pod's
+/// container cgroup, `None` for a cgroup outside every pod.
+pub fn encode_cgroup_class(container: Option<&ContainerPid>) -> cac_cgroup_class {
+    let mut raw: cac_cgroup_class = bytemuck::Zeroable::zeroed();
+    if let Some(c) = container {
+        raw.in_pod = 1;
+        raw.container = encode_container_pid(c);
+    }
+    raw
+}
+
 /// Decodes a `container_pids` value.
 pub fn decode_container_pid(bytes: &[u8]) -> Option<ContainerPid> {
     let raw: cac_container_pid = bytemuck::try_pod_read_unaligned(bytes).ok()?;
@@ -258,12 +321,20 @@ pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// A record as the kernel sends it: cut after its strings.
     fn record(edit: impl FnOnce(&mut cac_event)) -> Vec<u8> {
         let mut ev: cac_event = bytemuck::Zeroable::zeroed();
         ev.kind = 1;
         ev.syscall = 1;
         edit(&mut ev);
-        bytemuck::bytes_of(&ev).to_vec()
+        let len = EVENT_HEADER + usize::from(ev.path_len) + usize::from(ev.name_len);
+        bytemuck::bytes_of(&ev)[..len].to_vec()
+    }
+
+    fn put(dst: &mut [i8], s: &[u8]) {
+        for (d, s) in dst.iter_mut().zip(s) {
+            *d = *s as i8;
+        }
     }
 
     #[test]
@@ -277,15 +348,11 @@ mod tests {
             for (d, s) in ev.comm.iter_mut().zip(b"cat\0") {
                 *d = *s as i8;
             }
-            for (d, s) in ev.path.iter_mut().zip(b"/etc/db/password\0") {
-                *d = *s as i8;
-            }
+            put(&mut ev.strings, b"/etc/db/password\0password\0");
             ev.path_len = 17;
-            for (d, s) in ev.name.iter_mut().zip(b"password\0") {
-                *d = *s as i8;
-            }
             ev.name_len = 9;
         });
+        assert_eq!(bytes.len(), EVENT_HEADER + 26, "a short record");
         let ev = decode_event(&bytes).unwrap();
         assert_eq!(ev.kind, EventKind::VolumeOpen);
         assert_eq!(ev.syscall, Syscall::Openat);
@@ -313,6 +380,29 @@ mod tests {
                 ino: 42
             })
         );
+    }
+
+    #[test]
+    fn record_lengths_must_match_their_header() {
+        // A failed open without a path: the header alone.
+        let header = record(|ev| ev.kind = 3);
+        assert_eq!(header.len(), EVENT_HEADER);
+        let ev = decode_event(&header).unwrap();
+        assert_eq!((ev.path, ev.name), (None, None));
+        // Lengths that promise more (or fewer) bytes than the record has.
+        let mut raw: cac_event = bytemuck::Zeroable::zeroed();
+        (raw.kind, raw.syscall, raw.path_len) = (1, 1, 200);
+        let short = &bytemuck::bytes_of(&raw)[..EVENT_HEADER + 3];
+        assert!(
+            matches!(decode_event(short), Err(DecodeError::Size { got, want })
+            if got == EVENT_HEADER + 3 && want == EVENT_HEADER + 200)
+        );
+        assert!(decode_event(&header[..EVENT_HEADER - 1]).is_err());
+        assert!(decode_event(&vec![0u8; std::mem::size_of::<cac_event>() + 1]).is_err());
+        // No input length or content panics.
+        for len in 0..=std::mem::size_of::<cac_event>() + 8 {
+            let _ = decode_event(&vec![0xa5u8; len]);
+        }
     }
 
     #[test]
@@ -359,12 +449,21 @@ mod tests {
     #[test]
     fn unterminated_strings_stay_in_bounds() {
         let bytes = record(|ev| {
-            ev.path = [b'a' as i8; 256];
-            ev.path_len = 300;
+            put(&mut ev.strings, &[b'a'; 256]);
+            ev.path_len = 256;
             ev.comm = [b'b' as i8; 16];
         });
         let ev = decode_event(&bytes).unwrap();
         assert_eq!(ev.path.unwrap().as_os_str().len(), 256);
         assert_eq!(ev.comm.len(), 16);
+        // A path longer than the kernel ever writes is refused, not read.
+        let too_long = record(|ev| ev.path_len = 300);
+        assert!(matches!(
+            decode_event(&too_long),
+            Err(DecodeError::Unknown {
+                field: "path_len",
+                value: 300
+            })
+        ));
     }
 }

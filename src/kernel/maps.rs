@@ -8,8 +8,9 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::abi::types::{cac_dir_info, cac_stat};
 use super::decode::{
-    bytes_of, decode_container_pid, decode_pod_info, decode_sample, decode_u64, dir_key,
-    encode_container_pid, encode_pod_info,
+    bytes_of, cgroup_key, decode_cgroup_key, decode_container_pid, decode_pod_info, decode_sample,
+    decode_u64, dev_bit, dir_bit, dir_key, encode_cgroup_class, encode_container_pid,
+    encode_pod_info, FILTER_WORDS,
 };
 use crate::model::correlation::{ContainerPid, PodInfo};
 use crate::model::stats::KernelStats;
@@ -36,22 +37,83 @@ fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> MapError {
     move |source| MapError { map, source }
 }
 
-/// The kernel maps of watched directories (`watched_dirs`) and of their
-/// devices (`watched_devs`, reference-counted here).
+/// One of the open path's bitmaps (`dev_filter`, `dir_filter`): a bit is
+/// set while at least one watched entry maps to it (reference-counted here).
+#[derive(Debug)]
+struct BitFilter {
+    map: MapHandle,
+    name: &'static str,
+    words: Vec<u64>,
+    refs: HashMap<u32, u32>,
+}
+
+impl BitFilter {
+    fn new(map: MapHandle, name: &'static str) -> Self {
+        Self {
+            map,
+            name,
+            words: vec![0; FILTER_WORDS],
+            refs: HashMap::new(),
+        }
+    }
+
+    fn write_word(&self, word: usize) -> Result<(), MapError> {
+        let key = u32::try_from(word).unwrap_or(u32::MAX);
+        self.map
+            .update(
+                &key.to_ne_bytes(),
+                &self.words[word].to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(map_err(self.name))
+    }
+
+    /// Counts one more entry on `bit`, setting it in the kernel if it was clear.
+    fn add(&mut self, bit: u32) -> Result<(), MapError> {
+        let refs = self.refs.entry(bit).or_insert(0);
+        *refs += 1;
+        if *refs > 1 {
+            return Ok(());
+        }
+        let word = bit as usize / 64;
+        self.words[word] |= 1 << (bit % 64);
+        self.write_word(word).inspect_err(|_| {
+            self.words[word] &= !(1 << (bit % 64));
+            self.refs.remove(&bit);
+        })
+    }
+
+    /// Counts one entry less on `bit`, clearing it when none is left.
+    fn remove(&mut self, bit: u32) {
+        let Some(refs) = self.refs.get_mut(&bit) else {
+            return;
+        };
+        *refs -= 1;
+        if *refs == 0 {
+            self.refs.remove(&bit);
+            let word = bit as usize / 64;
+            self.words[word] &= !(1 << (bit % 64));
+            let _ = self.write_word(word);
+        }
+    }
+}
+
+/// The kernel maps of watched directories (`watched_dirs`) and the two
+/// bitmaps in front of it (`dev_filter`, `dir_filter`).
 #[derive(Debug)]
 pub struct KernelDirs {
     dirs: MapHandle,
-    devs: MapHandle,
-    dev_refs: HashMap<u32, u32>,
+    devs: BitFilter,
+    dir_bits: BitFilter,
 }
 
 impl KernelDirs {
-    /// Over the two maps' handles.
-    pub fn new(dirs: MapHandle, devs: MapHandle) -> Self {
+    /// Over the three maps' handles.
+    pub fn new(dirs: MapHandle, dev_filter: MapHandle, dir_filter: MapHandle) -> Self {
         Self {
             dirs,
-            devs,
-            dev_refs: HashMap::new(),
+            devs: BitFilter::new(dev_filter, "dev_filter"),
+            dir_bits: BitFilter::new(dir_filter, "dir_filter"),
         }
     }
 
@@ -70,32 +132,28 @@ impl KernelDirs {
         self.dirs
             .update(bytes_of(&key), bytes_of(&info), MapFlags::ANY)
             .map_err(map_err("watched_dirs"))?;
-        let refs = self.dev_refs.get(&dir.dev).copied().unwrap_or(0) + 1;
-        let dev = self
-            .devs
-            .update(&dir.dev.to_ne_bytes(), &refs.to_ne_bytes(), MapFlags::ANY);
-        if let Err(source) = dev {
+        if let Err(e) = self.dir_bits.add(dir_bit(dir)) {
             let _ = self.dirs.delete(bytes_of(&key));
-            return Err(map_err("watched_devs")(source));
+            return Err(e);
         }
-        self.dev_refs.insert(dir.dev, refs);
+        if let Err(e) = self.devs.add(dev_bit(dir.dev)) {
+            self.dir_bits.remove(dir_bit(dir));
+            let _ = self.dirs.delete(bytes_of(&key));
+            return Err(e);
+        }
         Ok(())
     }
 
     /// Stops watching `dir` (a missing entry is not an error: the goal is its absence).
     pub fn remove(&mut self, dir: FileId) {
-        let _ = self.dirs.delete(bytes_of(&dir_key(dir)));
-        if let Some(refs) = self.dev_refs.get_mut(&dir.dev) {
-            *refs -= 1;
-            if *refs == 0 {
-                self.dev_refs.remove(&dir.dev);
-                let _ = self.devs.delete(&dir.dev.to_ne_bytes());
-            }
+        if self.dirs.delete(bytes_of(&dir_key(dir))).is_ok() {
+            self.dir_bits.remove(dir_bit(dir));
+            self.devs.remove(dev_bit(dir.dev));
         }
     }
 }
 
-/// One record of the sampler's `pid_samples` map.
+/// A process and its cgroup ids: a record of `pid_samples`, or of the /proc scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PidSample {
     pub tgid: u32,
@@ -105,12 +163,13 @@ pub struct PidSample {
 }
 
 /// The kernel correlation maps: `pod_info` (cgroup id -> pod),
-/// `container_pids` (tgid -> container) and the sampler's `pid_samples`.
+/// `container_pids` (tgid -> container) and the process records `pid_samples`.
 #[derive(Debug)]
 pub struct KernelMaps {
     pub pod_info: MapHandle,
     pub container_pids: MapHandle,
     pub pid_samples: MapHandle,
+    pub cgroup_classes: MapHandle,
 }
 
 impl KernelMaps {
@@ -169,13 +228,45 @@ impl KernelMaps {
         decode_container_pid(&v)
     }
 
-    /// Every record of the sampler.
-    pub fn samples(&self) -> Vec<PidSample> {
-        self.pid_samples
+    /// Classifies the cgroups (v2 id, v1 id): `Some` container of a pod, or
+    /// `None` for cgroups outside every pod.
+    pub fn put_cgroup_class(
+        &self,
+        ids: (u64, u64),
+        container: Option<&ContainerPid>,
+    ) -> Result<(), MapError> {
+        self.cgroup_classes
+            .update(
+                bytes_of(&cgroup_key(ids.0, ids.1)),
+                bytes_of(&encode_cgroup_class(container)),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("cgroup_classes"))
+    }
+
+    /// The classified cgroups, as (v2 id, v1 id).
+    pub fn cgroup_class_ids(&self) -> Vec<(u64, u64)> {
+        self.cgroup_classes
             .keys()
+            .filter_map(|key| decode_cgroup_key(&key))
+            .collect()
+    }
+
+    /// Forgets the class of cgroups (v2 id, v1 id).
+    pub fn delete_cgroup_class(&self, ids: (u64, u64)) -> Result<(), MapError> {
+        self.cgroup_classes
+            .delete(bytes_of(&cgroup_key(ids.0, ids.1)))
+            .map_err(map_err("cgroup_classes"))
+    }
+
+    /// Takes every process record out of `pid_samples` (each atomically:
+    /// a record the kernel rewrites meanwhile is taken whole or left whole).
+    pub fn take_samples(&self) -> Vec<PidSample> {
+        let keys: Vec<Vec<u8>> = self.pid_samples.keys().collect();
+        keys.into_iter()
             .filter_map(|key| {
                 let tgid = u32::from_ne_bytes(key.as_slice().try_into().ok()?);
-                let v = self.pid_samples.lookup(&key, MapFlags::ANY).ok()??;
+                let v = self.pid_samples.lookup_and_delete(&key).ok()??;
                 let s = decode_sample(&v)?;
                 Some(PidSample {
                     tgid,

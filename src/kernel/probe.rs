@@ -8,12 +8,13 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
+use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapHandle, OpenObject, PrintLevel};
 
 use super::abi::{CollectorSkel, CollectorSkelBuilder};
-use super::maps::{KernelMaps, MapError, StatsReader};
+use super::maps::{KernelDirs, KernelMaps, MapError, StatsReader};
 use crate::model::volume::kernel_dev;
 
 /// Errors of this module.
@@ -39,15 +40,26 @@ pub enum ProbeError {
     Ring(#[source] libbpf_rs::Error),
 }
 
+/// Default shortest time between two wakeups that records force: under
+/// load, at most 5,000 wakeups a second; a lone event is never held back.
+pub const WAKEUP_GAP: Duration = Duration::from_micros(200);
+
 /// Settings baked into the programs at load time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOptions {
-    /// Record one syscall in this many into the sampler map; 0 disables the sampler.
+    /// Load the process-lifecycle programs that feed the correlation maps
+    /// (fork, exit, cgroup moves); they cost nothing on other syscalls.
+    pub correlation: bool,
+    /// Record one syscall in this many into `pid_samples`; 0 disables the
+    /// sampler (a program on every syscall). Needs `correlation`.
     pub sample_every: u32,
     /// Size of the event ring buffer in bytes (a power of two, at least one page).
     pub ring_bytes: u32,
     /// Pending ring-buffer bytes above which a new event wakes the reader at once.
     pub wakeup_bytes: u64,
+    /// Shortest time between two wakeups that records force (the first
+    /// record after a quiet spell wakes the reader at once).
+    pub wakeup_gap: Duration,
     /// Report failed opens whose path names the kubelet volume tree.
     pub report_failed_opens: bool,
     /// cgroup v1 subsystem index for the fallback cgroup id (`None`: v2 only).
@@ -59,9 +71,11 @@ pub struct ProbeOptions {
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
-            sample_every: 100,
+            correlation: true,
+            sample_every: 0,
             ring_bytes: 4 << 20,
             wakeup_bytes: 256 << 10,
+            wakeup_gap: WAKEUP_GAP,
             report_failed_opens: true,
             cgroup_v1_subsys: None,
             ignore_own_process: false,
@@ -140,6 +154,7 @@ impl<'obj> Probe<'obj> {
             .expect("the object has a .rodata section");
         rodata.cfg_sample_every = options.sample_every;
         rodata.cfg_wakeup_bytes = options.wakeup_bytes;
+        rodata.cfg_wakeup_gap_ns = u64::try_from(options.wakeup_gap.as_nanos()).unwrap_or(u64::MAX);
         rodata.cfg_report_failed = u32::from(options.report_failed_opens);
         rodata.cfg_v1_subsys = options
             .cgroup_v1_subsys
@@ -158,11 +173,14 @@ impl<'obj> Probe<'obj> {
                 map: "events",
                 source,
             })?;
-        // No sampler: do not even load it, so other syscalls pay nothing. The
-        // fork/exit bookkeeping of the correlation maps goes with it.
-        let correlation = options.sample_every > 0;
-        open.progs.sample_syscall.set_autoload(correlation);
+        // What is off is not even loaded, so it costs nothing: the sampler
+        // runs on every syscall, the lifecycle programs on forks and exits.
+        let correlation = options.correlation;
+        open.progs
+            .sample_syscall
+            .set_autoload(correlation && options.sample_every > 0);
         open.progs.inherit_container.set_autoload(correlation);
+        open.progs.note_cgroup_move.set_autoload(correlation);
         open.progs.forget_process.set_autoload(correlation);
 
         let mut skel = open.load().map_err(ProbeError::Load)?;
@@ -216,6 +234,7 @@ impl<'obj> Probe<'obj> {
             ("exit_open_by_handle_at", l.exit_open_by_handle_at.is_some()),
             ("sample_syscall", l.sample_syscall.is_some()),
             ("inherit_container", l.inherit_container.is_some()),
+            ("note_cgroup_move", l.note_cgroup_move.is_some()),
             ("forget_process", l.forget_process.is_some()),
         ]
         .into_iter()
@@ -232,25 +251,28 @@ impl<'obj> Probe<'obj> {
         Self::handle(&self.skel.maps.events, "events")
     }
 
-    /// The watched volume directories and their devices (see [`super::maps::KernelDirs`]).
-    pub fn volume_maps(&self) -> Result<(MapHandle, MapHandle), ProbeError> {
-        Ok((
+    /// The watched volume directories and the device and directory filters
+    /// in front of them (see [`super::maps::KernelDirs`]).
+    pub fn volume_maps(&self) -> Result<KernelDirs, ProbeError> {
+        Ok(KernelDirs::new(
             Self::handle(&self.skel.maps.watched_dirs, "watched_dirs")?,
-            Self::handle(&self.skel.maps.watched_devs, "watched_devs")?,
+            Self::handle(&self.skel.maps.dev_filter, "dev_filter")?,
+            Self::handle(&self.skel.maps.dir_filter, "dir_filter")?,
         ))
     }
 
-    /// The sampler's pid -> cgroup map.
+    /// The process records (tgid -> cgroup ids) of the lifecycle programs and the sampler.
     pub fn pid_samples_map(&self) -> Result<MapHandle, ProbeError> {
         Self::handle(&self.skel.maps.pid_samples, "pid_samples")
     }
 
-    /// The correlation maps: cgroup id -> pod, tgid -> container, and the sampler's records.
+    /// The correlation maps: cgroup id -> pod, tgid -> container, and the process records.
     pub fn correlation_maps(&self) -> Result<KernelMaps, ProbeError> {
         Ok(KernelMaps {
             pod_info: Self::handle(&self.skel.maps.pod_info, "pod_info")?,
             container_pids: Self::handle(&self.skel.maps.container_pids, "container_pids")?,
             pid_samples: Self::handle(&self.skel.maps.pid_samples, "pid_samples")?,
+            cgroup_classes: Self::handle(&self.skel.maps.cgroup_classes, "cgroup_classes")?,
         })
     }
 

@@ -17,9 +17,15 @@ pub trait Consumer {
     fn batch_done(&mut self, stopping: bool);
 }
 
+/// How soon the poller looks again after a batch: the kernel rate-limits
+/// wakeups, so the last records of a burst may have come without one.
+const REPOLL: Duration = Duration::from_millis(1);
+
 /// Polls `probe`'s event ring until `stop` is set: records go to
-/// `consumer`, at the latest `flush` after they were written. At stop the
-/// programs are detached first, so nothing arrives after the final drain.
+/// `consumer` when a record wakes the poller (the kernel's adaptive
+/// wakeups), [`REPOLL`] after a batch, and at the latest `flush` after they
+/// were written (the safety net). At stop the programs are detached first,
+/// so nothing arrives after the final drain.
 pub fn poll(
     probe: &mut Probe<'_>,
     consumer: &mut impl Consumer,
@@ -36,21 +42,28 @@ pub fn poll(
         })
         .map_err(ProbeError::Ring)?;
     let rb = builder.build().map_err(ProbeError::Ring)?;
+    let mut timeout = flush;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
+        let mut got = 0;
         if stopping {
             probe.detach();
         } else {
-            // Events are written without wakeups (see the BPF design notes), so
-            // the poll mostly times out: consume() is what drains the ring.
-            let _ = rb.poll(flush);
+            got += rb.poll_raw(timeout).max(0);
         }
-        if let Err(e) = rb.consume() {
-            tracing::warn!("ring buffer consume failed: {e}");
+        // Records written without a wakeup are drained here.
+        let drained = rb.consume_raw();
+        if drained < 0 {
+            tracing::warn!(
+                "ring buffer consume failed: {}",
+                std::io::Error::from_raw_os_error(-drained)
+            );
         }
+        got += drained.max(0);
         cell.borrow_mut().batch_done(stopping);
         if stopping {
             return Ok(());
         }
+        timeout = if got > 0 { REPOLL } else { flush };
     }
 }
