@@ -1,13 +1,11 @@
-//! OTLP log export requests (`ExportLogsServiceRequest`) encoded straight
-//! from access events, one record per access.
+//! OTLP log export requests (`ExportLogsServiceRequest`) made straight
+//! from access events, one record per access, with the generated
+//! `opentelemetry-proto` types and prost's encoding.
 //!
-//! Each record is written once, in protobuf wire format, into a buffer that
-//! is reused from batch to batch: no per-record log object, no allocation
-//! per attribute, no generated message per record. Only the resource and the
-//! instrumentation scope, the same in every request, go through the
-//! generated `opentelemetry-proto` types (once, when the encoder is made).
-//! Field numbers are those of OTLP's `logs.proto` and `common.proto`; the
-//! tests decode what this writes with the generated types.
+//! No log object of the SDK in between: each event fills a generated
+//! `LogRecord` directly. The records, their attribute lists and every string
+//! in them are kept from batch to batch and overwritten in place, so a
+//! record costs no allocation once the first batches have been made.
 //!
 //! Attributes carry OpenTelemetry semantic-convention names where one exists
 //! (`k8s.*`, `container.*`, `process.*`, `file.*`) and `config_access.*`
@@ -16,7 +14,10 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
@@ -27,15 +28,6 @@ use crate::model::pod::SourceKind;
 
 /// `event_name` of every record.
 pub const EVENT_NAME: &str = "config_access";
-
-/// OTLP `SeverityNumber`s used here.
-const SEVERITY_INFO: u64 = 9;
-const SEVERITY_WARN: u64 = 13;
-
-/// Wire types.
-const VARINT: u32 = 0;
-const FIXED64: u32 = 1;
-const LEN: u32 = 2;
 
 /// `k8s.<kind>.name` attribute of a workload kind, when the conventions name one.
 fn workload_key(kind: &str) -> Option<&'static str> {
@@ -60,91 +52,6 @@ fn kind_name(kind: SourceKind) -> &'static str {
     }
 }
 
-fn varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn tag(buf: &mut Vec<u8>, field: u32, wire: u32) {
-    varint(buf, u64::from(field << 3 | wire));
-}
-
-/// A length-delimited field (string, bytes or an encoded message).
-fn len_field(buf: &mut Vec<u8>, field: u32, data: &[u8]) {
-    tag(buf, field, LEN);
-    varint(buf, data.len() as u64);
-    buf.extend_from_slice(data);
-}
-
-/// Size of a length-delimited field of `len` bytes with a one-byte tag.
-fn len_field_size(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
-}
-
-/// `LogRecord` fields (logs.proto).
-mod record {
-    pub const TIME_UNIX_NANO: u32 = 1;
-    pub const SEVERITY_NUMBER: u32 = 2;
-    pub const SEVERITY_TEXT: u32 = 3;
-    pub const BODY: u32 = 5;
-    pub const ATTRIBUTES: u32 = 6;
-    pub const OBSERVED_TIME_UNIX_NANO: u32 = 11;
-    pub const EVENT_NAME: u32 = 12;
-}
-
-/// `AnyValue` (common.proto): the value of an attribute or of the body.
-enum Any<'a> {
-    Str(&'a str),
-    Bool(bool),
-    Int(i64),
-}
-
-impl Any<'_> {
-    fn size(&self) -> usize {
-        match self {
-            Any::Str(s) => len_field_size(s.len()),
-            Any::Bool(_) => 2,
-            Any::Int(i) => 1 + varint_len(*i as u64),
-        }
-    }
-
-    fn write(&self, buf: &mut Vec<u8>) {
-        match self {
-            Any::Str(s) => len_field(buf, 1, s.as_bytes()),
-            Any::Bool(b) => {
-                tag(buf, 2, VARINT);
-                buf.push(u8::from(*b));
-            }
-            Any::Int(i) => {
-                tag(buf, 3, VARINT);
-                varint(buf, *i as u64);
-            }
-        }
-    }
-}
-
-/// One `KeyValue` attribute of a record whose key is `prefix` followed by `rest`.
-fn attribute(buf: &mut Vec<u8>, prefix: &str, rest: &str, value: Any<'_>) {
-    let key = prefix.len() + rest.len();
-    let any = value.size();
-    tag(buf, record::ATTRIBUTES, LEN);
-    varint(buf, (len_field_size(key) + len_field_size(any)) as u64);
-    tag(buf, 1, LEN);
-    varint(buf, key as u64);
-    buf.extend_from_slice(prefix.as_bytes());
-    buf.extend_from_slice(rest.as_bytes());
-    tag(buf, 2, LEN);
-    varint(buf, any as u64);
-    value.write(buf);
-}
-
 fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -156,88 +63,142 @@ fn event_nanos(timestamp: &str) -> Option<u64> {
     u64::try_from(t.timestamp_nanos_opt()?).ok()
 }
 
+/// `s` made to hold `parts`, in its own allocation.
+fn set_string(s: &mut String, parts: &[&str]) {
+    s.clear();
+    for p in parts {
+        s.push_str(p);
+    }
+}
+
+/// `value` made a string value holding `v`, reusing the string it holds.
+fn set_str_value(value: &mut Option<AnyValue>, v: &str) {
+    if let Some(AnyValue {
+        value: Some(Value::StringValue(s)),
+    }) = value
+    {
+        set_string(s, &[v]);
+    } else {
+        *value = Some(AnyValue {
+            value: Some(Value::StringValue(v.to_string())),
+        });
+    }
+}
+
+/// Writes a record's attribute list in place: the `KeyValue`s (and their
+/// strings) already in it are overwritten, the ones not needed this time
+/// wait in `spare` for a record that needs them.
+struct Attributes<'a> {
+    list: &'a mut Vec<KeyValue>,
+    spare: &'a mut Vec<KeyValue>,
+    n: usize,
+}
+
+impl Attributes<'_> {
+    fn next(&mut self) -> &mut KeyValue {
+        if self.n == self.list.len() {
+            self.list.push(self.spare.pop().unwrap_or_default());
+        }
+        self.n += 1;
+        &mut self.list[self.n - 1]
+    }
+
+    fn str(&mut self, key: &[&str], v: &str) {
+        let kv = self.next();
+        set_string(&mut kv.key, key);
+        set_str_value(&mut kv.value, v);
+    }
+
+    fn opt(&mut self, key: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.str(&[key], v);
+        }
+    }
+
+    fn scalar(&mut self, key: &str, v: Value) {
+        let kv = self.next();
+        set_string(&mut kv.key, &[key]);
+        match &mut kv.value {
+            Some(any) => any.value = Some(v),
+            none => *none = Some(AnyValue { value: Some(v) }),
+        }
+    }
+
+    /// Puts what this record did not use aside.
+    fn finish(self) {
+        self.spare.extend(self.list.drain(self.n..));
+    }
+}
+
 /// Builds one export request at a time: the resource and scope of the
 /// collector, and the records pushed since the last [`LogsRequest::take`].
 #[derive(Debug)]
 pub struct LogsRequest {
-    /// `ResourceLogs.resource` with its tag and length.
-    resource: Vec<u8>,
-    /// `ResourceLogs.schema_url` with its tag and length, or nothing.
-    schema_url: Vec<u8>,
-    /// `ScopeLogs.scope` with its tag and length.
-    scope: Vec<u8>,
-    /// `ScopeLogs.log_records` so far, each with its tag and length.
-    records: Vec<u8>,
-    count: usize,
-    /// One record's fields while it is written.
-    scratch: Vec<u8>,
-    /// One record's body while it is written.
-    body: String,
+    /// One `ResourceLogs` with one `ScopeLogs`, whose `log_records` are the
+    /// records pushed so far.
+    request: ExportLogsServiceRequest,
+    /// Records of earlier requests, to be overwritten.
+    spare_records: Vec<LogRecord>,
+    /// Attributes that earlier records had and the last ones did not.
+    spare_attributes: Vec<KeyValue>,
 }
 
 impl LogsRequest {
     /// An encoder of requests from `resource` and the scope `scope`, version `version`.
     pub fn new(resource: &Resource, scope: &str, version: &str) -> Self {
         let attrs = ResourceAttributesWithSchema::from(resource);
-        let mut resource = Vec::new();
-        let res = ProtoResource {
-            attributes: attrs.attributes.0,
-            dropped_attributes_count: 0,
-            entity_refs: Vec::new(),
-        };
-        len_field(&mut resource, 1, &res.encode_to_vec());
-        let mut schema_url = Vec::new();
-        if let Some(url) = attrs.schema_url.filter(|u| !u.is_empty()) {
-            len_field(&mut schema_url, 3, url.as_bytes());
-        }
         let scope = InstrumentationScope {
             name: scope.to_string(),
             version: version.to_string(),
             attributes: Vec::new(),
             dropped_attributes_count: 0,
         };
-        let mut scope_field = Vec::new();
-        len_field(&mut scope_field, 1, &scope.encode_to_vec());
+        let resource_logs = ResourceLogs {
+            resource: Some(ProtoResource {
+                attributes: attrs.attributes.0,
+                dropped_attributes_count: 0,
+                entity_refs: Vec::new(),
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(scope),
+                log_records: Vec::new(),
+                schema_url: String::new(),
+            }],
+            schema_url: attrs.schema_url.unwrap_or_default(),
+        };
         Self {
-            resource,
-            schema_url,
-            scope: scope_field,
-            records: Vec::new(),
-            count: 0,
-            scratch: Vec::new(),
-            body: String::new(),
+            request: ExportLogsServiceRequest {
+                resource_logs: vec![resource_logs],
+            },
+            spare_records: Vec::new(),
+            spare_attributes: Vec::new(),
         }
+    }
+
+    fn records(&mut self) -> &mut Vec<LogRecord> {
+        &mut self.request.resource_logs[0].scope_logs[0].log_records
     }
 
     /// Records pushed since the last [`LogsRequest::take`].
     pub fn len(&self) -> usize {
-        self.count
+        self.request.resource_logs[0].scope_logs[0]
+            .log_records
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 
     /// Drops the records pushed since the last [`LogsRequest::take`].
     pub fn clear(&mut self) {
-        self.records.clear();
-        self.count = 0;
+        let records = &mut self.request.resource_logs[0].scope_logs[0].log_records;
+        self.spare_records.extend(records.drain(..));
     }
 
     /// The request with every record pushed so far, encoded; starts the next one.
     pub fn take(&mut self) -> Vec<u8> {
-        let scope_logs = self.scope.len() + self.records.len();
-        let resource_logs =
-            self.resource.len() + len_field_size(scope_logs) + self.schema_url.len();
-        let mut out = Vec::with_capacity(len_field_size(resource_logs));
-        tag(&mut out, 1, LEN);
-        varint(&mut out, resource_logs as u64);
-        out.extend_from_slice(&self.resource);
-        tag(&mut out, 2, LEN);
-        varint(&mut out, scope_logs as u64);
-        out.extend_from_slice(&self.scope);
-        out.extend_from_slice(&self.records);
-        out.extend_from_slice(&self.schema_url);
+        let out = self.request.encode_to_vec();
         self.clear();
         out
     }
@@ -245,116 +206,113 @@ impl LogsRequest {
     /// Adds the record of `ev`: timestamps, severity (WARN for a denied
     /// open), a one-line body, the event name and the attributes.
     pub fn push(&mut self, ev: &AccessEvent) {
+        let mut r = self.spare_records.pop().unwrap_or_default();
         let now = unix_nanos(SystemTime::now());
-        let mut b = std::mem::take(&mut self.scratch);
-        b.clear();
-        tag(&mut b, record::TIME_UNIX_NANO, FIXED64);
-        b.extend_from_slice(&event_nanos(&ev.timestamp).unwrap_or(now).to_le_bytes());
+        r.time_unix_nano = event_nanos(&ev.timestamp).unwrap_or(now);
+        r.observed_time_unix_nano = now;
         let denied = matches!(ev.result.as_str(), "EACCES" | "EPERM");
         let (severity, text) = if denied {
-            (SEVERITY_WARN, "WARN")
+            (SeverityNumber::Warn, "WARN")
         } else {
-            (SEVERITY_INFO, "INFO")
+            (SeverityNumber::Info, "INFO")
         };
-        tag(&mut b, record::SEVERITY_NUMBER, VARINT);
-        varint(&mut b, severity);
-        len_field(&mut b, record::SEVERITY_TEXT, text.as_bytes());
-        self.write_body(ev);
-        let body = Any::Str(&self.body);
-        tag(&mut b, record::BODY, LEN);
-        varint(&mut b, body.size() as u64);
-        body.write(&mut b);
-        text_attributes(&mut b, ev);
-        numeric_attributes(&mut b, ev);
-        tag(&mut b, record::OBSERVED_TIME_UNIX_NANO, FIXED64);
-        b.extend_from_slice(&now.to_le_bytes());
-        len_field(&mut b, record::EVENT_NAME, EVENT_NAME.as_bytes());
-        len_field(&mut self.records, 2, &b);
-        self.scratch = b;
-        self.count += 1;
-    }
-
-    /// `<command> (pid <pid>) <access> <object> <namespace>/<name> key <key>: <result>`.
-    fn write_body(&mut self, ev: &AccessEvent) {
-        let object = ev
-            .source
-            .as_ref()
-            .map(|s| kind_name(s.kind))
-            .or(ev.volume_type.as_deref())
-            .unwrap_or("volume");
-        self.body.clear();
-        let _ = write!(
-            self.body,
-            "{} (pid {}) {} {} {}/{} key {}: {}",
-            ev.process.command,
-            ev.process.pid,
-            ev.access,
-            object,
-            ev.namespace.as_deref().unwrap_or("?"),
-            ev.config_name.as_deref().unwrap_or("?"),
-            ev.key.as_deref().unwrap_or("?"),
-            ev.result
-        );
+        r.severity_number = severity as i32;
+        set_string(&mut r.severity_text, &[text]);
+        write_body(&mut r.body, ev);
+        let mut attrs = Attributes {
+            list: &mut r.attributes,
+            spare: &mut self.spare_attributes,
+            n: 0,
+        };
+        text_attributes(&mut attrs, ev);
+        numeric_attributes(&mut attrs, ev);
+        attrs.finish();
+        set_string(&mut r.event_name, &[EVENT_NAME]);
+        self.records().push(r);
     }
 }
 
-/// The attributes that are text, under their semantic-convention names.
-fn text_attributes(b: &mut Vec<u8>, ev: &AccessEvent) {
-    let mut s = |k: &str, v: Option<&str>| {
-        if let Some(v) = v {
-            attribute(b, k, "", Any::Str(v));
-        }
+/// `<command> (pid <pid>) <access> <object> <namespace>/<name> key <key>: <result>`.
+fn write_body(body: &mut Option<AnyValue>, ev: &AccessEvent) {
+    let object = ev
+        .source
+        .as_ref()
+        .map(|s| kind_name(s.kind))
+        .or(ev.volume_type.as_deref())
+        .unwrap_or("volume");
+    set_str_value(body, "");
+    let Some(AnyValue {
+        value: Some(Value::StringValue(s)),
+    }) = body
+    else {
+        unreachable!("set to a string value above")
     };
-    s("config_access.event_type", Some(&ev.event_type));
-    s("k8s.namespace.name", ev.namespace.as_deref());
-    s("k8s.pod.name", ev.pod_name.as_deref());
-    s("k8s.pod.uid", ev.pod_uid.as_deref());
-    s("k8s.volume.name", ev.volume_name.as_deref());
-    s("k8s.volume.type", ev.volume_type.as_deref());
-    s("file.name", ev.key.as_deref());
-    s("file.path", ev.path.as_deref());
-    s("config_access.mount_path", ev.mount_path.as_deref());
-    s("config_access.config_name", ev.config_name.as_deref());
-    s("config_access.access", Some(&ev.access));
-    s("config_access.result", Some(&ev.result));
-    s("config_access.syscall", Some(&ev.syscall));
-    s("config_access.reader_pod_uid", ev.reader_pod_uid.as_deref());
-    s(
+    let _ = write!(
+        s,
+        "{} (pid {}) {} {} {}/{} key {}: {}",
+        ev.process.command,
+        ev.process.pid,
+        ev.access,
+        object,
+        ev.namespace.as_deref().unwrap_or("?"),
+        ev.config_name.as_deref().unwrap_or("?"),
+        ev.key.as_deref().unwrap_or("?"),
+        ev.result
+    );
+}
+
+/// The attributes that are text, under their semantic-convention names.
+fn text_attributes(a: &mut Attributes<'_>, ev: &AccessEvent) {
+    a.opt("config_access.event_type", Some(&ev.event_type));
+    a.opt("k8s.namespace.name", ev.namespace.as_deref());
+    a.opt("k8s.pod.name", ev.pod_name.as_deref());
+    a.opt("k8s.pod.uid", ev.pod_uid.as_deref());
+    a.opt("k8s.volume.name", ev.volume_name.as_deref());
+    a.opt("k8s.volume.type", ev.volume_type.as_deref());
+    a.opt("file.name", ev.key.as_deref());
+    a.opt("file.path", ev.path.as_deref());
+    a.opt("config_access.mount_path", ev.mount_path.as_deref());
+    a.opt("config_access.config_name", ev.config_name.as_deref());
+    a.opt("config_access.access", Some(&ev.access));
+    a.opt("config_access.result", Some(&ev.result));
+    a.opt("config_access.syscall", Some(&ev.syscall));
+    a.opt("config_access.reader_pod_uid", ev.reader_pod_uid.as_deref());
+    a.opt(
         "config_access.service_account",
         ev.service_account.as_deref(),
     );
-    s("process.executable.name", Some(&ev.process.command));
-    s(
+    a.opt("process.executable.name", Some(&ev.process.command));
+    a.opt(
         "config_access.cgroup_path",
         ev.process.cgroup_path.as_deref(),
     );
     if ev.result != "ok" {
-        s("error.type", Some(&ev.result));
+        a.opt("error.type", Some(&ev.result));
     }
     if let Some(c) = &ev.container {
-        s("container.id", Some(&c.id));
-        s("k8s.container.name", c.name.as_deref());
-        s("container.image.name", c.image.as_deref());
+        a.opt("container.id", Some(&c.id));
+        a.opt("k8s.container.name", c.name.as_deref());
+        a.opt("container.image.name", c.image.as_deref());
     }
     if let Some(src) = &ev.source {
-        s("config_access.object.kind", Some(kind_name(src.kind)));
-        s("config_access.object.name", src.name.as_deref());
-        s("config_access.object.key", src.key.as_deref());
+        a.opt("config_access.object.kind", Some(kind_name(src.kind)));
+        a.opt("config_access.object.name", src.name.as_deref());
+        a.opt("config_access.object.key", src.key.as_deref());
     }
     if let Some(w) = &ev.workload {
-        s("config_access.workload.kind", Some(&w.kind));
-        s("config_access.workload.name", Some(&w.name));
+        a.opt("config_access.workload.kind", Some(&w.kind));
+        a.opt("config_access.workload.name", Some(&w.name));
         if let Some(key) = workload_key(&w.kind) {
-            s(key, Some(&w.name));
+            a.opt(key, Some(&w.name));
         }
     }
     for (k, v) in &ev.labels {
-        attribute(b, "k8s.pod.label.", k, Any::Str(v));
+        a.str(&["k8s.pod.label.", k], v);
     }
 }
 
 /// Process ids and numbers, and the token flag.
-fn numeric_attributes(b: &mut Vec<u8>, ev: &AccessEvent) {
+fn numeric_attributes(a: &mut Attributes<'_>, ev: &AccessEvent) {
     let p = &ev.process;
     for (k, v) in [
         ("process.pid", i64::from(p.pid)),
@@ -364,13 +322,11 @@ fn numeric_attributes(b: &mut Vec<u8>, ev: &AccessEvent) {
         ("config_access.cgroup_id", p.cgroup_id as i64),
         ("config_access.mnt_ns", i64::from(p.mnt_ns)),
     ] {
-        attribute(b, k, "", Any::Int(v));
+        a.scalar(k, Value::IntValue(v));
     }
-    attribute(
-        b,
+    a.scalar(
         "config_access.service_account_token",
-        "",
-        Any::Bool(ev.service_account_token),
+        Value::BoolValue(ev.service_account_token),
     );
 }
 
@@ -378,8 +334,6 @@ fn numeric_attributes(b: &mut Vec<u8>, ev: &AccessEvent) {
 mod tests {
     use super::*;
     use opentelemetry::KeyValue;
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use std::collections::BTreeMap;
 
     fn event() -> AccessEvent {
@@ -405,15 +359,6 @@ mod tests {
             Some(Value::IntValue(i)) => i.to_string(),
             Some(Value::BoolValue(b)) => b.to_string(),
             other => panic!("unexpected value {other:?}"),
-        }
-    }
-
-    #[test]
-    fn varint_sizes_match_the_encoding() {
-        for v in [0, 1, 127, 128, 16383, 16384, u64::from(u32::MAX), u64::MAX] {
-            let mut b = Vec::new();
-            varint(&mut b, v);
-            assert_eq!(b.len(), varint_len(v), "{v}");
         }
     }
 
@@ -462,7 +407,7 @@ mod tests {
         let r = &sl.log_records[0];
         assert_eq!(r.time_unix_nano, 1_795_280_641_179_182_086);
         assert!(r.observed_time_unix_nano > 0);
-        assert_eq!(r.severity_number, SEVERITY_WARN as i32);
+        assert_eq!(r.severity_number, SeverityNumber::Warn as i32);
         assert_eq!(r.severity_text, "WARN");
         assert_eq!(r.event_name, EVENT_NAME);
         assert_eq!(
@@ -517,7 +462,7 @@ mod tests {
         assert_eq!(a.len(), 36, "{a:#?}");
 
         let r = &sl.log_records[1];
-        assert_eq!(r.severity_number, SEVERITY_INFO as i32);
+        assert_eq!(r.severity_number, SeverityNumber::Info as i32);
         assert_eq!(r.severity_text, "INFO");
         assert_eq!(
             r.time_unix_nano, r.observed_time_unix_nano,
@@ -531,6 +476,55 @@ mod tests {
         assert!(!a.contains_key("error.type"));
         assert_eq!(a["file.path"], "/x".repeat(300));
         assert_eq!(a["config_access.service_account_token"], "false");
+    }
+
+    #[test]
+    fn records_reused_across_requests_hold_only_their_own_fields() {
+        let attributes = |bytes: Vec<u8>| -> Vec<BTreeMap<String, String>> {
+            let decoded = ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap();
+            decoded.resource_logs[0].scope_logs[0]
+                .log_records
+                .iter()
+                .map(|r| {
+                    r.attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), value(&kv.value)))
+                        .collect()
+                })
+                .collect()
+        };
+        let mut req = LogsRequest::new(&Resource::builder_empty().build(), "s", "");
+        let full = event();
+        let mut small = event();
+        small.result = "ok".into();
+        small.labels.clear();
+        small.container = None;
+        small.process.pid = 7;
+        req.push(&full);
+        req.push(&full);
+        assert_eq!(
+            attributes(req.take())
+                .iter()
+                .map(BTreeMap::len)
+                .collect::<Vec<_>>(),
+            [36, 36]
+        );
+        req.push(&small);
+        let a = attributes(req.take());
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].len(), 30, "{:#?}", a[0]);
+        assert!(!a[0].contains_key("error.type"));
+        assert_eq!(a[0]["process.pid"], "7");
+        req.push(&full);
+        req.push(&small);
+        req.push(&full);
+        let a = attributes(req.take());
+        assert_eq!(
+            a.iter().map(BTreeMap::len).collect::<Vec<_>>(),
+            [36, 30, 36]
+        );
+        assert_eq!(a[2]["k8s.pod.label.tier"], "api");
+        assert_eq!(a[2]["process.pid"], "4242");
     }
 
     #[test]
