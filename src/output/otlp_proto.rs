@@ -2,10 +2,15 @@
 //! from access events, one record per access, with the generated
 //! `opentelemetry-proto` types and prost's encoding.
 //!
-//! No log object of the SDK in between: each event fills a generated
-//! `LogRecord` directly. The records, their attribute lists and every string
-//! in them are kept from batch to batch and overwritten in place, so a
-//! record costs no allocation once the first batches have been made.
+//! No log object of the SDK in between: each event fills one generated
+//! `LogRecord`, kept from event to event with its attribute list and every
+//! string in it overwritten in place (no allocation per record), and prost
+//! encodes it at once into the request's buffer. The request around the
+//! records (`ResourceLogs`, `ScopeLogs`) is framed with prost's encoding
+//! helpers when the batch is taken; the resource and the scope in it are
+//! generated messages encoded once. Encoding the whole request as one
+//! message instead would have prost size every record again at each level
+//! it is nested in: twice the encoder's CPU per record (docs/performance.md).
 //!
 //! Attributes carry OpenTelemetry semantic-convention names where one exists
 //! (`k8s.*`, `container.*`, `process.*`, `file.*`) and `config_access.*`
@@ -14,14 +19,13 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
-use prost::Message as _;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 
 use crate::model::event::AccessEvent;
 use crate::model::pod::SourceKind;
@@ -130,16 +134,36 @@ impl Attributes<'_> {
     }
 }
 
+/// Field numbers of `ExportLogsServiceRequest.resource_logs`,
+/// `ResourceLogs.resource`, `.scope_logs`, `.schema_url`, `ScopeLogs.scope`
+/// and `.log_records` (logs_service.proto, logs.proto).
+const REQUEST_RESOURCE_LOGS: u32 = 1;
+const RESOURCE_LOGS_RESOURCE: u32 = 1;
+const RESOURCE_LOGS_SCOPE_LOGS: u32 = 2;
+const RESOURCE_LOGS_SCHEMA_URL: u32 = 3;
+const SCOPE_LOGS_SCOPE: u32 = 1;
+const SCOPE_LOGS_LOG_RECORDS: u32 = 2;
+
+/// Size of a length-delimited field `tag` of `len` bytes.
+fn field_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
 /// Builds one export request at a time: the resource and scope of the
 /// collector, and the records pushed since the last [`LogsRequest::take`].
 #[derive(Debug)]
 pub struct LogsRequest {
-    /// One `ResourceLogs` with one `ScopeLogs`, whose `log_records` are the
-    /// records pushed so far.
-    request: ExportLogsServiceRequest,
-    /// Records of earlier requests, to be overwritten.
-    spare_records: Vec<LogRecord>,
-    /// Attributes that earlier records had and the last ones did not.
+    /// `ResourceLogs.resource` and `.schema_url`, encoded with their keys.
+    resource: Vec<u8>,
+    schema_url: Vec<u8>,
+    /// `ScopeLogs.scope`, encoded with its key.
+    scope: Vec<u8>,
+    /// `ScopeLogs.log_records` so far, encoded with their keys.
+    records: Vec<u8>,
+    count: usize,
+    /// The record being made, reused for every event.
+    record: LogRecord,
+    /// Attributes that earlier records had and the last one did not.
     spare_attributes: Vec<KeyValue>,
 }
 
@@ -147,58 +171,70 @@ impl LogsRequest {
     /// An encoder of requests from `resource` and the scope `scope`, version `version`.
     pub fn new(resource: &Resource, scope: &str, version: &str) -> Self {
         let attrs = ResourceAttributesWithSchema::from(resource);
+        let res = ProtoResource {
+            attributes: attrs.attributes.0,
+            dropped_attributes_count: 0,
+            entity_refs: Vec::new(),
+        };
+        let mut resource = Vec::new();
+        prost::encoding::message::encode(RESOURCE_LOGS_RESOURCE, &res, &mut resource);
+        let mut schema_url = Vec::new();
+        if let Some(url) = attrs.schema_url.filter(|u| !u.is_empty()) {
+            prost::encoding::string::encode(RESOURCE_LOGS_SCHEMA_URL, &url, &mut schema_url);
+        }
         let scope = InstrumentationScope {
             name: scope.to_string(),
             version: version.to_string(),
             attributes: Vec::new(),
             dropped_attributes_count: 0,
         };
-        let resource_logs = ResourceLogs {
-            resource: Some(ProtoResource {
-                attributes: attrs.attributes.0,
-                dropped_attributes_count: 0,
-                entity_refs: Vec::new(),
-            }),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(scope),
-                log_records: Vec::new(),
-                schema_url: String::new(),
-            }],
-            schema_url: attrs.schema_url.unwrap_or_default(),
-        };
+        let mut scope_field = Vec::new();
+        prost::encoding::message::encode(SCOPE_LOGS_SCOPE, &scope, &mut scope_field);
         Self {
-            request: ExportLogsServiceRequest {
-                resource_logs: vec![resource_logs],
-            },
-            spare_records: Vec::new(),
+            resource,
+            schema_url,
+            scope: scope_field,
+            records: Vec::new(),
+            count: 0,
+            record: LogRecord::default(),
             spare_attributes: Vec::new(),
         }
     }
 
-    fn records(&mut self) -> &mut Vec<LogRecord> {
-        &mut self.request.resource_logs[0].scope_logs[0].log_records
-    }
-
     /// Records pushed since the last [`LogsRequest::take`].
     pub fn len(&self) -> usize {
-        self.request.resource_logs[0].scope_logs[0]
-            .log_records
-            .len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.count == 0
     }
 
     /// Drops the records pushed since the last [`LogsRequest::take`].
     pub fn clear(&mut self) {
-        let records = &mut self.request.resource_logs[0].scope_logs[0].log_records;
-        self.spare_records.extend(records.drain(..));
+        self.records.clear();
+        self.count = 0;
     }
 
     /// The request with every record pushed so far, encoded; starts the next one.
     pub fn take(&mut self) -> Vec<u8> {
-        let out = self.request.encode_to_vec();
+        let scope_logs = self.scope.len() + self.records.len();
+        let resource_logs = self.resource.len()
+            + field_len(RESOURCE_LOGS_SCOPE_LOGS, scope_logs)
+            + self.schema_url.len();
+        let mut out = Vec::with_capacity(field_len(REQUEST_RESOURCE_LOGS, resource_logs));
+        encode_key(REQUEST_RESOURCE_LOGS, WireType::LengthDelimited, &mut out);
+        encode_varint(resource_logs as u64, &mut out);
+        out.extend_from_slice(&self.resource);
+        encode_key(
+            RESOURCE_LOGS_SCOPE_LOGS,
+            WireType::LengthDelimited,
+            &mut out,
+        );
+        encode_varint(scope_logs as u64, &mut out);
+        out.extend_from_slice(&self.scope);
+        out.extend_from_slice(&self.records);
+        out.extend_from_slice(&self.schema_url);
         self.clear();
         out
     }
@@ -206,7 +242,7 @@ impl LogsRequest {
     /// Adds the record of `ev`: timestamps, severity (WARN for a denied
     /// open), a one-line body, the event name and the attributes.
     pub fn push(&mut self, ev: &AccessEvent) {
-        let mut r = self.spare_records.pop().unwrap_or_default();
+        let r = &mut self.record;
         let now = unix_nanos(SystemTime::now());
         r.time_unix_nano = event_nanos(&ev.timestamp).unwrap_or(now);
         r.observed_time_unix_nano = now;
@@ -228,7 +264,8 @@ impl LogsRequest {
         numeric_attributes(&mut attrs, ev);
         attrs.finish();
         set_string(&mut r.event_name, &[EVENT_NAME]);
-        self.records().push(r);
+        prost::encoding::message::encode(SCOPE_LOGS_LOG_RECORDS, r, &mut self.records);
+        self.count += 1;
     }
 }
 
@@ -334,6 +371,8 @@ fn numeric_attributes(a: &mut Attributes<'_>, ev: &AccessEvent) {
 mod tests {
     use super::*;
     use opentelemetry::KeyValue;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message as _;
     use std::collections::BTreeMap;
 
     fn event() -> AccessEvent {
