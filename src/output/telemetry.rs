@@ -3,8 +3,9 @@
 //!
 //! Settings come resolved in [`TelemetrySettings`] (the agent builds them
 //! from the config: the standard `OTEL_*` variables under the config file). `OTEL_EXPORTER_OTLP_HEADERS`,
-//! `OTEL_EXPORTER_OTLP_COMPRESSION`, `OTEL_EXPORTER_OTLP_CERTIFICATE` and
-//! `OTEL_RESOURCE_ATTRIBUTES` are read by the SDK itself.
+//! `OTEL_EXPORTER_OTLP_COMPRESSION` and `OTEL_RESOURCE_ATTRIBUTES` are read by
+//! the SDK itself (the log export reads the first two in
+//! [`super::otlp_export`]); nothing reads `OTEL_EXPORTER_OTLP_CERTIFICATE`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
