@@ -8,8 +8,10 @@
 //! (default 5) rounds per protocol (`OTLP_LOGS_PROTOCOLS`, default
 //! `grpc,http`). It prints, per round, the records per second the output
 //! sustained, the CPU time per record of this process (every thread, and
-//! each thread of the output) and of the receiver, and the medians. No BPF,
-//! no root.
+//! each thread of the output) and of the receiver, and the medians. First it
+//! times the encoder alone (`LogsRequest::push` and `take`, on this thread,
+//! in batches of 512), which other load on the machine disturbs much less.
+//! No BPF, no root.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use config_access_collector::model::event::AccessEvent;
 use config_access_collector::model::settings::OtlpProtocol;
 use config_access_collector::output::otlp_logs::EventLogOutput;
+use config_access_collector::output::otlp_proto::LogsRequest;
 use config_access_collector::output::telemetry::{OtlpSettings, Telemetry, TelemetrySettings};
 use config_access_collector::output::OutputStats;
 
@@ -127,6 +130,33 @@ fn process_cpu() -> f64 {
     s(u.ru_utime) + s(u.ru_stime)
 }
 
+/// CPU seconds of the calling thread so far.
+fn this_thread_cpu() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+/// CPU time per record of encoding `n` copies of `ev` into requests of 512
+/// records, in nanoseconds.
+fn encoder_alone(ev: &AccessEvent, n: usize) -> f64 {
+    let resource = opentelemetry_sdk::Resource::builder().build();
+    let mut req = LogsRequest::new(&resource, "config-access-collector", "0");
+    let t0 = this_thread_cpu();
+    for _ in 0..n {
+        req.push(ev);
+        if req.len() == 512 {
+            std::hint::black_box(req.take());
+        }
+    }
+    std::hint::black_box(req.take());
+    (this_thread_cpu() - t0) / n as f64 * 1e9
+}
+
 struct Round {
     rate: f64,
     us_per_record: f64,
@@ -212,6 +242,16 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    let encoder: Vec<f64> = (0..=rounds)
+        .map(|_| encoder_alone(&ev, n))
+        .skip(1)
+        .collect();
+    println!(
+        "encoder alone: {:.0} ns CPU/record (median of {rounds} rounds of {n}; {:.0} to {:.0})",
+        median(encoder.clone()),
+        encoder.iter().copied().fold(f64::INFINITY, f64::min),
+        encoder.iter().copied().fold(0.0, f64::max),
+    );
     println!("OTLP log output, {n} records per round, {rounds} rounds:");
     for p in protocols.split(',') {
         let (protocol, addr) = match p {
