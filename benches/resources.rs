@@ -17,7 +17,11 @@
 //! event), the load they are meant to show.
 //!
 //! rotel comes from PyPI (`scripts/dev.sh test` installs it into
-//! target/pyvenv); set ROTEL_AGENT to use another binary.
+//! target/pyvenv); set ROTEL_AGENT to use another binary. The receiver's
+//! own CPU (it shares the 2 cores) is printed beside each ramp step.
+//! `RESOURCES_EXE` runs another build of the collector (to compare two
+//! trees in interleaved runs); `RESOURCES_ONLY=ramps` skips the CPU and RSS
+//! rows.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,11 @@ mod common;
 use common::produce;
 
 const EXE: &str = env!("CARGO_BIN_EXE_config-access-collector");
+
+/// The collector binary: this tree's, or `RESOURCES_EXE`.
+fn exe() -> PathBuf {
+    std::env::var_os("RESOURCES_EXE").map_or_else(|| PathBuf::from(EXE), PathBuf::from)
+}
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -105,12 +114,20 @@ fn scrape(addr: SocketAddr) -> String {
 }
 
 /// Accesses counted so far (events of one open, and the opens in summaries
-/// of repeats), and events lost: kernel ring drops plus every output's shedding.
+/// of repeats), and events lost: kernel ring drops plus every output's
+/// shedding. Denied opens the collector could not place are left out: the
+/// bench's opens are never denied, so those come from other processes on
+/// the machine (another test run, say), not from the load measured here.
 fn lost(addr: SocketAddr) -> (f64, f64) {
     let t = scrape(addr);
     let counted = total(&t, "kernel_monitor_access_total", "");
-    let lost = total(&t, "kernel_monitor_events_dropped_total", "")
-        + total(&t, "kernel_monitor_output_shed_total", "");
+    let dropped = total(&t, "kernel_monitor_events_dropped_total", "");
+    let others = total(
+        &t,
+        "kernel_monitor_events_dropped_total",
+        "reason=\"denied_unresolved\"",
+    );
+    let lost = dropped - others + total(&t, "kernel_monitor_output_shed_total", "");
     (counted, lost)
 }
 
@@ -129,7 +146,7 @@ enum Repeats {
 
 fn start_collector(sb: &Sandbox, otlp: SocketAddr, logs: bool, repeats: Repeats) -> Running {
     let metrics = free_addr();
-    let mut cmd = Command::new(EXE);
+    let mut cmd = Command::new(exe());
     if repeats == Repeats::EveryOpen {
         let path = sb.scratch().join("every-open.yaml");
         std::fs::write(&path, "repeat_window_ms: 0\n").expect("write the config file");
@@ -173,20 +190,31 @@ fn produce_from(file: &Path, rate: u64, secs: f64, threads: u64) -> (u64, f64) {
     (opens, opens as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// How a ramp runs: producer threads, and how long to wait for the last
+/// counts (summaries come within two windows of the last open).
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    threads: u64,
+    settle: Duration,
+}
+
 /// Highest rate of `rates` (3 s each) with nothing lost: every open counted
 /// in `kernel_monitor_access_total` (events, and opens in summaries), no
-/// event dropped or shed, and the rate reached within 5%.
-fn ramp(c: &Running, file: &Path, rates: &[u64], threads: u64, settle: Duration) -> u64 {
+/// event dropped or shed, and the rate reached within 5%; `receiver`'s CPU
+/// is printed too.
+fn ramp(c: &Running, file: &Path, rates: &[u64], load: Load, receiver: u32) -> u64 {
     let mut best = 0;
     for &rate in rates {
         let (c0, l0) = lost(c.metrics);
-        let (opens, reached) = produce_from(file, rate, 3.0, threads);
-        std::thread::sleep(settle);
+        let (rx0, t0) = (usage(receiver).0, Instant::now());
+        let (opens, reached) = produce_from(file, rate, 3.0, load.threads);
+        std::thread::sleep(load.settle);
+        let rx = (usage(receiver).0 - rx0) / t0.elapsed().as_secs_f64() * 100.0;
         let (c1, l1) = lost(c.metrics);
         let (counted, lost) = (c1 - c0, l1 - l0);
         let opens = opens as f64;
         println!(
-            "  {rate:>7}/s: reached {reached:>8.0}/s, opens {opens:>8}, counted {counted:>8}, lost {lost:>7}"
+            "  {rate:>7}/s: reached {reached:>8.0}/s, opens {opens:>8}, counted {counted:>8}, lost {lost:>7}, receiver CPU {rx:>5.1}%"
         );
         if lost == 0.0 && counted == opens && reached >= 0.95 * rate as f64 {
             best = rate;
@@ -201,7 +229,7 @@ fn main() {
     common::require_root("resources");
     let (sb, file) = common::secret_volume();
     let otlp = free_addr();
-    let _rotel = Proc(
+    let rotel = Proc(
         Command::new(rotel())
             .args(["start", "--otlp-grpc-endpoint"])
             .arg(otlp.to_string())
@@ -214,7 +242,56 @@ fn main() {
             .expect("start rotel"),
     );
 
+    let receiver = rotel.0.id();
+    if std::env::var("RESOURCES_ONLY").as_deref() != Ok("ramps") {
+        resources(&sb, &file, otlp);
+    }
+
+    let aggregated = Load {
+        threads: 2,
+        settle: Duration::from_millis(3500),
+    };
+    let rates = [100_000, 250_000, 500_000, 750_000, 1_000_000];
+    println!(
+        "ramp, default config (repeats counted in the kernel), JSON + OTLP metrics, 2 threads:"
+    );
+    let c = start_collector(&sb, otlp, false, Repeats::Default);
+    let best_default = ramp(&c, &file, &rates, aggregated, receiver);
+    drop(c);
+    println!("ramp, default config, JSON + OTLP metrics + OTLP logs, 2 threads:");
+    let c = start_collector(&sb, otlp, true, Repeats::Default);
+    let best_default_logs = ramp(&c, &file, &rates, aggregated, receiver);
+    drop(c);
+
+    let every = Load {
+        threads: 1,
+        settle: Duration::from_secs(2),
+    };
+    let rates = [25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000];
+    println!("ramp, every open an event (repeat_window_ms 0), JSON + OTLP metrics:");
+    let c = start_collector(&sb, otlp, false, Repeats::EveryOpen);
+    let best = ramp(&c, &file, &rates, every, receiver);
+    drop(c);
+    println!("ramp, every open an event, JSON + OTLP metrics + OTLP logs:");
     let c = start_collector(&sb, otlp, true, Repeats::EveryOpen);
+    let logs_rates = [
+        5_000, 10_000, 15_000, 25_000, 50_000, 100_000, 150_000, 200_000,
+    ];
+    let best_logs = ramp(&c, &file, &logs_rates, every, receiver);
+    drop(c);
+    println!(
+        "highest steady rate without loss, default config: {best_default}/s (JSON + OTLP metrics), \
+         {best_default_logs}/s (with OTLP logs too)"
+    );
+    println!(
+        "highest steady rate without loss, every open an event: {best}/s (JSON + OTLP metrics), \
+         {best_logs}/s (with OTLP logs too)"
+    );
+}
+
+/// CPU and RSS idle and at fixed rates, with and without OTLP logs.
+fn resources(sb: &Sandbox, file: &Path, otlp: SocketAddr) {
+    let c = start_collector(sb, otlp, true, Repeats::EveryOpen);
     let pid = c.proc.0.id();
     let measure = |label: &str, rate: u64| {
         let secs = 10.0;
@@ -223,7 +300,7 @@ fn main() {
         if rate == 0 {
             std::thread::sleep(Duration::from_secs_f64(secs));
         } else {
-            produce(&file, rate, secs);
+            produce(file, rate, secs);
         }
         let (cpu1, rss, peak) = usage(pid);
         let pct = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
@@ -242,13 +319,13 @@ fn main() {
     println!("lost during the runs above: {l}");
     drop(c);
     println!("collector with JSON + OTLP metrics (10 s) + /metrics, no OTLP logs:");
-    let c = start_collector(&sb, otlp, false, Repeats::EveryOpen);
+    let c = start_collector(sb, otlp, false, Repeats::EveryOpen);
     let pid = c.proc.0.id();
     std::thread::sleep(Duration::from_secs(3));
     let measure = |label: &str, rate: u64| {
         let (cpu0, _, _) = usage(pid);
         let t0 = Instant::now();
-        produce(&file, rate, 10.0);
+        produce(file, rate, 10.0);
         let (cpu1, rss, _) = usage(pid);
         let pct = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
         println!(
@@ -259,43 +336,4 @@ fn main() {
     measure("1k/s", 1_000);
     measure("10k/s", 10_000);
     drop(c);
-
-    // Summaries come within two windows (2 s) of the last open.
-    let settle = Duration::from_millis(3500);
-    let rates = [100_000, 250_000, 500_000, 750_000, 1_000_000];
-    println!(
-        "ramp, default config (repeats counted in the kernel), JSON + OTLP metrics, 2 threads:"
-    );
-    let c = start_collector(&sb, otlp, false, Repeats::Default);
-    let best_default = ramp(&c, &file, &rates, 2, settle);
-    drop(c);
-    println!("ramp, default config, JSON + OTLP metrics + OTLP logs, 2 threads:");
-    let c = start_collector(&sb, otlp, true, Repeats::Default);
-    let best_default_logs = ramp(&c, &file, &rates, 2, settle);
-    drop(c);
-
-    let settle = Duration::from_secs(2);
-    let rates = [25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000];
-    println!("ramp, every open an event (repeat_window_ms 0), JSON + OTLP metrics:");
-    let c = start_collector(&sb, otlp, false, Repeats::EveryOpen);
-    let best = ramp(&c, &file, &rates, 1, settle);
-    drop(c);
-    println!("ramp, every open an event, JSON + OTLP metrics + OTLP logs:");
-    let c = start_collector(&sb, otlp, true, Repeats::EveryOpen);
-    let best_logs = ramp(
-        &c,
-        &file,
-        &[5_000, 10_000, 15_000, 20_000, 25_000, 50_000],
-        1,
-        settle,
-    );
-    drop(c);
-    println!(
-        "highest steady rate without loss, default config: {best_default}/s (JSON + OTLP metrics), \
-         {best_default_logs}/s (with OTLP logs too)"
-    );
-    println!(
-        "highest steady rate without loss, every open an event: {best}/s (JSON + OTLP metrics), \
-         {best_logs}/s (with OTLP logs too)"
-    );
 }

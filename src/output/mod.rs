@@ -1,6 +1,7 @@
 //! Event outputs: the fan-out of each access event to bounded per-output
 //! queues ([`Fanout`], [`Sink`]), JSON lines on stdout and, optionally, in a
-//! file rotated by size ([`json`]), OTLP log records ([`otlp_logs`]),
+//! file rotated by size ([`json`]), OTLP log records ([`otlp_logs`], encoded
+//! by [`otlp_proto`], sent by [`otlp_export`]),
 //! metrics and self-metrics ([`metrics`]), and the OpenTelemetry and
 //! Prometheus wiring ([`telemetry`]).
 //!
@@ -24,7 +25,9 @@ use crate::model::health::{Condition, Severity};
 mod fanout;
 pub mod json;
 pub mod metrics;
+pub mod otlp_export;
 pub mod otlp_logs;
+pub mod otlp_proto;
 pub mod telemetry;
 
 pub use crate::model::stats::OutputStats;

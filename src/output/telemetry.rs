@@ -3,8 +3,9 @@
 //!
 //! Settings come resolved in [`TelemetrySettings`] (the agent builds them
 //! from the config: the standard `OTEL_*` variables under the config file). `OTEL_EXPORTER_OTLP_HEADERS`,
-//! `OTEL_EXPORTER_OTLP_COMPRESSION`, `OTEL_EXPORTER_OTLP_CERTIFICATE` and
-//! `OTEL_RESOURCE_ATTRIBUTES` are read by the SDK itself.
+//! `OTEL_EXPORTER_OTLP_COMPRESSION` and `OTEL_RESOURCE_ATTRIBUTES` are read by
+//! the SDK itself (the log export reads the first two in
+//! [`super::otlp_export`]); nothing reads `OTEL_EXPORTER_OTLP_CERTIFICATE`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +15,7 @@ use std::time::Duration;
 use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{
-    ExporterBuildError, LogExporter, MetricExporter, WithExportConfig, WithHttpConfig,
-    WithTonicConfig,
+    ExporterBuildError, MetricExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -26,6 +26,7 @@ use opentelemetry_sdk::metrics::{
 use opentelemetry_sdk::resource::{EnvResourceDetector, TelemetryResourceDetector};
 use opentelemetry_sdk::Resource;
 
+use super::otlp_export::{ExportError, LogSender};
 use crate::model::settings::OtlpProtocol;
 
 /// Name of the meter (the instrumentation scope) of every metric.
@@ -36,6 +37,8 @@ pub const METER_NAME: &str = "config-access-collector";
 pub enum TelemetryError {
     #[error("OTLP exporter")]
     Exporter(#[from] ExporterBuildError),
+    #[error("OTLP log exporter")]
+    LogExporter(#[from] ExportError),
     #[error("Prometheus exporter: {0}")]
     Prometheus(String),
     #[error("OTLP exporter runtime")]
@@ -327,21 +330,20 @@ impl Telemetry {
         &self.resource
     }
 
-    /// A log exporter for access events, when OTLP logs are on.
-    pub fn log_exporter(&self) -> Result<Option<LogExporter>, TelemetryError> {
+    /// The sender of access-event logs, when OTLP logs are on.
+    pub fn log_exporter(&self) -> Result<Option<LogSender>, TelemetryError> {
         let Some(o) = self.otlp.as_ref().filter(|_| self.otlp_logs) else {
             return Ok(None);
         };
-        let _guard = self.runtime.as_ref().map(|r| r.enter());
-        let exporter = match o.protocol {
-            OtlpProtocol::Grpc => o
-                .grpc(LogExporter::builder().with_tonic(), "logs")
-                .build()?,
-            OtlpProtocol::HttpProtobuf => {
-                o.http(LogExporter::builder().with_http(), "logs").build()?
+        let url = o.url("logs");
+        let sender = match (&o.protocol, &self.runtime) {
+            (OtlpProtocol::Grpc, Some(rt)) => {
+                LogSender::grpc(&url, &o.headers, o.timeout, rt.handle().clone())?
             }
+            (OtlpProtocol::Grpc, None) => unreachable!("gRPC export starts a runtime"),
+            (OtlpProtocol::HttpProtobuf, _) => LogSender::http(&url, &o.headers, o.timeout)?,
         };
-        Ok(Some(exporter))
+        Ok(Some(sender))
     }
 
     /// Collects and exports the metrics now.
