@@ -369,6 +369,7 @@ impl Watches {
                     Arc::clone(&s.correlation),
                     Arc::clone(&s.cgroups),
                     Arc::clone(&s.pods),
+                    Arc::clone(&s.health),
                 )
             })
             .transpose()?;

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::enrich::cgroup::CgroupResolver;
-use crate::enrich::correlation::CorrelationMaps;
+use crate::enrich::correlation::{CorrelationMaps, UnresolvedHealth};
 use crate::enrich::enricher::Enricher;
 use crate::enrich::pods::{PodMetadata, PodStore, WatchSettings};
 use crate::kernel::clock::{monotonic_ns, WallClock};
@@ -26,7 +26,7 @@ use crate::kernel::maps::{KernelMaps, StatsReader};
 use crate::kernel::probe::{Attachment, Probe, ProbeError, ProbeOptions, ProbeStorage};
 use crate::kernel::repeats::RepeatSweeper;
 use crate::kernel::ring;
-use crate::model::health::Heartbeat;
+use crate::model::health::{HealthBoard, Heartbeat};
 use crate::output::Fanout;
 use libbpf_rs::MapHandle;
 
@@ -270,6 +270,7 @@ pub fn spawn_correlator(
     correlation: Arc<CorrelationMaps>,
     cgroups: Arc<CgroupResolver>,
     pods: Arc<dyn PodMetadata>,
+    health: Arc<HealthBoard>,
 ) -> crate::Result<Worker> {
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     Worker::spawn(
@@ -278,8 +279,10 @@ pub fn spawn_correlator(
         move || {
             let report = correlation.scan_processes(&cgroups, &*pods);
             tracing::debug!(?report, "correlation maps filled from /proc");
+            let mut unresolved = UnresolvedHealth::default();
             while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(CORRELATION_SYNC) {
                 let report = correlation.sync(&cgroups, &*pods);
+                unresolved.update(&report, Instant::now(), &health);
                 if report != Default::default() {
                     tracing::debug!(?report, "correlation maps updated");
                 }

@@ -25,6 +25,7 @@ use super::volumes::Volume;
 pub use crate::kernel::maps::KernelMaps;
 use crate::kernel::maps::{MapError, PidSample};
 pub use crate::model::correlation::{ContainerPid, MountInfo, PodInfo};
+use crate::model::health::{HealthBoard, Severity};
 use crate::model::volume::VolumeType;
 
 /// Errors of this module.
@@ -563,6 +564,47 @@ impl CorrelationMaps {
     }
 }
 
+/// How long `/healthz` stays degraded after processes were given up.
+pub const UNRESOLVED_DEGRADES_FOR: Duration = Duration::from_secs(300);
+
+/// Health component of the correlation maps.
+pub const HEALTH_COMPONENT: &str = "correlation";
+
+/// Turns given-up process records ([`SyncReport::unresolved`]) into a
+/// degraded `/healthz`: while some were given up in the last
+/// [`UNRESOLVED_DEGRADES_FOR`], the maps lack those processes, and a
+/// sibling collector asking for them gets nothing.
+#[derive(Debug, Default)]
+pub struct UnresolvedHealth {
+    /// Records given up in the current spell, and when the last one was.
+    spell: Option<(usize, Instant)>,
+}
+
+impl UnresolvedHealth {
+    /// Takes one sync's report at `now`; raises or clears the condition.
+    pub fn update(&mut self, report: &SyncReport, now: Instant, health: &HealthBoard) {
+        if report.unresolved > 0 {
+            let total = self.spell.map_or(0, |(n, _)| n) + report.unresolved;
+            self.spell = Some((total, now));
+            health.raise(
+                HEALTH_COMPONENT,
+                Severity::Degraded,
+                format!(
+                    "{total} process(es) left out of container_pids: their cgroup could not be \
+                     resolved within {} s (kernel_monitor_pod_correlation_total{{operation=\"sync_unresolved\"}})",
+                    UNRESOLVED_RETRY.as_secs()
+                ),
+            );
+        } else if self
+            .spell
+            .is_some_and(|(_, last)| now.duration_since(last) >= UNRESOLVED_DEGRADES_FOR)
+        {
+            self.spell = None;
+            health.clear(HEALTH_COMPONENT);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,5 +650,38 @@ mod tests {
         );
         assert_eq!(c.posted_mounts(), 0);
         assert_eq!(c.mounts().len(), 3);
+    }
+
+    #[test]
+    fn given_up_records_degrade_health_until_a_quiet_spell() {
+        let board = HealthBoard::default();
+        let mut h = UnresolvedHealth::default();
+        let t0 = Instant::now();
+        let quiet = SyncReport::default();
+        h.update(&quiet, t0, &board);
+        assert!(board.conditions().is_empty(), "nothing given up yet");
+
+        let lost = SyncReport {
+            unresolved: 2,
+            ..SyncReport::default()
+        };
+        h.update(&lost, t0, &board);
+        h.update(&lost, t0 + Duration::from_secs(1), &board);
+        let c = board.conditions();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(
+            (c[0].component.as_str(), c[0].severity),
+            (HEALTH_COMPONENT, Severity::Degraded)
+        );
+        assert!(c[0].reason.starts_with("4 process(es)"), "{c:?}");
+
+        h.update(&quiet, t0 + Duration::from_secs(60), &board);
+        assert_eq!(board.conditions().len(), 1, "still within the spell");
+        h.update(
+            &quiet,
+            t0 + Duration::from_secs(1) + UNRESOLVED_DEGRADES_FOR,
+            &board,
+        );
+        assert!(board.conditions().is_empty(), "cleared after a quiet spell");
     }
 }
