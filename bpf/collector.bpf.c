@@ -387,9 +387,9 @@ static __always_inline bool own_access(struct task_struct *task)
 
 /* The `repeats` key of an open of `file` by `task`. */
 static __always_inline void repeat_key(struct cac_repeat_key *key, struct task_struct *task,
-				       struct file *file, __u32 dev)
+				       struct file *file, struct inode *inode, __u32 dev)
 {
-	key->ino = file->f_inode->i_ino;
+	key->ino = inode->i_ino;
 	key->start_ns = task->group_leader->start_time;
 	key->tgid = task->tgid;
 	key->dev = dev;
@@ -514,7 +514,7 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 	 * stop below), so they are never counted as repeats.
 	 */
 	if (cfg_repeat_window_ns) {
-		repeat_key(&rkey, task, file, dev);
+		repeat_key(&rkey, task, file, inode, dev);
 		if (counted_repeat(&rkey, now, &rep))
 			return 0;
 	}

@@ -155,9 +155,11 @@ impl Pipeline {
         }
         self.repeats_swept = Instant::now();
         let summaries = sweeper.sweep(monotonic_ns(), all);
-        for _ in 0..sweeper.take_errors() {
-            crate::model::stats::bump(&self.enricher.stats.decode_errors);
-        }
+        let errors = sweeper.take_errors();
+        self.enricher
+            .stats
+            .decode_errors
+            .fetch_add(errors, Ordering::Relaxed);
         for summary in &summaries {
             // Its latency is the window's, not the pipeline's: not measured.
             if let Some(event) = self.enricher.handle(summary) {

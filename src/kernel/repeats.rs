@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::decode::{decode_repeat, repeat_counts, KernelEvent, RepeatCounts, Repeats};
+use super::decode::{decode_repeat, repeat_counts, KernelEvent, Repeats};
 
 /// How long an entry stays after its last open: two windows, and never
 /// less than a second, so that no program still adding to it can be
@@ -74,44 +74,51 @@ impl RepeatSweeper {
         let mut out = Vec::new();
         let mut reported = HashMap::with_capacity(keys.len());
         for key in keys {
-            let Ok(Some(value)) = self.map.lookup(&key, MapFlags::ANY) else {
-                continue;
-            };
-            let Some(counts) = repeat_counts(&value) else {
-                self.errors += 1;
-                continue;
-            };
-            let idle = all || now_ns.saturating_sub(counts.latest_ns) > idle_ns;
-            // Deleted, the entry's value is final.
-            let value = match idle.then(|| self.map.lookup_and_delete(&key)) {
-                Some(Ok(Some(last))) => last,
-                _ => value,
-            };
             let before = self.reported.remove(&key);
-            let (summary, after) = summarize(&key, &value, counts, before);
-            match summary {
-                Ok(s) => out.extend(s),
-                Err(()) => self.errors += 1,
-            }
-            if !idle {
+            let read = self.read_entry(&key, now_ns.saturating_sub(idle_ns), all);
+            let Some((value, gone)) = read else {
+                // Not read this time: what was reported still stands.
+                reported.extend(before.map(|b| (key, b)));
+                continue;
+            };
+            let Some((summary, after)) = summarize(&key, &value, before) else {
+                self.errors += 1;
+                reported.extend(before.map(|b| (key, b)));
+                continue;
+            };
+            out.extend(summary);
+            if !gone {
                 reported.insert(key, after);
             }
         }
         self.reported = reported;
         out
     }
+
+    /// The entry's value, and whether it was deleted (then the value is
+    /// final): entries whose latest open is before `idle_before_ns`, or
+    /// every entry when `all`.
+    fn read_entry(&self, key: &[u8], idle_before_ns: u64, all: bool) -> Option<(Vec<u8>, bool)> {
+        let value = self.map.lookup(key, MapFlags::ANY).ok()??;
+        let idle = all || repeat_counts(&value).is_some_and(|c| c.latest_ns < idle_before_ns);
+        if idle {
+            if let Ok(Some(last)) = self.map.lookup_and_delete(key) {
+                return Some((last, true));
+            }
+        }
+        Some((value, false))
+    }
 }
 
-/// The summary of the opens of entry (`key`, `value`, whose `counts` were
-/// read at the same time) not reported `before` (none when there are no
-/// new ones, an error when it does not decode), and what is reported after it.
+/// The summary of the opens of entry (`key`, `value`) not reported
+/// `before` (none when there are no new ones), and what is reported after
+/// it; `None` when the entry does not decode.
 fn summarize(
     key: &[u8],
     value: &[u8],
-    counts: RepeatCounts,
     before: Option<Reported>,
-) -> (Result<Option<KernelEvent>, ()>, Reported) {
-    let counts = repeat_counts(value).unwrap_or(counts);
+) -> Option<(Option<KernelEvent>, Reported)> {
+    let counts = repeat_counts(value)?;
     let before = before.unwrap_or(Reported {
         count: 0,
         until_ns: counts.first_ns,
@@ -126,10 +133,10 @@ fn summarize(
         since_ns: before.until_ns,
     };
     let summary = match new {
-        0 => Ok(None),
-        _ => decode_repeat(key, value, repeats).map(Some).ok_or(()),
+        0 => None,
+        _ => Some(decode_repeat(key, value, repeats)?),
     };
-    (summary, after)
+    Some((summary, after))
 }
 
 #[cfg(test)]
@@ -157,9 +164,7 @@ mod tests {
         (key, value): &(Vec<u8>, Vec<u8>),
         before: Option<Reported>,
     ) -> (Option<KernelEvent>, Reported) {
-        let counts = repeat_counts(value).unwrap();
-        let (s, after) = summarize(key, value, counts, before);
-        (s.unwrap(), after)
+        summarize(key, value, before).expect("the entry decodes")
     }
 
     #[test]
