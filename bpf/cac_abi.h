@@ -90,7 +90,9 @@ enum cac_stat {
 	CAC_STAT_REPEATED = 6,
 	/* Emitted opens whose repeats could not be tracked: `repeats` was full. */
 	CAC_STAT_REPEAT_FULL = 7,
-	CAC_STAT_MAX = 8,
+	/* Process records the kernel could not write: `pid_samples` was full. */
+	CAC_STAT_RECORDS_FULL = 8,
+	CAC_STAT_MAX = 9,
 };
 
 /* Kubelet volume plugin of a watched directory. */

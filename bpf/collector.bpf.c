@@ -46,11 +46,13 @@
  *    process.  A process whose cgroups have no class yet is recorded in
  *    `pid_samples` for user space, which classifies the cgroups and writes
  *    the process's entry: so a fork or move is never missed, whichever side
- *    runs first.  The exit of a thread-group leader removes its entries
- *    (tp_btf/sched_process_exit); processes older than the collector come
- *    from a /proc scan at start.  The optional sampler (tp_btf/sys_enter,
- *    1 in cfg_sample_every syscalls) records processes the same way; it is
- *    not loaded when sampling is off.
+ *    runs first.  Should `pid_samples` be full, the record is counted
+ *    (CAC_STAT_RECORDS_FULL) and user space rescans /proc.  The exit of a
+ *    thread-group leader removes its entries (tp_btf/sched_process_exit);
+ *    processes older than the collector come from a /proc scan at start.
+ *    The optional sampler (tp_btf/sys_enter, 1 in cfg_sample_every
+ *    syscalls) records processes the same way; it is not loaded when
+ *    sampling is off.
  * 4. Delivery: events are built in a per-CPU scratch record and copied into
  *    the `events` ring buffer only as far as their strings go: records are
  *    variable-length, ~150 bytes for a usual path instead of 624.  The task
@@ -162,8 +164,14 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+/*
+ * tgid -> a process whose cgroups have no class yet, for user space.  A
+ * plain hash, not an LRU: a record is never evicted unseen; when the map is
+ * full the record is counted (CAC_STAT_RECORDS_FULL) and user space rescans
+ * /proc, so the process is still placed.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 32768);
 	__type(key, __u32);
 	__type(value, struct cac_sample);
@@ -658,7 +666,8 @@ static __always_inline void record_process(struct task_struct *task, __u32 tgid,
 	sample.ts_ns = bpf_ktime_get_ns();
 	sample.tid = task->pid;
 	sample.source = source;
-	bpf_map_update_elem(&pid_samples, &tgid, &sample, BPF_ANY);
+	if (bpf_map_update_elem(&pid_samples, &tgid, &sample, BPF_ANY))
+		stat_inc(CAC_STAT_RECORDS_FULL);
 }
 
 /*

@@ -8,13 +8,19 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::{pod_cgroup, privileged, wait, Harness, POD};
 use config_access_collector::demo::container::{ContainerProc, ExecArgs};
 use config_access_collector::demo::sandbox::Sandbox;
 use config_access_collector::enrich::cgroup::CgroupResolver;
-use config_access_collector::enrich::correlation::{ContainerPid, MountInfo, PodInfo};
+use config_access_collector::enrich::correlation::{
+    ContainerPid, CorrelationMaps, CorrelationOp, MountInfo, PodInfo,
+};
 use config_access_collector::enrich::pods::NoMetadata;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 const CID: &str = "77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa";
 const CID_EARLY: &str = "88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb";
@@ -209,6 +215,78 @@ fn sampler_fills_pod_and_pid_maps_fork_inherits_exit_removes() {
     wait("exit removes the entries", || {
         corr.container_of_pid(parent).is_none() && corr.container_of_pid(child).is_none()
     });
+}
+
+/// Keeps the kernel's `pid_samples` map full of records of processes that do
+/// not exist (the correlator takes them out every second) until dropped.
+struct FullRecords {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FullRecords {
+    fn start(corr: &CorrelationMaps) -> Self {
+        let map = &corr.kernel_maps().expect("kernel maps").pid_samples;
+        let info = map.info().expect("pid_samples info");
+        let (entries, value_size) = (info.info.max_entries, info.info.value_size as usize);
+        let map = MapHandle::try_from(map).expect("a second handle");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let value = vec![0u8; value_size];
+            while !flag.load(Ordering::Relaxed) {
+                // Keys above any pid; zero cgroup ids never resolve.
+                for key in 0..entries {
+                    let _ = map.update(&(0x8000_0000 | key).to_ne_bytes(), &value, MapFlags::ANY);
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FullRecords {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_full_process_record_map_is_counted_and_rescanned() {
+    if !privileged("a_full_process_record_map_is_counted_and_rescanned") {
+        return;
+    }
+    let (mut h, _api, _rt) = Harness::with_fake_api(CID, |_| {});
+    let corr = h.collector().correlation().clone();
+    let kernel = corr.kernel_maps().expect("kernel maps");
+    let full = FullRecords::start(&corr);
+    // Each try moves a process into a container the collector has not
+    // classified yet, so the kernel must write a record for it; the map
+    // is full but for the moments after the correlator empties it.
+    let mut shells = Vec::new();
+    let placed = (0..10).find_map(|i| {
+        let cid = format!("{i:x}").repeat(64)[..64].to_string();
+        let cg = h.sb.make_cgroup(&pod_cgroup("besteffort", &cid)).unwrap();
+        let mut sh = Shell::run("echo $$; exec sleep 60", Path::new("/"));
+        let pid: u32 = sh.line().parse().unwrap();
+        move_to(pid, &cg);
+        shells.push(sh);
+        std::thread::sleep(Duration::from_millis(50));
+        (kernel.records_full() > 0).then_some((pid, cg, cid))
+    });
+    drop(full);
+    let (pid, cg, cid) = placed.expect("the kernel counts a record it could not write");
+    wait("the /proc rescan places the process", || {
+        corr.container_of_pid(pid) == entry(&cg, &cid)
+    });
+    assert!(corr.ops.get(CorrelationOp::SyncRescan) >= 1);
+    drop(shells);
 }
 
 #[test]

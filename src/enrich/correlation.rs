@@ -62,6 +62,8 @@ pub struct SyncReport {
     pub pods_removed: usize,
     /// Process records given up: their cgroup never resolved.
     pub unresolved: usize,
+    /// /proc rescans made because the kernel could not write process records.
+    pub rescans: usize,
 }
 
 impl MountInfo {
@@ -120,11 +122,13 @@ pub enum CorrelationOp {
     SyncPodRemoved,
     /// Process records given up because their cgroup never resolved.
     SyncUnresolved,
+    /// /proc rescans made because the kernel's process records were full.
+    SyncRescan,
 }
 
 impl CorrelationOp {
     /// Every operation.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::CgroupLookup,
         Self::CgroupLookupMiss,
         Self::PodByCgroup,
@@ -141,6 +145,7 @@ impl CorrelationOp {
         Self::SyncPodInfo,
         Self::SyncPodRemoved,
         Self::SyncUnresolved,
+        Self::SyncRescan,
     ];
 
     /// The `operation` label value.
@@ -162,6 +167,7 @@ impl CorrelationOp {
             Self::SyncPodInfo => "sync_pod_info",
             Self::SyncPodRemoved => "sync_pod_removed",
             Self::SyncUnresolved => "sync_unresolved",
+            Self::SyncRescan => "sync_rescan",
         }
     }
 }
@@ -225,8 +231,29 @@ pub struct CorrelationMaps {
     kernel: Option<KernelMaps>,
     /// Process records whose cgroup was not known yet, and when they were taken.
     pending: Mutex<Vec<(PidSample, Instant)>>,
+    /// The kernel's count of process records it could not write, as last acted on.
+    records_full_seen: AtomicU64,
     /// Operation counts for the metrics.
     pub ops: CorrelationOps,
+}
+
+/// A process record for every process running now (`/proc`), taken at `now`.
+fn proc_records(cgroups: &CgroupResolver, now: Instant) -> Vec<(PidSample, Instant)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|tgid| {
+            let (cgroup_id, cgroup_v1_id) = cgroups.ids_of_pid(tgid)?;
+            let sample = PidSample {
+                tgid,
+                cgroup_id,
+                cgroup_v1_id,
+            };
+            Some((sample, now))
+        })
+        .collect()
 }
 
 fn now_secs() -> i64 {
@@ -252,6 +279,11 @@ impl CorrelationMaps {
 
     fn kernel(&self) -> Result<&KernelMaps, CorrelationError> {
         self.kernel.as_ref().ok_or(CorrelationError::NoKernelMaps)
+    }
+
+    /// The kernel maps behind this state, when the programs are loaded.
+    pub fn kernel_maps(&self) -> Option<&KernelMaps> {
+        self.kernel.as_ref()
     }
 
     /// Records the pod of a cgroup; [`CorrelationError::Full`] when the
@@ -332,6 +364,16 @@ impl CorrelationMaps {
         let mut records =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         records.extend(k.take_samples().into_iter().map(|s| (s, now)));
+        // Records the kernel could not write: every process is read from /proc instead.
+        let full = k.records_full();
+        if full > self.records_full_seen.swap(full, Ordering::Relaxed) {
+            tracing::warn!(
+                lost = full,
+                "the kernel's process records (pid_samples) were full; rescanning /proc"
+            );
+            records.extend(proc_records(cgroups, now));
+            report.rescans += 1;
+        }
         self.apply_all(records, cgroups, pods, &mut report);
         self.name_pods(pods, &mut report);
         self.prune(cgroups, &mut report);
@@ -346,22 +388,7 @@ impl CorrelationMaps {
         if self.kernel().is_err() {
             return report;
         }
-        let now = Instant::now();
-        let records = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter_map(|tgid| {
-                let (cgroup_id, cgroup_v1_id) = cgroups.ids_of_pid(tgid)?;
-                let sample = PidSample {
-                    tgid,
-                    cgroup_id,
-                    cgroup_v1_id,
-                };
-                Some((sample, now))
-            })
-            .collect();
+        let records = proc_records(cgroups, Instant::now());
         self.apply_all(records, cgroups, pods, &mut report);
         self.count(&report);
         report
@@ -470,6 +497,7 @@ impl CorrelationMaps {
             (CorrelationOp::SyncPodInfo, report.pods_added),
             (CorrelationOp::SyncPodRemoved, report.pods_removed),
             (CorrelationOp::SyncUnresolved, report.unresolved),
+            (CorrelationOp::SyncRescan, report.rescans),
         ];
         for (op, n) in ops {
             self.ops.add(op, n as u64);

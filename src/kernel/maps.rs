@@ -170,6 +170,8 @@ pub struct KernelMaps {
     pub container_pids: MapHandle,
     pub pid_samples: MapHandle,
     pub cgroup_classes: MapHandle,
+    /// The kernel counters, for the process records it could not write.
+    pub stats: StatsReader,
 }
 
 impl KernelMaps {
@@ -276,6 +278,12 @@ impl KernelMaps {
             })
             .collect()
     }
+
+    /// Process records the kernel could not write because `pid_samples` was
+    /// full, since load (0 when the counters cannot be read).
+    pub fn records_full(&self) -> u64 {
+        self.stats.read().map_or(0, |s| s.records_full)
+    }
 }
 
 /// Reads the per-CPU `stats` map.
@@ -316,6 +324,7 @@ impl StatsReader {
             own: get(cac_stat::CAC_STAT_OWN)?,
             repeated: get(cac_stat::CAC_STAT_REPEATED)?,
             repeat_full: get(cac_stat::CAC_STAT_REPEAT_FULL)?,
+            records_full: get(cac_stat::CAC_STAT_RECORDS_FULL)?,
         })
     }
 }

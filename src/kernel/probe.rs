@@ -277,6 +277,7 @@ impl<'obj> Probe<'obj> {
             container_pids: Self::handle(&self.skel.maps.container_pids, "container_pids")?,
             pid_samples: Self::handle(&self.skel.maps.pid_samples, "pid_samples")?,
             cgroup_classes: Self::handle(&self.skel.maps.cgroup_classes, "cgroup_classes")?,
+            stats: self.stats_reader()?,
         })
     }
 

@@ -28,6 +28,8 @@ pub struct KernelStats {
     pub repeated: u64,
     /// Emitted opens whose repeats could not be counted: the `repeats` map was full.
     pub repeat_full: u64,
+    /// Process records the kernel could not write (`pid_samples` was full); each makes user space rescan /proc.
+    pub records_full: u64,
 }
 
 /// User-space counters of the event path.

@@ -278,7 +278,7 @@ pub fn observe(meter: &Meter, s: &Sources) {
 
 /// The kernel programs' counters, exported as they are.
 fn observe_kernel(meter: &Meter, s: &Sources) {
-    let kernel_counters: [KernelCounter; 6] = [
+    let kernel_counters: [KernelCounter; 7] = [
         (
             "kernel_monitor_opens_seen",
             "Successful opens on a filesystem that holds a watched volume, which the kernel programs examined past the device filter",
@@ -303,6 +303,11 @@ fn observe_kernel(meter: &Meter, s: &Sources) {
             "kernel_monitor_repeat_table_full",
             "Emitted opens whose repeats the kernel could not count because its repeats map was full (they are emitted one by one)",
             |k| k.repeat_full,
+        ),
+        (
+            "kernel_monitor_process_records_full",
+            "Process records the kernel could not write because its pid_samples map was full (each makes the collector rescan /proc)",
+            |k| k.records_full,
         ),
         (
             "kernel_monitor_sampler_hits",
