@@ -253,6 +253,52 @@ struct cac_repeat {
 };
 
 /*
+ * Key of `failed_repeats`: one failed open (a denied one, or one whose path
+ * names the kubelet volume tree) as made by one program of one process.  A
+ * failed open has no file: it is told apart by its path argument, its
+ * directory fd and its error.
+ */
+struct cac_failed_key {
+	/// Hash of the path argument's bytes (FNV-1a over 8-byte words, the NUL included).
+	cac_u64 path_hash;
+	/// Start time of the process (its thread-group leader), CLOCK_MONOTONIC nanoseconds.
+	cac_u64 start_ns;
+	/// Process id (thread-group id) in the initial pid namespace.
+	cac_u32 tgid;
+	/// The process's exec count (low 32 bits of task_struct.self_exec_id).
+	cac_u32 exec_id;
+	/// Directory fd argument, as in cac_event.dirfd.
+	cac_s32 dirfd;
+	/// The open's result: -errno.
+	cac_s32 ret;
+};
+
+/*
+ * Value of `failed_repeats`: the counts and first-open fields of a
+ * cac_repeat (vol_ino, volume_id, fmode and depth are 0), and what a
+ * failed open needs besides, its path argument above all: user space
+ * resolves a summary's path as it resolves the first event's.
+ */
+struct cac_failed_repeat {
+	/// Counts, times and the first emitted open's fields.
+	struct cac_repeat head;
+	/// The open's result: -errno.
+	cac_s32 ret;
+	/// Directory fd argument, as in cac_event.dirfd.
+	cac_s32 dirfd;
+	/// enum cac_event_kind of the first emitted open.
+	cac_u8 kind;
+	/// Always zero.
+	cac_u8 _pad;
+	/// Bytes of `path` with its NUL; 0 when it was not read.
+	cac_u16 path_len;
+	/// Always zero.
+	cac_u32 _reserved;
+	/// The path argument of the first emitted open (path_len bytes).
+	char path[CAC_PATH_LEN];
+};
+
+/*
  * One record of the `events` ring buffer.  Records are variable-length: a
  * record ends right after its strings, so it is
  * offsetof(struct cac_event, strings) + path_len + name_len bytes long.
@@ -321,6 +367,8 @@ _Static_assert(sizeof(struct cac_cgroup_key) == 16, "cac_cgroup_key layout");
 _Static_assert(sizeof(struct cac_cgroup_class) == 88, "cac_cgroup_class layout");
 _Static_assert(sizeof(struct cac_repeat_key) == 32, "cac_repeat_key layout");
 _Static_assert(sizeof(struct cac_repeat) == 104, "cac_repeat layout");
+_Static_assert(sizeof(struct cac_failed_key) == 32, "cac_failed_key layout");
+_Static_assert(sizeof(struct cac_failed_repeat) == 104 + 16 + CAC_PATH_LEN, "cac_failed_repeat layout");
 _Static_assert(sizeof(struct cac_event) == 96 + CAC_COMM_LEN + CAC_PATH_LEN + CAC_NAME_LEN,
 	       "cac_event layout");
 

@@ -86,7 +86,11 @@
  *    number, so every open is either emitted or counted, never lost; it
  *    deletes entries idle for two windows.  The map is a plain hash: a full
  *    map makes opens go out one by one (CAC_STAT_REPEAT_FULL), it never
- *    evicts unread counts.
+ *    evicts unread counts.  Reported failed opens (denied ones above all,
+ *    which every process on the node can make as fast as it likes) are
+ *    aggregated the same way in `failed_repeats`, keyed by the process, a
+ *    hash of the path argument, the dirfd and the error; the entry keeps
+ *    the first one's path, which user space resolves for the summaries.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -213,6 +217,26 @@ struct {
 	__type(key, struct cac_repeat_key);
 	__type(value, struct cac_repeat);
 } repeats SEC(".maps");
+
+/*
+ * Repeated failed opens: (process, program, path, dirfd, error) -> failed
+ * opens counted instead of emitted, with the first one's path.  A plain
+ * hash, for the reasons of `repeats`.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct cac_failed_key);
+	__type(value, struct cac_failed_repeat);
+} failed_repeats SEC(".maps");
+
+/* Per-CPU scratch value of `failed_repeats` (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cac_failed_repeat);
+} failed_scratch SEC(".maps");
 
 /* Per-CPU countdown of the sampler. */
 struct {
@@ -406,12 +430,47 @@ static __always_inline void repeat_key(struct cac_repeat_key *key, struct task_s
 }
 
 /*
- * Counts the open as a repeat when the process opened the same file within
- * the window; returns the entry (or NULL) so the caller can start a window.
+ * Hash of the path argument in `ev` (FNV-1a over 8-byte words, the NUL
+ * included, the bytes after it masked off).
  */
-static __always_inline bool counted_repeat(struct cac_repeat_key *key, __u64 now, struct cac_repeat **entry)
+static __always_inline __u64 path_hash(const struct cac_event *ev)
 {
-	struct cac_repeat *r = bpf_map_lookup_elem(&repeats, key);
+	__u64 h = 0xcbf29ce484222325ULL, w;
+	__u32 i, left;
+
+	for (i = 0; i < CAC_PATH_LEN / 8; i++) {
+		if (i * 8 >= ev->path_len)
+			break;
+		__builtin_memcpy(&w, &ev->strings[i * 8], sizeof(w));
+		left = ev->path_len - i * 8;
+		if (left < 8)
+			w &= (1ULL << (left * 8)) - 1;
+		h = (h ^ w) * 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/* The `failed_repeats` key of the failed open in `ev` (task fields filled) by `task`. */
+static __always_inline void failed_key(struct cac_failed_key *key, struct task_struct *task,
+				       const struct cac_event *ev)
+{
+	key->path_hash = path_hash(ev);
+	key->start_ns = task->group_leader->start_time;
+	key->tgid = task->tgid;
+	key->exec_id = (__u32)task->self_exec_id;
+	key->dirfd = ev->dirfd;
+	key->ret = ev->ret;
+}
+
+/*
+ * Counts the open as a repeat when the process made the same open (key
+ * `key` of `map`: `repeats` or `failed_repeats`, whose values begin with a
+ * struct cac_repeat) within the window; returns the entry (or NULL) so the
+ * caller can start a window.
+ */
+static __always_inline bool counted_repeat(void *map, void *key, __u64 now, struct cac_repeat **entry)
+{
+	struct cac_repeat *r = bpf_map_lookup_elem(map, key);
 
 	*entry = r;
 	if (!r || now - r->window_ns >= cfg_repeat_window_ns)
@@ -422,39 +481,79 @@ static __always_inline bool counted_repeat(struct cac_repeat_key *key, __u64 now
 	return true;
 }
 
+/* A new entry's counts and first-open fields, from the emitted open in `ev`. */
+static __always_inline void fill_repeat(struct cac_repeat *r, const struct cac_event *ev)
+{
+	r->first_ns = ev->ts_ns;
+	r->window_ns = ev->ts_ns;
+	r->last_ns = 0;
+	r->count = 0;
+	r->cgroup_id = ev->cgroup_id;
+	r->cgroup_v1_id = ev->cgroup_v1_id;
+	r->vol_ino = ev->vol_ino;
+	r->volume_id = ev->volume_id;
+	r->tid = ev->tid;
+	r->uid = ev->uid;
+	r->gid = ev->gid;
+	r->mnt_ns = ev->mnt_ns;
+	r->fmode = ev->fmode;
+	r->open_flags = ev->open_flags;
+	r->syscall = ev->syscall;
+	r->depth = ev->depth;
+	r->_pad = 0;
+	__builtin_memcpy(r->comm, ev->comm, sizeof(r->comm));
+}
+
+/* Inserts a new entry (a full map is counted). */
+static __always_inline void insert_repeat(void *map, void *key, void *value)
+{
+	long err = bpf_map_update_elem(map, key, value, BPF_NOEXIST);
+
+	/* -EEXIST: another thread of the process made it first. */
+	if (err && err != -EEXIST)
+		stat_inc(CAC_STAT_REPEAT_FULL);
+}
+
 /*
  * The open in `ev` is emitted and begins a window: roll the entry over, or
- * make one from the event's fields (a full map is counted).
+ * make one from the event's fields.
  */
 static __always_inline void start_window(struct cac_repeat_key *key, struct cac_repeat *r,
-					 struct cac_event *ev)
+					 const struct cac_event *ev)
 {
-	struct cac_repeat fresh = {};
-	long err;
+	struct cac_repeat fresh;
 
 	if (r) {
 		r->window_ns = ev->ts_ns;
 		return;
 	}
-	fresh.first_ns = ev->ts_ns;
-	fresh.window_ns = ev->ts_ns;
-	fresh.cgroup_id = ev->cgroup_id;
-	fresh.cgroup_v1_id = ev->cgroup_v1_id;
-	fresh.vol_ino = ev->vol_ino;
-	fresh.volume_id = ev->volume_id;
-	fresh.tid = ev->tid;
-	fresh.uid = ev->uid;
-	fresh.gid = ev->gid;
-	fresh.mnt_ns = ev->mnt_ns;
-	fresh.fmode = ev->fmode;
-	fresh.open_flags = ev->open_flags;
-	fresh.syscall = ev->syscall;
-	fresh.depth = ev->depth;
-	__builtin_memcpy(fresh.comm, ev->comm, sizeof(fresh.comm));
-	err = bpf_map_update_elem(&repeats, key, &fresh, BPF_NOEXIST);
-	/* -EEXIST: another thread of the process made it first. */
-	if (err && err != -EEXIST)
-		stat_inc(CAC_STAT_REPEAT_FULL);
+	fill_repeat(&fresh, ev);
+	insert_repeat(&repeats, key, &fresh);
+}
+
+/* start_window for a failed open: the entry keeps its path too. */
+static __always_inline void start_failed_window(struct cac_failed_key *key, struct cac_repeat *r,
+						const struct cac_event *ev)
+{
+	struct cac_failed_repeat *fresh;
+	__u32 zero = 0;
+
+	if (r) {
+		r->window_ns = ev->ts_ns;
+		return;
+	}
+	fresh = bpf_map_lookup_elem(&failed_scratch, &zero);
+	if (!fresh)
+		return;
+	fill_repeat(&fresh->head, ev);
+	fresh->ret = ev->ret;
+	fresh->dirfd = ev->dirfd;
+	fresh->kind = ev->kind;
+	fresh->_pad = 0;
+	fresh->path_len = ev->path_len;
+	fresh->_reserved = 0;
+	__builtin_memcpy(fresh->path, ev->strings, sizeof(fresh->path));
+	insert_repeat(&failed_repeats, key, fresh);
 }
 
 static __always_inline struct cac_event *scratch_event(void)
@@ -523,7 +622,7 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 	 */
 	if (cfg_repeat_window_ns) {
 		repeat_key(&rkey, task, file, inode, dev);
-		if (counted_repeat(&rkey, now, &rep))
+		if (counted_repeat(&repeats, &rkey, now, &rep))
 			return 0;
 	}
 	if (own_access(task))
@@ -583,6 +682,8 @@ static __always_inline bool names_volume_tree(const char *path)
 static __always_inline int on_open_failed(struct task_struct *task, long ret, enum cac_syscall sc)
 {
 	bool denied = ret == -EACCES || ret == -EPERM;
+	struct cac_repeat *rep = NULL;
+	struct cac_failed_key fkey;
 	struct cac_event *ev;
 
 	if (!denied && !cfg_report_failed)
@@ -597,6 +698,11 @@ static __always_inline int on_open_failed(struct task_struct *task, long ret, en
 		return 0;
 	fill_task(ev, task, bpf_ktime_get_ns(), ret, sc,
 		  denied ? CAC_KIND_DENIED : CAC_KIND_VOLUME_PATH_FAILED);
+	if (cfg_repeat_window_ns) {
+		failed_key(&fkey, task, ev);
+		if (counted_repeat(&failed_repeats, &fkey, ev->ts_ns, &rep))
+			return 0;
+	}
 	ev->file_ino = 0;
 	ev->file_dev = 0;
 	ev->vol_ino = 0;
@@ -604,6 +710,8 @@ static __always_inline int on_open_failed(struct task_struct *task, long ret, en
 	ev->fmode = 0;
 	ev->depth = 0;
 	ev->name_len = 0;
+	if (cfg_repeat_window_ns)
+		start_failed_window(&fkey, rep, ev);
 	emit(ev, denied);
 	return 0;
 }

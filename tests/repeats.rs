@@ -125,6 +125,58 @@ fn repeated_opens_are_the_first_event_and_summaries_with_the_exact_count() {
 }
 
 #[test]
+fn repeated_denied_opens_are_the_first_event_and_summaries_with_the_exact_count() {
+    if !privileged("repeated_denied_opens_are_the_first_event_and_summaries_with_the_exact_count") {
+        return;
+    }
+    const TRIES: u64 = 3000;
+    let mut h = Harness::start_with(|c| c.repeat_window_ms = 100);
+    // The process stays until its summaries are read: user space resolves a
+    // denied path through the process.
+    let step = format!("flood:{TRIES}:/etc/db/api-key");
+    // The same file by another path: another key.
+    let mut args = h.container(&[&step, "open:/etc/db/./api-key", "wait"]);
+    args.uid = Some(65534);
+    let mut p = ContainerProc::spawn(Path::new(EXE), &args).unwrap();
+    assert_eq!(p.next_result().unwrap().1, "0", "every open was denied");
+    assert_eq!(p.next_result().unwrap().1, "EACCES");
+    let pid = p.pid;
+    let evs = collect_until(
+        &mut h,
+        Duration::from_secs(10),
+        Duration::from_millis(1500),
+        |e| opens_of(e, pid, "api-key") > TRIES,
+    );
+    p.release();
+    p.finish().unwrap();
+    let evs: Vec<_> = evs.into_iter().filter(|e| e.process.pid == pid).collect();
+    assert_eq!(opens_of(&evs, pid, "api-key"), TRIES + 1, "{evs:#?}");
+    let (tries, other): (Vec<&AccessEvent>, Vec<&AccessEvent>) = evs
+        .iter()
+        .filter(|e| e.key.as_deref() == Some("api-key"))
+        .partition(|e| e.path.as_deref() == Some("/etc/db/api-key"));
+    assert!(
+        tries.len() < 100,
+        "{} events stand for {TRIES} opens",
+        tries.len()
+    );
+    let summaries: Vec<_> = tries.iter().filter(|e| e.repeats.is_some()).collect();
+    assert!(!summaries.is_empty(), "{tries:#?}");
+    for e in &tries {
+        assert_eq!(
+            (e.result.as_str(), e.volume_name.as_deref(), e.process.uid),
+            ("EACCES", Some("db-creds"), 65534),
+            "{e:#?}"
+        );
+    }
+    assert_eq!(other.len(), 1, "another path is another key: {evs:#?}");
+    assert_eq!(other[0].path.as_deref(), Some("/etc/db/./api-key"));
+    assert!(other[0].repeats.is_none());
+    let k = h.collector().stats().kernel;
+    assert_eq!((k.dropped_ringbuf, k.repeat_full), (0, 0), "{k:?}");
+}
+
+#[test]
 fn a_flooding_pod_cannot_hide_another_pods_single_read() {
     if !privileged("a_flooding_pod_cannot_hide_another_pods_single_read") {
         return;
@@ -156,7 +208,15 @@ fn a_flooding_pod_cannot_hide_another_pods_single_read() {
             ContainerProc::spawn(Path::new(EXE), &args).unwrap()
         })
         .collect();
-    // Both flood now; the other pod reads its Secret once meanwhile.
+    // And a third process of the pod tries a Secret it may not read, as fast;
+    // it stays until its summaries are read (user space resolves a denied
+    // path through the process).
+    let step = format!("flood:{FLOOD}:/etc/db/api-key");
+    let mut args = h.container(&[&step, "wait"]);
+    args.cgroup = Some(flood_cg.clone());
+    args.uid = Some(65534);
+    let mut intruder = ContainerProc::spawn(Path::new(EXE), &args).unwrap();
+    // All flood now; the other pod reads its Secret once meanwhile.
     std::thread::sleep(Duration::from_millis(300));
     let other_uid = OTHER_POD.replace('-', "_");
     let reader_cg = h
@@ -179,14 +239,23 @@ fn a_flooding_pod_cannot_hide_another_pods_single_read() {
         pids.push(p.pid);
         assert_eq!(p.finish().unwrap(), 0);
     }
+    assert_eq!(
+        intruder.next_result().unwrap().1,
+        "0",
+        "every try was denied"
+    );
     let flood_total =
         |e: &[AccessEvent]| -> u64 { pids.iter().map(|&pid| opens_of(e, pid, "password")).sum() };
+    let intruder_pid = intruder.pid;
+    let denied_total = |e: &[AccessEvent]| opens_of(e, intruder_pid, "api-key");
     let evs = collect_until(
         &mut h,
         Duration::from_secs(20),
         Duration::from_secs(2),
-        |e| flood_total(e) >= 2 * FLOOD,
+        |e| flood_total(e) >= 2 * FLOOD && denied_total(e) >= FLOOD,
     );
+    intruder.release();
+    assert_eq!(intruder.finish().unwrap(), 0);
 
     let read: Vec<_> = evs.iter().filter(|e| e.process.pid == reader).collect();
     assert_eq!(read.len(), 1, "the other pod's single read: {read:#?}");
@@ -194,11 +263,17 @@ fn a_flooding_pod_cannot_hide_another_pods_single_read() {
     assert_eq!(read[0].key.as_deref(), Some("token"));
     assert!(read[0].repeats.is_none());
     assert_eq!(flood_total(&evs), 2 * FLOOD, "the flood's count is exact");
+    assert_eq!(
+        denied_total(&evs),
+        FLOOD,
+        "the denied flood's count is exact"
+    );
+    pids.push(intruder_pid);
     let flood_events = evs.iter().filter(|e| pids.contains(&e.process.pid)).count();
     assert!(
         flood_events < 1000,
         "{flood_events} events stand for {} opens",
-        2 * FLOOD
+        3 * FLOOD
     );
     let k = h.collector().stats().kernel;
     assert_eq!(k.dropped_ringbuf, 0, "{k:?}");

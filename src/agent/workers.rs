@@ -24,11 +24,10 @@ use crate::kernel::clock::{monotonic_ns, WallClock};
 use crate::kernel::maps::KernelDirs;
 use crate::kernel::maps::{KernelMaps, StatsReader};
 use crate::kernel::probe::{Attachment, Probe, ProbeError, ProbeOptions, ProbeStorage};
-use crate::kernel::repeats::RepeatSweeper;
+use crate::kernel::repeats::{RepeatMaps, RepeatSweeper};
 use crate::kernel::ring;
 use crate::model::health::{HealthBoard, Heartbeat};
 use crate::output::Fanout;
-use libbpf_rs::MapHandle;
 
 /// How often the reader re-measures the monotonic -> wall-clock offset.
 const CLOCK_REFRESH: Duration = Duration::from_secs(1);
@@ -94,7 +93,7 @@ pub struct Loaded {
     pub correlation: KernelMaps,
     pub stats: StatsReader,
     /// The kernel's counts of repeated opens.
-    pub repeats: MapHandle,
+    pub repeats: RepeatMaps,
     pub attachment: Attachment,
     pub programs: Vec<&'static str>,
     pub object_ids: (Vec<u32>, Vec<u32>),
@@ -105,7 +104,7 @@ fn loaded(probe: &Probe<'_>) -> Result<Loaded, ProbeError> {
         dirs: probe.volume_maps()?,
         correlation: probe.correlation_maps()?,
         stats: probe.stats_reader()?,
-        repeats: probe.repeats_map()?,
+        repeats: probe.repeat_maps()?,
         attachment: probe.attachment(),
         programs: probe.attached_programs(),
         object_ids: probe.object_ids(),

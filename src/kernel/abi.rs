@@ -18,7 +18,8 @@ pub use skel::*;
 use crate::model::volume::VolumeType;
 use types::{
     cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_info, cac_dir_key, cac_event,
-    cac_pod_info, cac_repeat, cac_repeat_key, cac_sample, cac_volume_type,
+    cac_failed_key, cac_failed_repeat, cac_pod_info, cac_repeat, cac_repeat_key, cac_sample,
+    cac_volume_type,
 };
 
 // SAFETY: these skeleton types are `#[repr(C)]`, contain only integers and
@@ -44,6 +45,10 @@ unsafe impl bytemuck::Zeroable for cac_repeat_key {}
 unsafe impl bytemuck::Pod for cac_repeat_key {}
 unsafe impl bytemuck::Zeroable for cac_repeat {}
 unsafe impl bytemuck::Pod for cac_repeat {}
+unsafe impl bytemuck::Zeroable for cac_failed_key {}
+unsafe impl bytemuck::Pod for cac_failed_key {}
+unsafe impl bytemuck::Zeroable for cac_failed_repeat {}
+unsafe impl bytemuck::Pod for cac_failed_repeat {}
 
 /// The ABI value of a volume type (`enum cac_volume_type`).
 pub fn volume_type(t: VolumeType) -> u32 {

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use super::abi::types::{
     cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_key, cac_event, cac_event_kind,
-    cac_limits, cac_pod_info, cac_repeat, cac_repeat_key, cac_sample, cac_syscall,
+    cac_failed_key, cac_failed_repeat, cac_limits, cac_pod_info, cac_repeat, cac_repeat_key,
+    cac_sample, cac_syscall,
 };
 use crate::model::correlation::{ContainerPid, PodInfo};
 use crate::model::volume::FileId;
@@ -171,21 +172,10 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
             want: EVENT_HEADER + path_len + name_len,
         });
     }
-    let kind = match u32::from(raw.kind) {
-        k if k == cac_event_kind::CAC_KIND_VOLUME_OPEN.0 => EventKind::VolumeOpen,
-        k if k == cac_event_kind::CAC_KIND_VOLUME_PATH_FAILED.0 => EventKind::VolumePathFailed,
-        k if k == cac_event_kind::CAC_KIND_DENIED.0 => EventKind::Denied,
-        value => {
-            return Err(DecodeError::Unknown {
-                field: "kind",
-                value,
-            })
-        }
-    };
+    let kind = kind_of(u32::from(raw.kind))?;
     let syscall = syscall_of(u32::from(raw.syscall))?;
     let (path_bytes, name_bytes) = raw.strings.split_at(path_len);
-    let path =
-        (path_len > 0).then(|| PathBuf::from(OsStr::from_bytes(c_bytes(path_bytes, raw.path_len))));
+    let path = path_of(path_bytes, raw.path_len);
     let name = (name_len > 0)
         .then(|| String::from_utf8_lossy(c_bytes(name_bytes, raw.name_len)).into_owned());
     let opened = kind == EventKind::VolumeOpen;
@@ -212,7 +202,7 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
         gid: raw.gid,
         mnt_ns: raw.mnt_ns,
         ret: raw.ret,
-        dirfd: (raw.dirfd != cac_limits::CAC_NO_DIRFD.0).then_some(raw.dirfd),
+        dirfd: dirfd_of(raw.dirfd),
         open_flags: raw.open_flags,
         fmode: raw.fmode,
         depth: raw.depth,
@@ -220,6 +210,62 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
         path,
         name,
         repeats: None,
+    })
+}
+
+/// The event kind of an ABI value.
+fn kind_of(value: u32) -> Result<EventKind, DecodeError> {
+    match value {
+        k if k == cac_event_kind::CAC_KIND_VOLUME_OPEN.0 => Ok(EventKind::VolumeOpen),
+        k if k == cac_event_kind::CAC_KIND_VOLUME_PATH_FAILED.0 => Ok(EventKind::VolumePathFailed),
+        k if k == cac_event_kind::CAC_KIND_DENIED.0 => Ok(EventKind::Denied),
+        value => Err(DecodeError::Unknown {
+            field: "kind",
+            value,
+        }),
+    }
+}
+
+/// The path argument in `bytes` (`len` bytes with the NUL; 0: not read).
+fn path_of(bytes: &[i8], len: u16) -> Option<PathBuf> {
+    (len > 0).then(|| PathBuf::from(OsStr::from_bytes(c_bytes(bytes, len))))
+}
+
+/// A dirfd argument, unless the syscall had none.
+fn dirfd_of(raw: i32) -> Option<i32> {
+    (raw != cac_limits::CAC_NO_DIRFD.0).then_some(raw)
+}
+
+/// Decodes a `failed_repeats` entry (key and value) into a summary of
+/// `repeats` failed opens like the key's first emitted one: its kind,
+/// error, dirfd and path argument, which user space resolves as it did the
+/// first one's.
+pub fn decode_failed_repeat(key: &[u8], value: &[u8], repeats: Repeats) -> Option<KernelEvent> {
+    let k: cac_failed_key = bytemuck::try_pod_read_unaligned(key).ok()?;
+    let v: cac_failed_repeat = bytemuck::try_pod_read_unaligned(value).ok()?;
+    let head = v.head;
+    Some(KernelEvent {
+        kind: kind_of(u32::from(v.kind)).ok()?,
+        syscall: syscall_of(u32::from(head.syscall)).ok()?,
+        ts_ns: head.last_ns.max(repeats.since_ns),
+        cgroup_id: head.cgroup_id,
+        cgroup_v1_id: head.cgroup_v1_id,
+        file: None,
+        volume: None,
+        tgid: k.tgid,
+        tid: head.tid,
+        uid: head.uid,
+        gid: head.gid,
+        mnt_ns: head.mnt_ns,
+        ret: v.ret,
+        dirfd: dirfd_of(v.dirfd),
+        open_flags: head.open_flags,
+        fmode: 0,
+        depth: 0,
+        comm: String::from_utf8_lossy(c_bytes(&head.comm, 0)).into_owned(),
+        path: path_of(&v.path, v.path_len),
+        name: None,
+        repeats: Some(repeats),
     })
 }
 
@@ -276,9 +322,11 @@ pub struct RepeatCounts {
     pub count: u64,
 }
 
-/// Decodes the times and count of a `repeats` value.
+/// Decodes the times and count of a `repeats` value (a `failed_repeats`
+/// value begins with one, so its counts decode too).
 pub fn repeat_counts(value: &[u8]) -> Option<RepeatCounts> {
-    let v: cac_repeat = bytemuck::try_pod_read_unaligned(value).ok()?;
+    let head = value.get(..std::mem::size_of::<cac_repeat>())?;
+    let v: cac_repeat = bytemuck::try_pod_read_unaligned(head).ok()?;
     Some(RepeatCounts {
         first_ns: v.first_ns,
         latest_ns: v.window_ns.max(v.last_ns),
@@ -462,6 +510,48 @@ mod tests {
                 ino: 42
             })
         );
+    }
+
+    #[test]
+    fn failed_repeats_decode_to_summaries_with_the_first_opens_path() {
+        let mut key: cac_failed_key = bytemuck::Zeroable::zeroed();
+        key.tgid = 42;
+        key.path_hash = 0xfeed;
+        key.dirfd = -100;
+        key.ret = -13;
+        let mut v: cac_failed_repeat = bytemuck::Zeroable::zeroed();
+        v.head.first_ns = 100;
+        v.head.last_ns = 180;
+        v.head.count = 7;
+        v.head.uid = 65534;
+        v.head.syscall = cac_syscall::CAC_SYS_OPENAT.0 as u8;
+        v.ret = -13;
+        v.dirfd = -100;
+        v.kind = cac_event_kind::CAC_KIND_DENIED.0 as u8;
+        put(&mut v.path, b"/etc/db/api-key\0stale bytes");
+        v.path_len = 16;
+        let (key, value) = (bytes_of(&key), bytes_of(&v));
+        let repeats = Repeats {
+            count: 7,
+            since_ns: 100,
+        };
+        let ev = decode_failed_repeat(key, value, repeats).expect("decodes");
+        assert_eq!(
+            (ev.kind, ev.ret, ev.dirfd),
+            (EventKind::Denied, -13, Some(-100))
+        );
+        assert_eq!(
+            ev.path.as_deref(),
+            Some(std::path::Path::new("/etc/db/api-key"))
+        );
+        assert_eq!((ev.tgid, ev.uid, ev.ts_ns), (42, 65534, 180));
+        assert_eq!(
+            (ev.file, ev.volume, ev.repeats),
+            (None, None, Some(repeats))
+        );
+        let counts = repeat_counts(value).expect("the head's counts");
+        assert_eq!((counts.first_ns, counts.count), (100, 7));
+        assert!(decode_failed_repeat(key, &value[1..], repeats).is_none());
     }
 
     #[test]

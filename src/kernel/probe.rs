@@ -15,6 +15,7 @@ use libbpf_rs::{MapHandle, OpenObject, PrintLevel};
 
 use super::abi::{CollectorSkel, CollectorSkelBuilder};
 use super::maps::{KernelDirs, KernelMaps, MapError, StatsReader};
+use super::repeats::RepeatMaps;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -281,9 +282,12 @@ impl<'obj> Probe<'obj> {
         })
     }
 
-    /// The counts of repeated opens (see [`super::repeats`]).
-    pub fn repeats_map(&self) -> Result<MapHandle, ProbeError> {
-        Self::handle(&self.skel.maps.repeats, "repeats")
+    /// The counts of repeated opens and failed opens (see [`super::repeats`]).
+    pub fn repeat_maps(&self) -> Result<RepeatMaps, ProbeError> {
+        Ok(RepeatMaps {
+            opens: Self::handle(&self.skel.maps.repeats, "repeats")?,
+            failed: Self::handle(&self.skel.maps.failed_repeats, "failed_repeats")?,
+        })
     }
 
     /// A reader for the kernel counters.

@@ -1,6 +1,8 @@
 //! Summaries of repeated opens: reads the counts the kernel keeps in the
-//! `repeats` map instead of emitting every open, and turns what is new
-//! since the last look into summary events with the exact number.
+//! `repeats` map (opens of volume files) and the `failed_repeats` map
+//! (reported failed opens: denied ones, and those naming the kubelet
+//! volume tree) instead of emitting every open, and turns what is new since
+//! the last look into summary events with the exact number.
 //!
 //! The kernel only adds to an entry's count while the entry's window is
 //! open, and the count is never reset, so the difference to what was
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::decode::{decode_repeat, repeat_counts, KernelEvent, Repeats};
+use super::decode::{decode_failed_repeat, decode_repeat, repeat_counts, KernelEvent, Repeats};
 
 /// How long an entry stays after its last open: two windows, and never
 /// less than a second, so that no program still adding to it can be
@@ -32,23 +34,54 @@ struct Reported {
     until_ns: u64,
 }
 
-/// Reads `repeats` and reports the counts.
+/// The kernel's maps of counted repeats.
+#[derive(Debug)]
+pub struct RepeatMaps {
+    /// `repeats`: opens of volume files.
+    pub opens: MapHandle,
+    /// `failed_repeats`: reported failed opens.
+    pub failed: MapHandle,
+}
+
+/// Builds a summary event from an entry's key and value and its new count.
+type Decode = fn(&[u8], &[u8], Repeats) -> Option<KernelEvent>;
+
+/// One map of counted repeats, and what was reported of its entries.
+#[derive(Debug)]
+struct Table {
+    map: MapHandle,
+    decode: Decode,
+    reported: HashMap<Vec<u8>, Reported>,
+}
+
+impl Table {
+    fn new(map: MapHandle, decode: Decode) -> Self {
+        Self {
+            map,
+            decode,
+            reported: HashMap::new(),
+        }
+    }
+}
+
+/// Reads the repeat maps and reports the counts.
 #[derive(Debug)]
 pub struct RepeatSweeper {
-    map: MapHandle,
+    tables: [Table; 2],
     window: Duration,
-    reported: HashMap<Vec<u8>, Reported>,
     /// Entries that did not decode since the last [`take_errors`](Self::take_errors).
     errors: u64,
 }
 
 impl RepeatSweeper {
-    /// Over the `repeats` map's handle; `window` is the aggregation window.
-    pub fn new(map: MapHandle, window: Duration) -> Self {
+    /// Over the kernel's repeat maps; `window` is the aggregation window.
+    pub fn new(maps: RepeatMaps, window: Duration) -> Self {
         Self {
-            map,
+            tables: [
+                Table::new(maps.opens, decode_repeat),
+                Table::new(maps.failed, decode_failed_repeat),
+            ],
             window,
-            reported: HashMap::new(),
             errors: 0,
         }
     }
@@ -69,20 +102,32 @@ impl RepeatSweeper {
     /// (`all`: every entry, at shutdown once the programs are detached).
     pub fn sweep(&mut self, now_ns: u64, all: bool) -> Vec<KernelEvent> {
         let idle_ns = u64::try_from(idle_after(self.window).as_nanos()).unwrap_or(u64::MAX);
+        let idle_before_ns = now_ns.saturating_sub(idle_ns);
+        let mut out = Vec::new();
+        for table in &mut self.tables {
+            self.errors += table.sweep(idle_before_ns, all, &mut out);
+        }
+        out
+    }
+}
+
+impl Table {
+    /// Adds the summaries of this map's entries to `out`; returns how many
+    /// entries did not decode.
+    fn sweep(&mut self, idle_before_ns: u64, all: bool, out: &mut Vec<KernelEvent>) -> u64 {
         // Keys first: deleting while walking would restart the walk.
         let keys: Vec<Vec<u8>> = self.map.keys().collect();
-        let mut out = Vec::new();
+        let mut errors = 0;
         let mut reported = HashMap::with_capacity(keys.len());
         for key in keys {
             let before = self.reported.remove(&key);
-            let read = self.read_entry(&key, now_ns.saturating_sub(idle_ns), all);
-            let Some((value, gone)) = read else {
+            let Some((value, gone)) = self.read_entry(&key, idle_before_ns, all) else {
                 // Not read this time: what was reported still stands.
                 reported.extend(before.map(|b| (key, b)));
                 continue;
             };
-            let Some((summary, after)) = summarize(&key, &value, before) else {
-                self.errors += 1;
+            let Some((summary, after)) = summarize(self.decode, &key, &value, before) else {
+                errors += 1;
                 reported.extend(before.map(|b| (key, b)));
                 continue;
             };
@@ -92,7 +137,7 @@ impl RepeatSweeper {
             }
         }
         self.reported = reported;
-        out
+        errors
     }
 
     /// The entry's value, and whether it was deleted (then the value is
@@ -114,6 +159,7 @@ impl RepeatSweeper {
 /// `before` (none when there are no new ones), and what is reported after
 /// it; `None` when the entry does not decode.
 fn summarize(
+    decode: Decode,
     key: &[u8],
     value: &[u8],
     before: Option<Reported>,
@@ -134,7 +180,7 @@ fn summarize(
     };
     let summary = match new {
         0 => None,
-        _ => Some(decode_repeat(key, value, repeats)?),
+        _ => Some(decode(key, value, repeats)?),
     };
     Some((summary, after))
 }
@@ -164,7 +210,7 @@ mod tests {
         (key, value): &(Vec<u8>, Vec<u8>),
         before: Option<Reported>,
     ) -> (Option<KernelEvent>, Reported) {
-        summarize(key, value, before).expect("the entry decodes")
+        summarize(decode_repeat, key, value, before).expect("the entry decodes")
     }
 
     #[test]

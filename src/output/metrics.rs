@@ -296,12 +296,12 @@ fn observe_kernel(meter: &Meter, s: &Sources) {
         ),
         (
             "kernel_monitor_opens_repeated",
-            "Opens of watched volume files counted in the kernel as repeats (repeat_window_ms) and reported in summary events",
+            "Opens of watched volume files, and reported failed opens, counted in the kernel as repeats (repeat_window_ms) and reported in summary events",
             |k| k.repeated,
         ),
         (
             "kernel_monitor_repeat_table_full",
-            "Emitted opens whose repeats the kernel could not count because its repeats map was full (they are emitted one by one)",
+            "Emitted opens whose repeats the kernel could not count because its repeats or failed_repeats map was full (they are emitted one by one)",
             |k| k.repeat_full,
         ),
         (
