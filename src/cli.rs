@@ -34,9 +34,36 @@ pub enum Command {
     },
     /// Print the correlation API's OpenAPI document (also served at /v1/openapi.json).
     Openapi,
+    /// Ask the running agent, over its API socket, which mounted Secret and
+    /// ConfigMap keys were never read (GET /v1/usage/unread).
+    Report(ReportArgs),
     /// Internal: the sandboxed "container" process used by demo and tests.
     #[command(hide = true)]
     SandboxExec(ExecArgs),
+}
+
+/// How `report` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// A table for people.
+    Table,
+    /// The API's JSON answer.
+    Json,
+}
+
+/// Flags of `report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The agent's API socket (its `api_socket`).
+    #[arg(
+        long,
+        env = "CAC_API_SOCKET",
+        default_value = "/run/config-access-collector/api.sock"
+    )]
+    pub socket: std::path::PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub output: ReportFormat,
 }
 
 /// Flags of `run` (also accepted without the subcommand).

@@ -2,7 +2,7 @@
 //!
 //! Data flows one way, and the folders show it (see `docs/architecture.md`):
 //! [`model`] (plain data) <- [`config`] <- [`kernel`] <- [`enrich`] <-
-//! [`output`], [`api`] <- [`agent`] <- the binary; [`demo`] drives the
+//! [`usage`] <- [`output`], [`api`] <- [`agent`] <- the binary; [`demo`] drives the
 //! agent on a built-in sandbox. No module imports a layer above its own
 //! (`tests/layers.rs` checks it). [`logging`] is a bottom utility.
 
@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod logging;
 pub mod model;
 pub mod output;
+pub mod usage;
 
 /// Errors of the crate, one variant per layer that can fail.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ mod cli;
 
 use anyhow::Context;
 use clap::ArgMatches;
-use cli::{override_source, parse_args, Command, RunArgs};
+use cli::{override_source, parse_args, Command, ReportArgs, ReportFormat, RunArgs};
 use config_access_collector::config::Config;
 use config_access_collector::{agent, demo, logging};
 
@@ -32,6 +32,21 @@ fn run(args: &RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `report`: the running agent's unread volumes, as a table or as JSON.
+fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    use config_access_collector::usage::answers::UnreadReport;
+    let answer: UnreadReport =
+        config_access_collector::api::client::get_json(&args.socket, "/v1/usage/unread")?;
+    match args.output {
+        ReportFormat::Table => print!(
+            "{}",
+            config_access_collector::usage::report::render(&answer)
+        ),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let (cli, matches) = match parse_args() {
         Ok(parsed) => parsed,
@@ -50,6 +65,7 @@ fn main() -> ExitCode {
             println!("{}", config_access_collector::api::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report(args) => report(&args),
         Command::SandboxExec(args) => Ok(ExitCode::from(
             config_access_collector::demo::container::run(&args) as u8,
         )),

@@ -11,70 +11,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::fake_apiserver::{demo_pod, start_blocking};
-use common::{privileged, wait, Harness, POD};
+use common::{exchange, privileged, wait, Harness, POD};
 use config_access_collector::api::{openapi_json, ApiServer, ApiState, Heartbeat, Listeners};
 use config_access_collector::demo::container::{ContainerProc, ExecArgs};
 use config_access_collector::enrich::cgroup::CgroupResolver;
 use config_access_collector::enrich::correlation::CorrelationMaps;
 use config_access_collector::kernel::probe::{Probe, ProbeOptions, ProbeStorage};
 use serde_json::{json, Value};
-
-/// One HTTP/1.1 exchange; returns the status and the JSON body.
-fn exchange(
-    mut s: impl Read + Write,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Value) {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    // The server may answer (and close) before reading a body it refuses.
-    let _ = s.write_all(req.as_bytes()).and_then(|()| s.write_all(body));
-    let mut raw = Vec::new();
-    // Closing with our unread body still queued makes the server's side
-    // report a reset after its whole answer: the answer is what counts.
-    match s.read_to_end(&mut raw) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => {}
-        Err(e) => panic!("{method} {path}: reading the answer: {e}"),
-    }
-    let text = String::from_utf8_lossy(&raw);
-    let status: u16 = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    )
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
 
 fn json_body(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
@@ -139,6 +82,12 @@ fn unhealthy_when_the_reader_stalls_or_programs_are_gone() {
         cgroups: std::sync::Arc::new(CgroupResolver::for_host(None)),
         health: Default::default(),
         outputs: Vec::new(),
+        usage: std::sync::Arc::new(config_access_collector::usage::Usage::new(
+            Default::default(),
+            Box::new(Vec::new),
+            Default::default(),
+            std::sync::Arc::new(config_access_collector::enrich::pods::NoMetadata),
+        )),
     };
     let server = ApiServer::start(
         &Listeners {
@@ -470,6 +419,8 @@ fn random_requests_never_get_a_server_error() {
         Just("containers".to_string()),
         Just("pod-info".to_string()),
         Just("container-pids".to_string()),
+        Just("usage".to_string()),
+        Just("unread".to_string()),
         "[0-9]{1,25}",
         "-?[0-9]{1,5}",
         "[a-zA-Z0-9%._~-]{0,12}",

@@ -1,8 +1,8 @@
 //! Checks the import direction of the library's modules by reading `src/` as text.
 //!
 //! Layers by rank (a layer is `src/<layer>/**`, or `src/logging.rs`):
-//! 0 `model`, `logging` · 1 `config` · 2 `kernel` · 3 `enrich` · 4 `output`, `api` ·
-//! 5 `agent` · 6 `demo`.
+//! 0 `model`, `logging` · 1 `config` · 2 `kernel` · 3 `enrich` · 4 `usage` ·
+//! 5 `output`, `api` · 6 `agent` · 7 `demo`.
 //!
 //! Every `crate::…`, `self::…` and `super::…` path counts: `use` items, nested
 //! `use crate::{a::{b, c}, d as e}` groups, and paths in types and expressions.
@@ -31,11 +31,12 @@ type Graph = BTreeMap<PathBuf, BTreeSet<PathBuf>>;
 type Paths = Vec<Vec<String>>;
 
 /// Layers by rank, lowest first.
-const LAYERS: [&[&str]; 7] = [
+const LAYERS: [&[&str]; 8] = [
     &["model", "logging"],
     &["config"],
     &["kernel"],
     &["enrich"],
+    &["usage"],
     &["output", "api"],
     &["agent"],
     &["demo"],

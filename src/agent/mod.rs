@@ -27,6 +27,7 @@ use crate::output::metrics::{AccessMetrics, Sources};
 use crate::output::otlp_logs::EventLogOutput;
 use crate::output::telemetry::Telemetry;
 use crate::output::{Fanout, Sink};
+use crate::usage::{spawn_ledger, LossCounters, Usage};
 
 pub mod run;
 pub mod settings;
@@ -54,6 +55,8 @@ pub struct Collector {
     health: Arc<HealthBoard>,
     watch_stats: Arc<WatchStats>,
     shutdown_timeout: Duration,
+    usage: Arc<Usage>,
+    ledger: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -196,6 +199,9 @@ impl Collector {
         crate::output::metrics::observe(&meter, &sources);
         let heartbeat = Arc::new(Heartbeat::default());
         heartbeat.beat();
+        // The ledger's queue is a sink of the fan-out, not an output: its
+        // losses are the ledger's evidence, not the outputs' health.
+        let (usage, ledger) = start_usage(config, &s, &k.stats, &mut outputs)?;
         let fanout = Fanout {
             sinks: outputs,
             metrics: AccessMetrics::new(&meter, config.metrics_access_labels.clone()),
@@ -220,6 +226,7 @@ impl Collector {
             registry: telemetry.registry().cloned(),
             health: Arc::clone(&s.health),
             outputs: output_stats.clone(),
+            usage: Arc::clone(&usage),
         };
         let listeners = settings::listeners(config)?;
         let api = ApiServer::start_with_stats(&listeners, Arc::new(api_state), listener_stats)?;
@@ -243,6 +250,8 @@ impl Collector {
             health: s.health,
             watch_stats: watch.stats,
             shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
+            usage,
+            ledger: Some(ledger),
         })
     }
 
@@ -290,6 +299,11 @@ impl Collector {
         &self.registry
     }
 
+    /// The usage ledger and its answers.
+    pub fn usage(&self) -> &Arc<Usage> {
+        &self.usage
+    }
+
     /// The correlation maps served to sibling collectors.
     pub fn correlation(&self) -> &Arc<CorrelationMaps> {
         &self.correlation
@@ -313,6 +327,10 @@ impl Collector {
         let deadline = Instant::now() + self.shutdown_timeout;
         // Detaches the programs, drains the ring and drops the probe.
         self.reader.stop();
+        // The fan-out is gone with the reader: the ledger has its last events.
+        if let Some(ledger) = self.ledger.take() {
+            let _ = ledger.join();
+        }
         if let Some(logs) = self.event_logs.take() {
             logs.finish(deadline);
         }
@@ -329,6 +347,54 @@ impl Drop for Collector {
             self.shutdown();
         }
     }
+}
+
+/// The usage ledger, fed by a queue added to `sinks`, and its thread.
+fn start_usage(
+    config: &Config,
+    s: &Stores,
+    kernel: &StatsReader,
+    sinks: &mut Vec<Sink>,
+) -> crate::Result<(Arc<Usage>, std::thread::JoinHandle<()>)> {
+    let (sink, events) = Sink::channel("usage", config.buffer_size);
+    let usage = Arc::new(Usage::new(
+        settings::usage(config)?,
+        loss_counters(kernel.try_clone()?, Arc::clone(&s.user_stats), sink.stats()),
+        Arc::clone(&s.registry),
+        Arc::clone(&s.pods),
+    ));
+    sinks.push(sink);
+    let thread =
+        spawn_ledger(Arc::clone(&usage), events).map_err(|source| crate::Error::Thread {
+            name: "usage-ledger",
+            source,
+        })?;
+    Ok((usage, thread))
+}
+
+/// What the ledger may have missed: the counters of events lost before the
+/// outputs (named as `kernel_monitor_events_dropped_total`'s reasons) and
+/// of its own full queue.
+fn loss_counters(
+    kernel: StatsReader,
+    user: Arc<UserStats>,
+    queue: &Arc<OutputStats>,
+) -> LossCounters {
+    use std::sync::atomic::Ordering::Relaxed;
+    let queue = Arc::clone(queue);
+    Box::new(move || {
+        let mut counters = vec![
+            ("decode_error", user.decode_errors.load(Relaxed)),
+            ("volume_gone", user.unknown_volume.load(Relaxed)),
+            ("denied_unresolved", user.denied_unresolved.load(Relaxed)),
+            ("usage_queue_full", queue.queue_full.load(Relaxed)),
+        ];
+        // An unreadable kernel counter is left out, not taken for 0.
+        if let Ok(k) = kernel.read() {
+            counters.push(("ring_buffer_full", k.dropped_ringbuf));
+        }
+        counters
+    })
 }
 
 /// The threads that keep the stores current: the volume watch, the pod

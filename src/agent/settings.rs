@@ -11,6 +11,8 @@ use crate::enrich::watcher::WatchConfig;
 use crate::kernel::probe::{ProbeOptions, WAKEUP_GAP};
 use crate::output::telemetry::{OtlpSettings, ResourceSettings, TelemetrySettings};
 use crate::output::{FileOutput, Outputs};
+use crate::usage::ledger::LedgerSettings;
+use crate::usage::UsageSettings;
 
 /// Load-time settings of the BPF programs, with the cgroup v1 subsystem
 /// index found on this node.
@@ -98,5 +100,13 @@ pub fn telemetry(config: &Config) -> Result<TelemetrySettings, ConfigError> {
             service_name: config.service_name.clone(),
             attributes: config.resource_attributes.clone(),
         },
+    })
+}
+
+/// The usage answers' settings.
+pub fn usage(config: &Config) -> Result<UsageSettings, ConfigError> {
+    Ok(UsageSettings {
+        ledger: LedgerSettings::default(),
+        unused_after: config.unused_after_duration()?,
     })
 }

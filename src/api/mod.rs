@@ -12,6 +12,7 @@
 //! (utoipa), describes exactly what the server accepts, and is served at
 //! `/v1/openapi.json`. Connection limits and timeouts are in [`listen`].
 
+pub mod client;
 mod listen;
 
 use std::net::SocketAddr;
@@ -42,6 +43,9 @@ pub use crate::model::health::Heartbeat;
 use crate::model::health::{self, Condition, HealthBoard, Severity};
 pub use crate::model::stats::{ListenerCounters, ListenerKind, ListenerStats};
 use crate::model::stats::{OutputStats, UserStats};
+use crate::usage::answers::{Evidence, EvidenceStatus, UnreadKey, UnreadMount, UnreadReport};
+use crate::usage::ledger::{FileKey, KeyUsage, Reader};
+use crate::usage::{KeyReport, Usage};
 
 pub use listen::{raise_fd_limit, Limits, SocketFileError, LINGER_BYTES, LINGER_TIME, MAX_HEAD};
 
@@ -93,6 +97,8 @@ pub struct ApiState {
     pub health: Arc<HealthBoard>,
     /// The outputs' counters.
     pub outputs: Vec<Arc<OutputStats>>,
+    /// The usage ledger and its answers.
+    pub usage: Arc<Usage>,
 }
 
 /// Who may write through a listener.
@@ -607,6 +613,29 @@ async fn container_by_pid(
     }
 }
 
+#[utoipa::path(get, path = "/v1/usage/unread", responses((status = 200, body = UnreadReport)))]
+async fn usage_unread(State(ctx): State<Ctx>) -> Response {
+    Json(ctx.state.usage.unread()).into_response()
+}
+
+#[utoipa::path(get, path = "/v1/usage/pods/{uid}",
+    params(("uid" = String, Path, description = "pod UID")),
+    responses((status = 200, body = [KeyReport]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn usage_of_pod(
+    State(ctx): State<Ctx>,
+    raw: Result<Path<String>, PathRejection>,
+) -> Response {
+    let uid = match raw {
+        Ok(Path(u)) => u,
+        Err(r) => return path_error(r),
+    };
+    let keys = ctx.state.usage.pod(&uid);
+    if keys.is_empty() && !ctx.state.usage.watches_pod(&uid) {
+        return not_found(format_args!("watched volumes of pod {uid}"));
+    }
+    Json(keys).into_response()
+}
+
 #[utoipa::path(get, path = "/v1/mounts", responses((status = 200, body = [MountEntry])))]
 async fn mounts(State(ctx): State<Ctx>) -> Response {
     let all: Vec<MountEntry> = ctx
@@ -825,7 +854,9 @@ impl utoipa::Modify for BearerAuth {
         add_container_pid,
         add_pod_info,
         add_mount,
-        delete_mount
+        delete_mount,
+        usage_unread,
+        usage_of_pod
     ),
     modifiers(&BearerAuth),
     components(schemas(
@@ -840,7 +871,16 @@ impl utoipa::Modify for BearerAuth {
         AddPodInfo,
         AddMount,
         VolumeKind,
-        PathHash
+        PathHash,
+        UnreadReport,
+        UnreadMount,
+        UnreadKey,
+        Evidence,
+        EvidenceStatus,
+        KeyReport,
+        FileKey,
+        KeyUsage,
+        Reader
     ))
 )]
 pub struct ApiDoc;
@@ -885,6 +925,8 @@ fn api_router(ctx: Ctx) -> Router {
         )
         .route("/v1/container-pids", post(add_container_pid))
         .route("/v1/pod-info", post(add_pod_info))
+        .route("/v1/usage/unread", get(usage_unread))
+        .route("/v1/usage/pods/{uid}", get(usage_of_pod))
         .fallback(fallback_404)
         .method_not_allowed_fallback(fallback_405)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -41,6 +41,7 @@ pub struct FileConfig {
     pub repeat_window_ms: Option<u64>,
     pub flush_interval_ms: Option<u64>,
     pub buffer_size: Option<usize>,
+    pub unused_after: Option<String>,
     pub report_failed_opens: Option<bool>,
     pub kubelet_writes: Option<KubeletWrites>,
     pub kubelet_process_names: Option<Vec<String>>,

@@ -94,6 +94,9 @@ pub struct Config {
     pub flush_interval_ms: u64,
     /// Capacity of the output queue, in events.
     pub buffer_size: usize,
+    /// A watched volume is reported unread (files never read) once it has
+    /// been watched this long: a duration such as `24h`, `90m`, `7d`.
+    pub unused_after: String,
     /// Report failed opens on kubelet volume paths.
     pub report_failed_opens: bool,
     pub kubelet_writes: KubeletWrites,
@@ -205,6 +208,7 @@ impl Default for Config {
             repeat_window_ms: 1000,
             flush_interval_ms: 50,
             buffer_size: 4096,
+            unused_after: "24h".into(),
             report_failed_opens: true,
             kubelet_writes: KubeletWrites::Report,
             kubelet_process_names: vec!["kubelet".into()],
@@ -367,6 +371,16 @@ mod tests {
             0
         );
         assert_eq!(Config::default().repeat_window_ms, 1000);
+        assert_eq!(key("unused_after: soon\n"), "unused_after");
+        assert_eq!(key("unused_after: 0s\n"), "unused_after");
+        assert_eq!(key("unused_after: 400d\n"), "unused_after");
+        assert_eq!(
+            load_str("unused_after: 7d\n")
+                .unwrap()
+                .unused_after_duration()
+                .unwrap(),
+            std::time::Duration::from_secs(7 * 24 * 3600)
+        );
         assert_eq!(
             key("syscall_sampling_rate: lots\n"),
             "syscall_sampling_rate"

@@ -3,10 +3,32 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{invalid, Config, ConfigError};
 
+/// Bounds of `unused_after`.
+const UNUSED_AFTER: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(366 * 24 * 3600);
+
 impl Config {
+    /// `unused_after` as a duration (`24h`, `90m`, `7d`, ...), 1 s to 366 days.
+    pub fn unused_after_duration(&self) -> Result<Duration, ConfigError> {
+        let d = humantime::parse_duration(&self.unused_after).map_err(|e| {
+            invalid(
+                "unused_after",
+                format!("{e}: expected a duration such as 24h, 90m or 7d"),
+            )
+        })?;
+        if !UNUSED_AFTER.contains(&d) {
+            return Err(invalid(
+                "unused_after",
+                format!("must be 1s to 366d, got {}", self.unused_after),
+            ));
+        }
+        Ok(d)
+    }
+
     /// Checks values that parse but make no sense; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_kernel()?;
@@ -57,6 +79,7 @@ impl Config {
         if self.buffer_size == 0 {
             return Err(invalid("buffer_size", "must be at least 1"));
         }
+        self.unused_after_duration()?;
         if self.rescan_interval_ms < 100 {
             return Err(invalid(
                 "rescan_interval_ms",

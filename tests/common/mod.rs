@@ -6,6 +6,7 @@
 pub mod fake_apiserver;
 pub mod receivers;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use config_access_collector::demo::container::{ContainerProc, ExecArgs};
 use config_access_collector::demo::sandbox::Sandbox;
 use config_access_collector::demo::{build_pod, PodVolumes};
 use config_access_collector::model::event::AccessEvent;
+use serde_json::Value;
 
 pub const POD: &str = config_access_collector::demo::POD_UID;
 pub const EXE: &str = env!("CARGO_BIN_EXE_config-access-collector");
@@ -222,4 +224,62 @@ pub fn read_volumes(h: &mut Harness, cid: &str) -> (u32, u32) {
     p.release();
     p.finish().unwrap();
     (reader, intruder)
+}
+
+/// One HTTP/1.1 exchange; returns the status and the JSON body.
+pub fn exchange(
+    mut s: impl Read + Write,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    // The server may answer (and close) before reading a body it refuses.
+    let _ = s.write_all(req.as_bytes()).and_then(|()| s.write_all(body));
+    let mut raw = Vec::new();
+    // Closing with our unread body still queued makes the server's side
+    // report a reset after its whole answer: the answer is what counts.
+    match s.read_to_end(&mut raw) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => {}
+        Err(e) => panic!("{method} {path}: reading the answer: {e}"),
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+/// The body of a chunked HTTP answer.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
 }

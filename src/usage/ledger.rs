@@ -1,0 +1,361 @@
+//! The usage ledger: per watched volume file, keyed by (pod UID, volume,
+//! key), how often it was read and denied, first and last read, and its
+//! distinct readers; and the losses that make "never read" unprovable.
+//!
+//! It is fed with the access events the pipeline already produces, on its
+//! own thread ([`super::spawn_ledger`]), never on the reader's. Memory is
+//! bounded: at most [`LedgerSettings::max_keys`] keys and
+//! [`LedgerSettings::max_readers`] readers per key; what a full ledger
+//! cannot hold is counted as a loss, like any other.
+//!
+//! Evidence: an answer "never read" covers a window that ends now, so it is
+//! complete exactly when no loss happened at or after the window's start.
+//! The ledger therefore keeps, per loss reason, the time of the latest loss
+//! (and a total), which is all any window needs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::model::event::{AccessEvent, KUBELET_WRITE};
+
+/// Bounds of the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerSettings {
+    /// Most (pod, volume, key) entries.
+    pub max_keys: usize,
+    /// Most distinct readers kept per key; reads by others are only counted.
+    pub max_readers: usize,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            max_keys: 250_000,
+            max_readers: 8,
+        }
+    }
+}
+
+/// One file of one pod's volume.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+pub struct FileKey {
+    pub pod_uid: String,
+    /// The pod's volume name.
+    pub volume: String,
+    /// Path of the file inside the volume.
+    pub key: String,
+}
+
+/// A distinct reader of a key: its container (by name, else id), command and uid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Reader {
+    /// Container name from the pod spec, else the runtime id; null for a host process.
+    pub container: Option<String>,
+    /// The process's command name.
+    pub command: String,
+    pub uid: u32,
+    /// Its successful opens of the key.
+    pub reads: u64,
+    /// RFC 3339: its latest.
+    pub last_read: String,
+}
+
+/// What was seen of one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct KeyUsage {
+    /// Successful opens (a summary of repeated opens counts all of them).
+    pub reads: u64,
+    /// Opens refused with EACCES or EPERM.
+    pub denied: u64,
+    /// RFC 3339: the first and the latest successful open.
+    pub first_read: Option<String>,
+    pub last_read: Option<String>,
+    /// Distinct readers, at most `max_readers`.
+    pub readers: Vec<Reader>,
+    /// Reads by readers beyond `max_readers`.
+    pub other_reads: u64,
+}
+
+/// Losses of one reason: how many, and when the latest happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossRecord {
+    pub total: u64,
+    pub latest: SystemTime,
+}
+
+/// The ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    settings: LedgerSettings,
+    keys: HashMap<FileKey, KeyUsage>,
+    /// Reason -> its losses (reasons are the counters' names).
+    losses: BTreeMap<&'static str, LossRecord>,
+    /// The cumulative counters as last seen by [`Ledger::note_counters`].
+    counters: BTreeMap<&'static str, u64>,
+}
+
+/// Loss reason of accesses the ledger itself could not hold (it was full).
+pub const LEDGER_FULL: &str = "ledger_full";
+
+impl Ledger {
+    pub fn new(settings: LedgerSettings) -> Self {
+        Self {
+            settings,
+            keys: HashMap::new(),
+            losses: BTreeMap::new(),
+            counters: BTreeMap::new(),
+        }
+    }
+
+    /// Records an access event (kubelet writes and events without a key are not accesses of a key).
+    pub fn record(&mut self, ev: &AccessEvent, now: SystemTime) {
+        let (Some(pod_uid), Some(volume), Some(key)) = (&ev.pod_uid, &ev.volume_name, &ev.key)
+        else {
+            return;
+        };
+        if ev.event_type == KUBELET_WRITE {
+            return;
+        }
+        let denied = matches!(ev.result.as_str(), "EACCES" | "EPERM");
+        if ev.result != "ok" && !denied {
+            return;
+        }
+        let id = FileKey {
+            pod_uid: pod_uid.clone(),
+            volume: volume.clone(),
+            key: key.clone(),
+        };
+        if !self.keys.contains_key(&id) && self.keys.len() >= self.settings.max_keys {
+            self.lose(LEDGER_FULL, ev.opens(), now);
+            return;
+        }
+        let usage = self.keys.entry(id).or_default();
+        if denied {
+            usage.denied += ev.opens();
+        } else {
+            add_read(usage, ev, self.settings.max_readers);
+        }
+    }
+
+    /// Compares cumulative loss counters (name, value) with their last
+    /// values and records every increase as losses at `now`.
+    pub fn note_counters(&mut self, counters: &[(&'static str, u64)], now: SystemTime) {
+        for &(name, value) in counters {
+            let before = self.counters.insert(name, value).unwrap_or(0);
+            if value > before {
+                self.lose(name, value - before, now);
+            }
+        }
+    }
+
+    fn lose(&mut self, reason: &'static str, n: u64, now: SystemTime) {
+        let r = self.losses.entry(reason).or_insert(LossRecord {
+            total: 0,
+            latest: now,
+        });
+        r.total += n;
+        r.latest = now;
+    }
+
+    /// The reasons of losses at or after `since`: empty when a window
+    /// from `since` to now saw everything.
+    pub fn losses_since(&self, since: SystemTime) -> Vec<&'static str> {
+        self.losses
+            .iter()
+            .filter(|(_, r)| r.latest >= since)
+            .map(|(&reason, _)| reason)
+            .collect()
+    }
+
+    /// What was seen of one key.
+    pub fn usage(&self, key: &FileKey) -> Option<&KeyUsage> {
+        self.keys.get(key)
+    }
+
+    /// Every key of a pod, in order.
+    pub fn keys_of_pod(&self, pod_uid: &str) -> Vec<(&FileKey, &KeyUsage)> {
+        let mut v: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|(k, _)| k.pod_uid == pod_uid)
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    /// Forgets the keys of pods that `keep` rejects (pods gone from the node).
+    pub fn retain_pods(&mut self, keep: impl Fn(&str) -> bool) {
+        self.keys.retain(|k, _| keep(&k.pod_uid));
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Adds a successful open (or a summary of them) to `usage`.
+fn add_read(usage: &mut KeyUsage, ev: &AccessEvent, max_readers: usize) {
+    let n = ev.opens();
+    usage.reads += n;
+    if usage.first_read.is_none() {
+        usage.first_read = Some(first_time(ev).to_string());
+    }
+    usage.last_read = Some(ev.timestamp.clone());
+    let container = ev
+        .container
+        .as_ref()
+        .map(|c| c.name.clone().unwrap_or_else(|| c.id.clone()));
+    let same = |r: &&mut Reader| {
+        r.container == container && r.command == ev.process.command && r.uid == ev.process.uid
+    };
+    if let Some(r) = usage.readers.iter_mut().find(same) {
+        r.reads += n;
+        r.last_read = ev.timestamp.clone();
+    } else if usage.readers.len() < max_readers {
+        usage.readers.push(Reader {
+            container,
+            command: ev.process.command.clone(),
+            uid: ev.process.uid,
+            reads: n,
+            last_read: ev.timestamp.clone(),
+        });
+    } else {
+        usage.other_reads += n;
+    }
+}
+
+/// The earliest time an event stands for: a summary's `since`, else its timestamp.
+fn first_time(ev: &AccessEvent) -> &str {
+    ev.repeats
+        .as_ref()
+        .map_or(ev.timestamp.as_str(), |r| r.since.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::event::{ContainerRef, ProcessInfo, Repeats};
+    use std::time::Duration;
+
+    fn event(key: &str, result: &str, command: &str, ts: &str) -> AccessEvent {
+        AccessEvent {
+            event_type: "secret_access".into(),
+            timestamp: ts.into(),
+            pod_uid: Some("pod-1".into()),
+            namespace: None,
+            pod_name: None,
+            config_name: None,
+            volume_name: Some("creds".into()),
+            volume_type: None,
+            key: Some(key.into()),
+            path: None,
+            mount_path: None,
+            access: "read".into(),
+            result: result.into(),
+            syscall: "openat".into(),
+            process: ProcessInfo {
+                pid: 1,
+                tid: 1,
+                command: command.into(),
+                uid: 1000,
+                gid: 1000,
+                cgroup_id: 1,
+                cgroup_v1_id: 0,
+                mnt_ns: 1,
+                cgroup_path: None,
+            },
+            container: Some(ContainerRef {
+                id: "c".repeat(64),
+                name: Some("app".into()),
+                image: None,
+            }),
+            reader_pod_uid: Some("pod-1".into()),
+            workload: None,
+            service_account: None,
+            labels: Default::default(),
+            service_account_token: false,
+            source: None,
+            repeats: None,
+        }
+    }
+
+    fn key(k: &str) -> FileKey {
+        FileKey {
+            pod_uid: "pod-1".into(),
+            volume: "creds".into(),
+            key: k.into(),
+        }
+    }
+
+    #[test]
+    fn reads_denials_and_readers_are_counted_per_key() {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut l = Ledger::new(LedgerSettings {
+            max_keys: 10,
+            max_readers: 2,
+        });
+        l.record(&event("a", "ok", "app", "t1"), now);
+        let mut summary = event("a", "ok", "app", "t3");
+        summary.repeats = Some(Repeats {
+            count: 41,
+            since: "t2".into(),
+        });
+        l.record(&summary, now);
+        l.record(&event("a", "ok", "cat", "t4"), now);
+        l.record(&event("a", "ok", "sh", "t5"), now);
+        l.record(&event("a", "EACCES", "sh", "t6"), now);
+        l.record(&event("a", "ENOENT", "sh", "t7"), now);
+        let mut kubelet = event("a", "ok", "kubelet", "t8");
+        kubelet.event_type = KUBELET_WRITE.into();
+        l.record(&kubelet, now);
+        let u = l.usage(&key("a")).expect("key a");
+        assert_eq!((u.reads, u.denied, u.other_reads), (44, 1, 1));
+        assert_eq!(
+            (u.first_read.as_deref(), u.last_read.as_deref()),
+            (Some("t1"), Some("t5"))
+        );
+        let readers: Vec<_> = u.readers.iter().map(|r| (&*r.command, r.reads)).collect();
+        assert_eq!(readers, [("app", 42), ("cat", 1)]);
+        assert_eq!(u.readers[0].container.as_deref(), Some("app"));
+        assert!(l.usage(&key("b")).is_none());
+    }
+
+    #[test]
+    fn a_full_ledger_counts_what_it_cannot_hold_as_a_loss() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let mut l = Ledger::new(LedgerSettings {
+            max_keys: 1,
+            max_readers: 8,
+        });
+        l.record(&event("a", "ok", "app", "t1"), t0);
+        assert!(l.losses_since(t0).is_empty());
+        l.record(&event("b", "ok", "app", "t2"), t0);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.losses_since(t0), [LEDGER_FULL]);
+        assert!(l.losses_since(t0 + Duration::from_secs(1)).is_empty());
+    }
+
+    #[test]
+    fn counter_increases_are_losses_at_the_time_they_were_seen() {
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let mut l = Ledger::new(LedgerSettings::default());
+        l.note_counters(&[("ring_buffer_full", 0), ("decode_error", 0)], t(10));
+        assert!(l.losses_since(t(0)).is_empty());
+        l.note_counters(&[("ring_buffer_full", 5), ("decode_error", 0)], t(20));
+        l.note_counters(&[("ring_buffer_full", 5), ("decode_error", 0)], t(30));
+        assert_eq!(l.losses_since(t(20)), ["ring_buffer_full"]);
+        assert!(
+            l.losses_since(t(21)).is_empty(),
+            "a window after the loss is complete"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! The usage ledger and its answers on the real BPF programs and the
+//! sandbox, through the correlation API over its Unix socket: which files of
+//! the demo pod's volumes were never read, how sure that is, and what to
+//! change in the pod spec.
+
+mod common;
+
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{exchange, pod_cgroup, privileged, wait, Harness, EXE, POD};
+use serde_json::Value;
+
+/// `GET path` on the harness's API socket.
+fn get(h: &Harness, path: &str) -> (u16, Value) {
+    let sock = h.sb.scratch().join("api.sock");
+    exchange(UnixStream::connect(sock).unwrap(), "GET", path, &[], b"")
+}
+
+/// The listed mount of volume `name`.
+fn mount<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["mounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["volume"] == name)
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn unread_keys_mounts_and_tokens_with_evidence_and_suggestions() {
+    if !privileged("unread_keys_mounts_and_tokens_with_evidence_and_suggestions") {
+        return;
+    }
+    let cid = "e1".repeat(32);
+    let (mut h, _api, _rt) = Harness::with_fake_api(&cid, |c| c.unused_after = "1s".into());
+    // The pod's container (its cgroup names it) reads one key of the Secret.
+    let mut args = h.container(&["open:/etc/db/password"]);
+    args.cgroup = Some(h.sb.make_cgroup(&pod_cgroup("burstable", &cid)).unwrap());
+    let (_, results) = h.run(&args);
+    assert_eq!(results[0].1, "ok");
+
+    // Nothing is claimed before a volume has been watched for unused_after.
+    wait("the read in the ledger", || {
+        let (_, keys) = get(&h, &format!("/v1/usage/pods/{POD}"));
+        keys.as_array().is_some_and(|k| !k.is_empty())
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, report) = get(&h, "/v1/usage/unread");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["unused_after_secs"], 1);
+
+    // The Secret, read for one key of three.
+    let db = mount(&report, "db-creds").unwrap_or_else(|| panic!("{report:#}"));
+    let never: Vec<&str> = db["keys_never_read"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["key"].as_str())
+        .collect();
+    assert_eq!(never, ["api-key", "username"], "{db:#}");
+    assert_eq!(strings(&db["keys_read"]), ["password"]);
+    assert_eq!(db["keys_never_read"][0]["source"]["kind"], "Secret");
+    assert_eq!(db["keys_never_read"][0]["source"]["name"], "db-credentials");
+    assert_eq!(
+        (db["namespace"].as_str(), db["pod_name"].as_str()),
+        (Some("payments"), Some("payments-api-0"))
+    );
+    assert_eq!(db["evidence"]["status"], "complete", "{db:#}");
+    assert!(db["evidence"]["window_secs"].as_u64().unwrap() >= 1);
+    assert_eq!(db["suggestion"], "items: [{key: password, path: password}]");
+
+    // The ConfigMap and the service-account token, never read.
+    let cm = mount(&report, "app-config").expect("the ConfigMap volume");
+    assert_eq!(strings(&cm["keys_read"]), Vec::<&str>::new());
+    // `items` remapped: the file app.yaml is key config.yaml of app-settings.
+    let source = &cm["keys_never_read"][0]["source"];
+    assert_eq!(
+        (source["name"].as_str(), source["key"].as_str()),
+        (Some("app-settings"), Some("config.yaml"))
+    );
+    assert!(cm["suggestion"]
+        .as_str()
+        .unwrap()
+        .starts_with("remove volume"));
+    let token = mount(&report, "kube-api-access-x7k2p").expect("the token volume");
+    assert_eq!(token["suggestion"], "automountServiceAccountToken: false");
+
+    // Per pod: the read key, its count and its reader.
+    let (status, keys) = get(&h, &format!("/v1/usage/pods/{POD}"));
+    assert_eq!(status, 200);
+    let password = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == "password")
+        .unwrap_or_else(|| panic!("{keys:#}"));
+    assert_eq!(
+        (password["reads"].as_u64(), password["denied"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let reader = &password["readers"][0];
+    assert_eq!(
+        (reader["container"].as_str(), reader["command"].as_str()),
+        (Some("app"), Some("config-access-c")),
+        "{password:#}"
+    );
+    let (status, err) = get(&h, "/v1/usage/pods/no-such-pod");
+    assert_eq!(status, 404, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("no-such-pod"));
+
+    // The same answer from `report`, as an operator runs it in the agent's pod.
+    let sock = h.sb.scratch().join("api.sock");
+    let report = |args: &[&str]| {
+        Command::new(EXE)
+            .arg("report")
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("report runs")
+    };
+    let table = report(&[]);
+    assert!(table.status.success(), "{table:?}");
+    let text = String::from_utf8(table.stdout).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.contains("db-creds (secret)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    for cell in [
+        "payments/payments-api-0",
+        "Secret db-credentials",
+        "api-key, username",
+        "password",
+    ] {
+        assert!(row.contains(cell), "{cell:?} in {row:?}");
+    }
+    let json = report(&["--output", "json"]);
+    assert!(json.status.success(), "{json:?}");
+    let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        mount(&json, "db-creds").unwrap()["keys_read"][0],
+        "password"
+    );
+    let missing = Command::new(EXE)
+        .args(["report", "--socket", "/nonexistent/api.sock"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("/nonexistent/api.sock"), "{err}");
+}
+
+#[test]
+fn a_kernel_drop_in_the_window_makes_never_read_unknown() {
+    if !privileged("a_kernel_drop_in_the_window_makes_never_read_unknown") {
+        return;
+    }
+    // One event per open and the smallest ring: a burst of opens overflows it.
+    let h = Harness::start_with(|c| {
+        c.unused_after = "1s".into();
+        c.repeat_window_ms = 0;
+        c.ring_buffer_bytes = 4096;
+    });
+    let (_, results) = h.run(&h.container(&["flood:20000:/etc/db/password"]));
+    assert_eq!(results[0].1, "20000");
+    wait("a kernel drop", || {
+        h.collector().stats().kernel.dropped_ringbuf > 0
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, report) = get(&h, "/v1/usage/unread");
+    let db = mount(&report, "db-creds").unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(db["evidence"]["status"], "unknown", "{db:#}");
+    assert_eq!(strings(&db["evidence"]["reasons"]), ["ring_buffer_full"]);
+    assert_eq!(db["suggestion"], Value::Null, "no advice without evidence");
+}
