@@ -10,6 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{exchange, pod_cgroup, privileged, wait, Harness, EXE, POD};
+use config_access_collector::agent::Collector;
+use config_access_collector::config::Config;
 use serde_json::Value;
 
 /// `GET path` on the harness's API socket.
@@ -178,4 +180,143 @@ fn a_kernel_drop_in_the_window_makes_never_read_unknown() {
     assert_eq!(db["evidence"]["status"], "unknown", "{db:#}");
     assert_eq!(strings(&db["evidence"]["reasons"]), ["ring_buffer_full"]);
     assert_eq!(db["suggestion"], Value::Null, "no advice without evidence");
+}
+
+#[test]
+fn a_restart_keeps_the_ledger_and_records_the_gap_and_bad_state_starts_fresh() {
+    if !privileged("a_restart_keeps_the_ledger_and_records_the_gap_and_bad_state_starts_fresh") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let edit = |c: &mut Config| {
+        c.unused_after = "1s".into();
+        c.state_dir = state.path().to_string_lossy().into_owned();
+    };
+    let mut h = Harness::start_with(edit);
+    let (_, results) = h.run(&h.container(&["open:/etc/db/password"]));
+    assert_eq!(results[0].1, "ok");
+    wait("the read in the ledger", || {
+        let (_, keys) = get(&h, &format!("/v1/usage/pods/{POD}"));
+        keys.as_array().is_some_and(|k| !k.is_empty())
+    });
+    let restart = |h: &mut Harness| {
+        h.collector.take().expect("running").stop();
+        let mut cfg = common::default_config(&h.sb);
+        edit(&mut cfg);
+        let (collector, events) = Collector::start_with_channel(&cfg).expect("restarts");
+        h.collector = Some(collector);
+        h.events = events;
+    };
+    restart(&mut h);
+    let file = state.path().join("usage-ledger.json");
+    assert!(file.exists(), "saved at stop");
+
+    // The read before the restart is still there; the downtime is a gap and a loss.
+    let (_, keys) = get(&h, &format!("/v1/usage/pods/{POD}"));
+    let password = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == "password")
+        .unwrap_or_else(|| panic!("{keys:#}"));
+    assert_eq!(password["reads"], 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, report) = get(&h, "/v1/usage/unread");
+    assert_eq!(
+        report["gaps"].as_array().map(Vec::len),
+        Some(1),
+        "{report:#}"
+    );
+    let db = mount(&report, "db-creds").unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(strings(&db["keys_read"]), ["password"]);
+    assert_eq!(db["evidence"]["status"], "unknown", "{db:#}");
+    assert_eq!(strings(&db["evidence"]["reasons"]), ["collector_down"]);
+    // A stretch of unused_after after the restart is complete again.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, report) = get(&h, "/v1/usage/unread");
+    let db = mount(&report, "db-creds").unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(db["evidence"]["status"], "complete", "{db:#}");
+
+    // A corrupt state: the collector starts, with an empty ledger.
+    h.collector.take().expect("running").stop();
+    std::fs::write(&file, b"{\"version\": 1, \"keys\": [oops").unwrap();
+    let mut cfg = common::default_config(&h.sb);
+    edit(&mut cfg);
+    let (collector, events) = Collector::start_with_channel(&cfg).expect("starts fresh");
+    h.collector = Some(collector);
+    h.events = events;
+    let (status, keys) = get(&h, &format!("/v1/usage/pods/{POD}"));
+    assert_eq!((status, keys), (200, serde_json::json!([])));
+}
+
+/// The cluster-wide question of docs/metrics.md, "which Secrets and
+/// ConfigMaps are mounted somewhere and read nowhere", as documented.
+const MOUNTED_READ_NOWHERE: &str = r#"sum by (namespace, kind, name) (max_over_time(kernel_monitor_object_mounting_pods[7d]))
+unless on (namespace, kind, name)
+(sum by (namespace, kind, name) (max_over_time(kernel_monitor_object_reading_pods[7d])) > 0)"#;
+
+#[test]
+fn two_nodes_scraped_by_prometheus_answer_mounted_somewhere_read_nowhere() {
+    let test = "two_nodes_scraped_by_prometheus_answer_mounted_somewhere_read_nowhere";
+    if !privileged(test) {
+        return;
+    }
+    let Some(bin) = common::receivers::prometheus(test) else {
+        return;
+    };
+    // Two "nodes", each a collector on its own kubelet tree with the demo pod.
+    // (Each has its own fake API server: no node selector needed.)
+    let node = |cid: &str| Harness::with_fake_api(cid, |c| c.metrics_listen = "127.0.0.1:0".into());
+    let (mut a, _api_a, _rt_a) = node(&"a1".repeat(32));
+    let (b, _api_b, _rt_b) = node(&"b2".repeat(32));
+    // On node a the pod reads its ConfigMap; on node b nothing is read.
+    let mut args = a.container(&["open:/etc/config/app.yaml"]);
+    args.cgroup = Some(
+        a.sb.make_cgroup(&pod_cgroup("burstable", &"a1".repeat(32)))
+            .unwrap(),
+    );
+    let (_, results) = a.run(&args);
+    assert_eq!(results[0].1, "ok");
+    wait("the read in node a's ledger", || {
+        let (_, keys) = get(&a, &format!("/v1/usage/pods/{POD}"));
+        keys.as_array().is_some_and(|k| !k.is_empty())
+    });
+    let addr = |h: &Harness| h.collector().api().unwrap().metrics_addr.expect("metrics");
+    let prom = common::receivers::Prometheus::start_scraping(&bin, &[addr(&a), addr(&b)]);
+    prom.wait_for_value(
+        r#"count(kernel_monitor_object_reading_pods{name="app-settings"} > 0)"#,
+        1.0,
+        Duration::from_secs(30),
+    )
+    .expect("node a's read scraped");
+    prom.wait_for_value(
+        r#"sum(kernel_monitor_object_mounting_pods{name="db-credentials"})"#,
+        2.0,
+        Duration::from_secs(30),
+    )
+    .expect("both nodes scraped");
+    let mut found: Vec<String> = prom
+        .query(MOUNTED_READ_NOWHERE)
+        .expect("the query runs")
+        .iter()
+        .map(|s| {
+            let m = &s["metric"];
+            format!("{} {} {}", m["namespace"], m["kind"], m["name"]).replace('"', "")
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "payments ConfigMap kube-root-ca.crt",
+            "payments Secret db-credentials"
+        ],
+        "mounted on both nodes; app-settings was read on node a"
+    );
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    assert!(
+        docs.contains(MOUNTED_READ_NOWHERE),
+        "the query is the documented one"
+    );
 }

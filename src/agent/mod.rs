@@ -179,6 +179,9 @@ impl Collector {
         let event_logs = start_event_logs(config, &telemetry, &mut outputs)?;
         let output_stats: Vec<Arc<OutputStats>> =
             outputs.iter().map(|o| Arc::clone(o.stats())).collect();
+        // The ledger's queue is a sink of the fan-out, not an output: its
+        // losses are the ledger's evidence, not the outputs' health.
+        let (usage, ledger) = start_usage(config, &s, &k.stats, &mut outputs)?;
         let watched = output_stats.clone();
         s.health.check(Box::new(move || {
             crate::output::conditions(&watched, crate::output::STALL_AFTER)
@@ -195,13 +198,11 @@ impl Collector {
             outputs: output_stats.clone(),
             watch: Arc::clone(&watch.stats),
             listeners: Arc::clone(&listener_stats),
+            usage: Arc::clone(&usage),
         };
         crate::output::metrics::observe(&meter, &sources);
         let heartbeat = Arc::new(Heartbeat::default());
         heartbeat.beat();
-        // The ledger's queue is a sink of the fan-out, not an output: its
-        // losses are the ledger's evidence, not the outputs' health.
-        let (usage, ledger) = start_usage(config, &s, &k.stats, &mut outputs)?;
         let fanout = Fanout {
             sinks: outputs,
             metrics: AccessMetrics::new(&meter, config.metrics_access_labels.clone()),

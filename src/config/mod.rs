@@ -97,6 +97,9 @@ pub struct Config {
     /// A watched volume is reported unread (files never read) once it has
     /// been watched this long: a duration such as `24h`, `90m`, `7d`.
     pub unused_after: String,
+    /// Directory where the usage ledger is saved, so a restart keeps it
+    /// (an absolute path); `off`: in memory only.
+    pub state_dir: String,
     /// Report failed opens on kubelet volume paths.
     pub report_failed_opens: bool,
     pub kubelet_writes: KubeletWrites,
@@ -209,6 +212,7 @@ impl Default for Config {
             flush_interval_ms: 50,
             buffer_size: 4096,
             unused_after: "24h".into(),
+            state_dir: "off".into(),
             report_failed_opens: true,
             kubelet_writes: KubeletWrites::Report,
             kubelet_process_names: vec!["kubelet".into()],
@@ -372,6 +376,8 @@ mod tests {
         );
         assert_eq!(Config::default().repeat_window_ms, 1000);
         assert_eq!(key("unused_after: soon\n"), "unused_after");
+        assert_eq!(key("state_dir: relative/dir\n"), "state_dir");
+        assert_eq!(Config::default().state_dir_path().unwrap(), None);
         assert_eq!(key("unused_after: 0s\n"), "unused_after");
         assert_eq!(key("unused_after: 400d\n"), "unused_after");
         assert_eq!(

@@ -29,6 +29,21 @@ impl Config {
         Ok(d)
     }
 
+    /// `state_dir` as a path; `None` for `off`.
+    pub fn state_dir_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+        if self.state_dir == "off" {
+            return Ok(None);
+        }
+        let path = PathBuf::from(&self.state_dir);
+        if !path.is_absolute() {
+            return Err(invalid(
+                "state_dir",
+                format!("must be an absolute path or off, got {:?}", self.state_dir),
+            ));
+        }
+        Ok(Some(path))
+    }
+
     /// Checks values that parse but make no sense; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_kernel()?;
@@ -80,6 +95,7 @@ impl Config {
             return Err(invalid("buffer_size", "must be at least 1"));
         }
         self.unused_after_duration()?;
+        self.state_dir_path()?;
         if self.rescan_interval_ms < 100 {
             return Err(invalid(
                 "rescan_interval_ms",

@@ -21,7 +21,9 @@ pub struct Workload {
 }
 
 /// Kind of object a file of a volume comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 pub enum SourceKind {
     Secret,
     ConfigMap,

@@ -29,6 +29,8 @@ use crate::model::pod::SourceKind;
 use crate::model::settings::AccessLabel;
 use crate::model::stats::{KernelStats, ListenerCounters, ListenerStats, UserStats};
 use crate::model::volume::VolumeType;
+use crate::usage::answers::ObjectUsage;
+use crate::usage::Usage;
 
 /// Bucket bounds of `kernel_monitor_processing_duration_ms`, in ms.
 const DURATION_BUCKETS_MS: [f64; 16] = [
@@ -254,6 +256,8 @@ pub struct Sources {
     pub watch: Arc<WatchStats>,
     /// Connection counters of the HTTP listeners.
     pub listeners: Arc<ListenerStats>,
+    /// The usage ledger's answers.
+    pub usage: Arc<Usage>,
 }
 
 fn get(a: &AtomicU64) -> u64 {
@@ -274,6 +278,64 @@ pub fn observe(meter: &Meter, s: &Sources) {
     observe_volumes(meter, s);
     observe_listeners(meter, s);
     observe_correlation(meter, s);
+    observe_usage(meter, s);
+}
+
+/// A per-object gauge: name, description, field.
+type ObjectGauge = (&'static str, &'static str, fn(&ObjectUsage) -> u64);
+
+/// Per Secret and ConfigMap on this node (labels namespace, kind, name;
+/// never a pod): pods mounting it, pods that read it, mounts with keys
+/// never read.
+fn observe_usage(meter: &Meter, s: &Sources) {
+    // One computation serves the three gauges of a collection.
+    let usage = Arc::clone(&s.usage);
+    let latest = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gauges: [ObjectGauge; 3] = [
+        (
+            "kernel_monitor_object_mounting_pods",
+            "Pods on this node that mount the Secret or ConfigMap (any of its keys)",
+            |o| o.mounting_pods,
+        ),
+        (
+            "kernel_monitor_object_reading_pods",
+            "Pods on this node that read at least one key of the Secret or ConfigMap since the collector watches them",
+            |o| o.reading_pods,
+        ),
+        (
+            "kernel_monitor_object_unread_mounts",
+            "Mounts on this node of the Secret or ConfigMap with keys never read, watched for at least unused_after with complete evidence",
+            |o| o.unread_mounts,
+        ),
+    ];
+    for (i, (name, description, field)) in gauges.into_iter().enumerate() {
+        let (usage, latest) = (Arc::clone(&usage), Arc::clone(&latest));
+        meter
+            .u64_observable_gauge(name)
+            .with_description(description)
+            .with_callback(move |o| {
+                let mut objects = latest.lock().unwrap_or_else(|e| e.into_inner());
+                // The first gauge of a collection recomputes.
+                if i == 0 {
+                    *objects = usage.objects();
+                }
+                for obj in objects.iter() {
+                    let kind = match obj.kind {
+                        SourceKind::Secret => "Secret",
+                        _ => "ConfigMap",
+                    };
+                    o.observe(
+                        field(obj),
+                        &[
+                            KeyValue::new("namespace", obj.namespace.clone()),
+                            KeyValue::new("kind", kind),
+                            KeyValue::new("name", obj.name.clone()),
+                        ],
+                    );
+                }
+            })
+            .build();
+    }
 }
 
 /// The kernel programs' counters, exported as they are.

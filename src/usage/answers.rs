@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ledger::{FileKey, Ledger};
+use super::ledger::{FileKey, Gap, Ledger};
 use crate::enrich::pods::{PodMeta, PodMetadata};
 use crate::enrich::volumes::Volume;
 use crate::model::pod::{FileSource, SourceKind, Workload};
@@ -27,16 +27,18 @@ pub enum EvidenceStatus {
 /// How sure a "never read" is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Evidence {
-    /// RFC 3339: the window's start, when the collector began to watch the
-    /// volume (its mount, or the collector's start if it was mounted before).
+    /// RFC 3339: the window's start. `complete`: the start of the stretch
+    /// without losses that ends now (the volume's watch, or the latest
+    /// loss); `unknown`: when the collector began to watch the volume.
     pub since: String,
-    /// Seconds the window covers.
+    /// Seconds the window covers (up to now).
     pub window_secs: u64,
     /// `complete`: the collector saw every access in the window, so "never
     /// read" is a fact; `unknown`: accesses were lost in it (`reasons`), so
     /// a read may have been missed.
     pub status: EvidenceStatus,
-    /// Loss reasons in the window (counter names, e.g. `ring_buffer_full`).
+    /// `unknown`: the loss reasons since the volume is watched (counter
+    /// names such as `ring_buffer_full`, or `collector_down`).
     pub reasons: Vec<String>,
 }
 
@@ -74,6 +76,10 @@ pub struct UnreadReport {
     /// A volume is listed once it has been watched this long (`unused_after`).
     pub unused_after_secs: u64,
     pub mounts: Vec<UnreadMount>,
+    /// Times the collector was down (Unix seconds), from its saved state;
+    /// the most recent last.
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
 }
 
 /// Volumes watched for at least `unused_after` whose files were not all
@@ -87,11 +93,143 @@ pub fn unread(
 ) -> Vec<UnreadMount> {
     let mut out: Vec<UnreadMount> = volumes
         .iter()
-        .filter(|v| now.duration_since(v.watched_since).unwrap_or_default() >= unused_after)
-        .filter_map(|v| unread_of(ledger, v, pods.pod(&v.pod_uid).as_deref(), now))
+        .filter_map(|v| {
+            let since = ledger.watched_since(&v.pod_uid, &v.name)?;
+            let window = Window {
+                since,
+                now,
+                unused_after,
+            };
+            (window.length(since) >= unused_after).then_some((v, window))
+        })
+        .filter_map(|(v, w)| unread_of(ledger, v, pods.pod(&v.pod_uid).as_deref(), w))
         .collect();
     out.sort_by(|a, b| (&a.pod_uid, &a.volume).cmp(&(&b.pod_uid, &b.volume)));
     out
+}
+
+/// One Secret or ConfigMap on this node: the pods that mount it, those that
+/// read any of its keys, and its mounts with keys never read (complete
+/// evidence only). Objects are known from the pods' specs: none in
+/// standalone mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ObjectUsage {
+    pub namespace: String,
+    /// `Secret` or `ConfigMap`.
+    pub kind: SourceKind,
+    pub name: String,
+    pub mounting_pods: u64,
+    pub reading_pods: u64,
+    pub unread_mounts: u64,
+}
+
+/// Per Secret and ConfigMap: how many pods mount it, read it, and mount it
+/// with keys never read (the [`unread`] answer with complete evidence).
+pub fn objects(
+    ledger: &Ledger,
+    volumes: &[std::sync::Arc<Volume>],
+    pods: &dyn PodMetadata,
+    unread: &[UnreadMount],
+) -> Vec<ObjectUsage> {
+    use std::collections::{BTreeMap, HashSet};
+    type Id = (String, SourceKind, String);
+    let mut mounting: BTreeMap<Id, HashSet<&str>> = BTreeMap::new();
+    let mut reading: BTreeMap<Id, HashSet<&str>> = BTreeMap::new();
+    let mut unread_mounts: BTreeMap<Id, u64> = BTreeMap::new();
+    for v in volumes {
+        let Some(pod) = pods.pod(&v.pod_uid) else {
+            continue;
+        };
+        let mut unread_here: HashSet<Id> = HashSet::new();
+        let listed = unread.iter().find(|m| {
+            m.pod_uid == v.pod_uid
+                && m.volume == v.name
+                && m.evidence.status == EvidenceStatus::Complete
+        });
+        for key in v.files.values().collect::<BTreeSet<_>>() {
+            let Some(id) = object_of(&pod, &v.name, key) else {
+                continue;
+            };
+            mounting.entry(id.clone()).or_default().insert(&v.pod_uid);
+            let file = FileKey {
+                pod_uid: v.pod_uid.clone(),
+                volume: v.name.clone(),
+                key: key.clone(),
+            };
+            if ledger.usage(&file).is_some_and(|u| u.reads > 0) {
+                reading.entry(id.clone()).or_default().insert(&v.pod_uid);
+            }
+            if listed.is_some_and(|m| m.keys_never_read.iter().any(|k| &k.key == key)) {
+                unread_here.insert(id);
+            }
+        }
+        for id in unread_here {
+            *unread_mounts.entry(id).or_default() += 1;
+        }
+    }
+    mounting
+        .into_iter()
+        .map(|(id, pods)| ObjectUsage {
+            reading_pods: reading.get(&id).map_or(0, |r| r.len() as u64),
+            unread_mounts: unread_mounts.get(&id).copied().unwrap_or(0),
+            mounting_pods: pods.len() as u64,
+            namespace: id.0,
+            kind: id.1,
+            name: id.2,
+        })
+        .collect()
+}
+
+/// The Secret or ConfigMap (namespace, kind, name) behind file `key` of volume `volume`.
+fn object_of(pod: &PodMeta, volume: &str, key: &str) -> Option<(String, SourceKind, String)> {
+    let source = pod.source_of(volume, key)?;
+    if !matches!(source.kind, SourceKind::Secret | SourceKind::ConfigMap) {
+        return None;
+    }
+    Some((
+        pod.namespace.to_string(),
+        source.kind,
+        source.name?.to_string(),
+    ))
+}
+
+/// A volume's window: watched since `since`, up to `now`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    since: SystemTime,
+    now: SystemTime,
+    unused_after: Duration,
+}
+
+impl Window {
+    fn length(&self, from: SystemTime) -> Duration {
+        self.now.duration_since(from).unwrap_or_default()
+    }
+
+    /// Complete when the stretch since the latest loss (or since the watch
+    /// began) is at least `unused_after` long; else unknown, with the
+    /// reasons of the losses since the watch began.
+    fn evidence(&self, ledger: &Ledger) -> Evidence {
+        let clean_since = ledger
+            .latest_loss()
+            .map_or(self.since, |loss| loss.max(self.since));
+        let complete = self.length(clean_since) >= self.unused_after;
+        let since = if complete { clean_since } else { self.since };
+        Evidence {
+            since: rfc3339(since),
+            window_secs: self.length(since).as_secs(),
+            status: if complete {
+                EvidenceStatus::Complete
+            } else {
+                EvidenceStatus::Unknown
+            },
+            reasons: if complete {
+                Vec::new()
+            } else {
+                ledger.losses_since(self.since)
+            },
+        }
+    }
 }
 
 /// The unread files of one volume, if any.
@@ -99,7 +237,7 @@ fn unread_of(
     ledger: &Ledger,
     v: &Volume,
     pod: Option<&PodMeta>,
-    now: SystemTime,
+    window: Window,
 ) -> Option<UnreadMount> {
     let files: BTreeSet<&String> = v.files.values().collect();
     let (read, never): (Vec<&String>, Vec<&String>) = files.into_iter().partition(|k| {
@@ -113,20 +251,7 @@ fn unread_of(
     if never.is_empty() {
         return None;
     }
-    let reasons = ledger.losses_since(v.watched_since);
-    let evidence = Evidence {
-        since: rfc3339(v.watched_since),
-        window_secs: now
-            .duration_since(v.watched_since)
-            .unwrap_or_default()
-            .as_secs(),
-        status: if reasons.is_empty() {
-            EvidenceStatus::Complete
-        } else {
-            EvidenceStatus::Unknown
-        },
-        reasons: reasons.into_iter().map(str::to_string).collect(),
-    };
+    let evidence = window.evidence(ledger);
     let keys_never_read: Vec<UnreadKey> = never
         .iter()
         .map(|k| UnreadKey {
@@ -190,7 +315,7 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Arc;
 
-    fn volume(name: &str, keys: &[&str], since: SystemTime) -> Arc<Volume> {
+    fn volume(name: &str, keys: &[&str]) -> Arc<Volume> {
         Arc::new(Volume {
             id: 1,
             pod_uid: "pod-1".into(),
@@ -204,7 +329,6 @@ mod tests {
                 .enumerate()
                 .map(|(i, k)| (i as u64 + 10, k.to_string()))
                 .collect::<HashMap<_, _>>(),
-            watched_since: since,
         })
     }
 
@@ -233,15 +357,13 @@ mod tests {
     fn unread_keys_of_old_enough_volumes_with_their_evidence_and_suggestion() {
         let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
         let mut l = Ledger::new(Default::default());
-        let creds = volume("creds", &["a", "b", "c"], t(100));
-        let young = volume("young", &["x"], t(190));
-        let token = volume(
-            "kube-api-access-x1",
-            &["token", "ca.crt", "namespace"],
-            t(100),
-        );
-        read(&mut l, "creds", "a");
+        let creds = volume("creds", &["a", "b", "c"]);
+        let token = volume("kube-api-access-x1", &["token", "ca.crt", "namespace"]);
+        l.sync_volumes(&[Arc::clone(&creds), Arc::clone(&token)], t(100));
+        let young = volume("young", &["x"]);
         let vols = [creds, young, token];
+        l.sync_volumes(&vols, t(190));
+        read(&mut l, "creds", "a");
         let found = unread(&l, &vols, &NoMetadata, Duration::from_secs(60), t(200));
         assert_eq!(found.len(), 2, "{found:#?}");
         let c = &found[0];
@@ -267,5 +389,46 @@ mod tests {
         assert_eq!(found[0].evidence.status, EvidenceStatus::Unknown);
         assert_eq!(found[0].evidence.reasons, ["ring_buffer_full"]);
         assert_eq!(found[0].suggestion, None);
+        // Once the stretch after the loss is long enough, the claim holds again.
+        let found = unread(&l, &vols, &NoMetadata, Duration::from_secs(60), t(215));
+        assert_eq!(
+            (found[0].evidence.status, found[0].evidence.window_secs),
+            (EvidenceStatus::Complete, 65)
+        );
+        assert!(found[0].suggestion.is_some());
+    }
+
+    #[test]
+    fn a_restart_keeps_the_reads_and_its_downtime_is_a_gap_and_a_loss() {
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let mut l = Ledger::new(Default::default());
+        let creds = volume("creds", &["a", "b"]);
+        l.sync_volumes(&[Arc::clone(&creds)], t(100));
+        read(&mut l, "creds", "a");
+        let saved = l.state(t(500));
+        let back = serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
+        let mut l = Ledger::restore(Default::default(), back, t(700));
+        l.sync_volumes(&[Arc::clone(&creds)], t(701));
+        assert_eq!(
+            l.watched_since("pod-1", "creds"),
+            Some(t(100)),
+            "the same mount"
+        );
+        assert_eq!(l.gaps(), [Gap { from: 500, to: 700 }]);
+        let found = unread(
+            &l,
+            &[Arc::clone(&creds)],
+            &NoMetadata,
+            Duration::from_secs(60),
+            t(720),
+        );
+        let e = &found[0].evidence;
+        assert_eq!(
+            (e.status, e.reasons.clone()),
+            (EvidenceStatus::Unknown, vec!["collector_down".to_string()])
+        );
+        assert_eq!(found[0].keys_read, ["a"], "reads before the restart count");
+        let found = unread(&l, &[creds], &NoMetadata, Duration::from_secs(60), t(760));
+        assert_eq!(found[0].evidence.status, EvidenceStatus::Complete);
     }
 }

@@ -11,15 +11,22 @@
 //! Evidence: an answer "never read" covers a window that ends now, so it is
 //! complete exactly when no loss happened at or after the window's start.
 //! The ledger therefore keeps, per loss reason, the time of the latest loss
-//! (and a total), which is all any window needs.
+//! (and a total), which is all any window needs. It also keeps when it
+//! began to watch each volume ([`Ledger::sync_volumes`]), and the gaps when
+//! the collector was down (a restart is a loss of reason
+//! [`COLLECTOR_DOWN`]); [`Ledger::state`] and [`Ledger::restore`] carry all
+//! of it across a restart ([`super::state`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::SystemTime;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::enrich::volumes::Volume;
 use crate::model::event::{AccessEvent, KUBELET_WRITE};
+use crate::model::volume::FileId;
 
 /// Bounds of the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +47,7 @@ impl Default for LedgerSettings {
 }
 
 /// One file of one pod's volume.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 pub struct FileKey {
     pub pod_uid: String,
     /// The pod's volume name.
@@ -50,7 +57,7 @@ pub struct FileKey {
 }
 
 /// A distinct reader of a key: its container (by name, else id), command and uid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Reader {
     /// Container name from the pod spec, else the runtime id; null for a host process.
     pub container: Option<String>,
@@ -64,7 +71,7 @@ pub struct Reader {
 }
 
 /// What was seen of one key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeyUsage {
     /// Successful opens (a summary of repeated opens counts all of them).
     pub reads: u64,
@@ -86,28 +93,87 @@ pub struct LossRecord {
     pub latest: SystemTime,
 }
 
+/// A watched volume as the ledger knows it: its directory and since when it is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Watched {
+    dir: FileId,
+    since: SystemTime,
+}
+
 /// The ledger.
 #[derive(Debug)]
 pub struct Ledger {
     settings: LedgerSettings,
     keys: HashMap<FileKey, KeyUsage>,
+    /// (pod UID, volume name) -> when the ledger began to watch it.
+    volumes: HashMap<(String, String), Watched>,
     /// Reason -> its losses (reasons are the counters' names).
-    losses: BTreeMap<&'static str, LossRecord>,
+    losses: BTreeMap<String, LossRecord>,
     /// The cumulative counters as last seen by [`Ledger::note_counters`].
     counters: BTreeMap<&'static str, u64>,
+    /// Times the collector was down, oldest first (at most [`MAX_GAPS`]).
+    gaps: Vec<Gap>,
 }
 
 /// Loss reason of accesses the ledger itself could not hold (it was full).
 pub const LEDGER_FULL: &str = "ledger_full";
+/// Loss reason of the time the collector was down (between the last saved
+/// state and the restart).
+pub const COLLECTOR_DOWN: &str = "collector_down";
+/// Most gaps kept.
+pub const MAX_GAPS: usize = 32;
 
 impl Ledger {
     pub fn new(settings: LedgerSettings) -> Self {
         Self {
             settings,
             keys: HashMap::new(),
+            volumes: HashMap::new(),
             losses: BTreeMap::new(),
             counters: BTreeMap::new(),
+            gaps: Vec::new(),
         }
+    }
+
+    /// Follows the watched volumes: a volume seen for the first time (or
+    /// mounted anew: another directory) is watched from `now`; volumes gone
+    /// are forgotten, with the keys of pods that have no volume left.
+    pub fn sync_volumes(&mut self, volumes: &[Arc<Volume>], now: SystemTime) {
+        let mut present = HashSet::with_capacity(volumes.len());
+        for v in volumes {
+            let id = (v.pod_uid.clone(), v.name.clone());
+            let watched = self.volumes.entry(id.clone()).or_insert(Watched {
+                dir: v.dir,
+                since: now,
+            });
+            if watched.dir != v.dir {
+                *watched = Watched {
+                    dir: v.dir,
+                    since: now,
+                };
+            }
+            present.insert(id);
+        }
+        self.volumes.retain(|id, _| present.contains(id));
+        let pods: HashSet<&str> = present.iter().map(|(pod, _)| pod.as_str()).collect();
+        self.keys.retain(|k, _| pods.contains(k.pod_uid.as_str()));
+    }
+
+    /// Since when volume `name` of pod `pod_uid` is watched (after [`Ledger::sync_volumes`]).
+    pub fn watched_since(&self, pod_uid: &str, name: &str) -> Option<SystemTime> {
+        self.volumes
+            .get(&(pod_uid.to_string(), name.to_string()))
+            .map(|w| w.since)
+    }
+
+    /// The time of the latest loss of any reason.
+    pub fn latest_loss(&self) -> Option<SystemTime> {
+        self.losses.values().map(|r| r.latest).max()
+    }
+
+    /// The times the collector was down, oldest first.
+    pub fn gaps(&self) -> &[Gap] {
+        &self.gaps
     }
 
     /// Records an access event (kubelet writes and events without a key are not accesses of a key).
@@ -151,8 +217,8 @@ impl Ledger {
         }
     }
 
-    fn lose(&mut self, reason: &'static str, n: u64, now: SystemTime) {
-        let r = self.losses.entry(reason).or_insert(LossRecord {
+    fn lose(&mut self, reason: &str, n: u64, now: SystemTime) {
+        let r = self.losses.entry(reason.to_string()).or_insert(LossRecord {
             total: 0,
             latest: now,
         });
@@ -162,11 +228,11 @@ impl Ledger {
 
     /// The reasons of losses at or after `since`: empty when a window
     /// from `since` to now saw everything.
-    pub fn losses_since(&self, since: SystemTime) -> Vec<&'static str> {
+    pub fn losses_since(&self, since: SystemTime) -> Vec<String> {
         self.losses
             .iter()
             .filter(|(_, r)| r.latest >= since)
-            .map(|(&reason, _)| reason)
+            .map(|(reason, _)| reason.clone())
             .collect()
     }
 
@@ -186,9 +252,75 @@ impl Ledger {
         v
     }
 
-    /// Forgets the keys of pods that `keep` rejects (pods gone from the node).
-    pub fn retain_pods(&mut self, keep: impl Fn(&str) -> bool) {
-        self.keys.retain(|k, _| keep(&k.pod_uid));
+    /// What a restart needs, saved at `now`.
+    pub fn state(&self, now: SystemTime) -> LedgerState {
+        LedgerState {
+            version: LedgerState::VERSION,
+            saved_at: unix(now),
+            keys: self
+                .keys
+                .iter()
+                .map(|(k, u)| (k.clone(), u.clone()))
+                .collect(),
+            volumes: self
+                .volumes
+                .iter()
+                .map(|((pod_uid, volume), w)| SavedVolume {
+                    pod_uid: pod_uid.clone(),
+                    volume: volume.clone(),
+                    dev: w.dir.dev,
+                    ino: w.dir.ino,
+                    since: unix(w.since),
+                })
+                .collect(),
+            losses: self
+                .losses
+                .iter()
+                .map(|(reason, r)| SavedLoss {
+                    reason: reason.clone(),
+                    total: r.total,
+                    latest: unix(r.latest),
+                })
+                .collect(),
+            gaps: self.gaps.clone(),
+        }
+    }
+
+    /// A ledger from a saved state, restarted at `now`: the time since the
+    /// state was saved is a gap, and a loss (the collector saw nothing then).
+    pub fn restore(settings: LedgerSettings, state: LedgerState, now: SystemTime) -> Self {
+        let mut ledger = Self::new(settings);
+        ledger.keys = state.keys.into_iter().take(settings.max_keys).collect();
+        ledger.volumes = state
+            .volumes
+            .into_iter()
+            .map(|v| {
+                let watched = Watched {
+                    dir: FileId {
+                        dev: v.dev,
+                        ino: v.ino,
+                    },
+                    since: from_unix(v.since),
+                };
+                ((v.pod_uid, v.volume), watched)
+            })
+            .collect();
+        for l in state.losses {
+            let record = LossRecord {
+                total: l.total,
+                latest: from_unix(l.latest),
+            };
+            ledger.losses.insert(l.reason, record);
+        }
+        ledger.gaps = state.gaps;
+        ledger.gaps.push(Gap {
+            from: state.saved_at,
+            to: unix(now),
+        });
+        let excess = ledger.gaps.len().saturating_sub(MAX_GAPS);
+        ledger.gaps.drain(..excess);
+        ledger.lose(COLLECTOR_DOWN, 1, now);
+        ledger
     }
 
     /// Number of keys held.
@@ -200,6 +332,63 @@ impl Ledger {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+}
+
+/// Seconds since the Unix epoch.
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn from_unix(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// A time the collector was down: from the last saved state to the restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Gap {
+    /// Unix seconds: the state was last saved.
+    pub from: u64,
+    /// Unix seconds: the collector started again.
+    pub to: u64,
+}
+
+/// A watched volume, and since when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedVolume {
+    pub pod_uid: String,
+    pub volume: String,
+    /// The volume directory's device and inode: another directory is a new mount.
+    pub dev: u32,
+    pub ino: u64,
+    pub since: u64,
+}
+
+/// The losses of one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedLoss {
+    pub reason: String,
+    pub total: u64,
+    /// Unix seconds of the latest.
+    pub latest: u64,
+}
+
+/// Everything the ledger needs after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerState {
+    pub version: u32,
+    /// Unix seconds.
+    pub saved_at: u64,
+    pub keys: Vec<(FileKey, KeyUsage)>,
+    pub volumes: Vec<SavedVolume>,
+    pub losses: Vec<SavedLoss>,
+    pub gaps: Vec<Gap>,
+}
+
+impl LedgerState {
+    /// The version this collector writes and reads.
+    pub const VERSION: u32 = 1;
 }
 
 /// Adds a successful open (or a summary of them) to `usage`.
@@ -244,7 +433,6 @@ fn first_time(ev: &AccessEvent) -> &str {
 mod tests {
     use super::*;
     use crate::model::event::{ContainerRef, ProcessInfo, Repeats};
-    use std::time::Duration;
 
     fn event(key: &str, result: &str, command: &str, ts: &str) -> AccessEvent {
         AccessEvent {
@@ -340,7 +528,7 @@ mod tests {
         assert!(l.losses_since(t0).is_empty());
         l.record(&event("b", "ok", "app", "t2"), t0);
         assert_eq!(l.len(), 1);
-        assert_eq!(l.losses_since(t0), [LEDGER_FULL]);
+        assert_eq!(l.losses_since(t0), [LEDGER_FULL.to_string()]);
         assert!(l.losses_since(t0 + Duration::from_secs(1)).is_empty());
     }
 
@@ -352,7 +540,7 @@ mod tests {
         assert!(l.losses_since(t(0)).is_empty());
         l.note_counters(&[("ring_buffer_full", 5), ("decode_error", 0)], t(20));
         l.note_counters(&[("ring_buffer_full", 5), ("decode_error", 0)], t(30));
-        assert_eq!(l.losses_since(t(20)), ["ring_buffer_full"]);
+        assert_eq!(l.losses_since(t(20)), ["ring_buffer_full".to_string()]);
         assert!(
             l.losses_since(t(21)).is_empty(),
             "a window after the loss is complete"

@@ -7,12 +7,16 @@
 //! A full queue is a loss like a kernel drop: the ledger notes every loss
 //! counter's increase ([`LossCounters`]), and an answer "never read" is
 //! only complete when no loss happened in its window. [`Usage`] is what the
-//! API reads: the ledger, the watched volumes and the pod metadata.
+//! API reads: the ledger, the watched volumes and the pod metadata. With a
+//! state directory the ledger is saved every minute and at stop
+//! ([`state`]), and a restart continues it, the downtime a gap.
 
 pub mod answers;
 pub mod ledger;
 pub mod report;
+pub mod state;
 
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -26,11 +30,13 @@ use crate::enrich::volumes::VolumeRegistry;
 use crate::model::event::AccessEvent;
 
 /// Settings of the usage answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageSettings {
     pub ledger: LedgerSettings,
     /// A volume is reported unread once it has been watched this long.
     pub unused_after: Duration,
+    /// Where the ledger is saved (`None`: in memory only).
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for UsageSettings {
@@ -38,6 +44,7 @@ impl Default for UsageSettings {
         Self {
             ledger: LedgerSettings::default(),
             unused_after: Duration::from_secs(24 * 3600),
+            state_file: None,
         }
     }
 }
@@ -45,9 +52,11 @@ impl Default for UsageSettings {
 /// Cumulative loss counters, by name: what the ledger may have missed.
 pub type LossCounters = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
 
-/// How often the ledger thread notes the loss counters and forgets pods
-/// whose volumes are gone.
+/// How often the ledger thread notes the loss counters and follows the
+/// watched volumes.
 const TICK: Duration = Duration::from_secs(1);
+/// How often the ledger is saved (and at stop).
+const SAVE_EVERY: Duration = Duration::from_secs(60);
 
 /// The ledger and what its answers need.
 pub struct Usage {
@@ -56,6 +65,7 @@ pub struct Usage {
     registry: Arc<VolumeRegistry>,
     pods: Arc<dyn PodMetadata>,
     unused_after: Duration,
+    state_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Usage {
@@ -82,12 +92,36 @@ impl Usage {
         registry: Arc<VolumeRegistry>,
         pods: Arc<dyn PodMetadata>,
     ) -> Self {
+        let now = SystemTime::now();
+        let mut ledger = match settings.state_file.as_deref().map(state::load) {
+            Some(Ok(Some(saved))) => Ledger::restore(settings.ledger, saved, now),
+            Some(Err(e)) => {
+                tracing::warn!(
+                    error = %crate::logging::chain(&e),
+                    "the usage ledger starts empty: its saved state cannot be used"
+                );
+                Ledger::new(settings.ledger)
+            }
+            Some(Ok(None)) | None => Ledger::new(settings.ledger),
+        };
+        ledger.sync_volumes(&registry.volumes(), now);
         Self {
-            ledger: Mutex::new(Ledger::new(settings.ledger)),
+            ledger: Mutex::new(ledger),
             counters,
             registry,
             pods,
             unused_after: settings.unused_after,
+            state_file: settings.state_file,
+        }
+    }
+
+    /// Saves the ledger, when it has a state file (a failure is logged:
+    /// the ledger goes on in memory).
+    pub fn save(&self) {
+        let Some(path) = &self.state_file else { return };
+        let state = self.ledger().state(SystemTime::now());
+        if let Err(e) = state::save(path, &state) {
+            tracing::warn!(error = %crate::logging::chain(&e), "the usage ledger was not saved");
         }
     }
 
@@ -108,18 +142,24 @@ impl Usage {
     /// Watched volumes with files never read (losses noted up to now first).
     pub fn unread(&self) -> UnreadReport {
         let now = SystemTime::now();
+        let volumes = self.registry.volumes();
         let mut ledger = self.ledger();
         self.note_losses(&mut ledger, now);
+        ledger.sync_volumes(&volumes, now);
         UnreadReport {
             unused_after_secs: self.unused_after.as_secs(),
-            mounts: answers::unread(
-                &ledger,
-                &self.registry.volumes(),
-                &*self.pods,
-                self.unused_after,
-                now,
-            ),
+            mounts: answers::unread(&ledger, &volumes, &*self.pods, self.unused_after, now),
+            gaps: ledger.gaps().to_vec(),
         }
+    }
+
+    /// Per Secret and ConfigMap on this node: pods mounting it, reading it,
+    /// and its mounts with keys never read.
+    pub fn objects(&self) -> Vec<answers::ObjectUsage> {
+        let report = self.unread();
+        let volumes = self.registry.volumes();
+        let ledger = self.ledger();
+        answers::objects(&ledger, &volumes, &*self.pods, &report.mounts)
     }
 
     /// Every key of pod `uid` that was read or denied.
@@ -144,17 +184,13 @@ impl Usage {
         self.ledger().record(ev, SystemTime::now());
     }
 
-    /// Notes losses and forgets the pods that no longer have a watched volume.
+    /// Notes losses and follows the watched volumes.
     fn tick(&self) {
-        let pods: std::collections::HashSet<String> = self
-            .registry
-            .volumes()
-            .iter()
-            .map(|v| v.pod_uid.clone())
-            .collect();
+        let now = SystemTime::now();
+        let volumes = self.registry.volumes();
         let mut ledger = self.ledger();
-        self.note_losses(&mut ledger, SystemTime::now());
-        ledger.retain_pods(|uid| pods.contains(uid));
+        self.note_losses(&mut ledger, now);
+        ledger.sync_volumes(&volumes, now);
     }
 }
 
@@ -167,17 +203,24 @@ pub fn spawn_ledger(
     std::thread::Builder::new()
         .name("usage-ledger".into())
         .spawn(move || {
-            let mut ticked = Instant::now();
+            let (mut ticked, mut saved) = (Instant::now(), Instant::now());
             loop {
                 match events.recv_timeout(TICK) {
                     Ok(ev) => usage.record(&ev),
                     Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
                 if ticked.elapsed() >= TICK {
                     usage.tick();
                     ticked = Instant::now();
                 }
+                if saved.elapsed() >= SAVE_EVERY {
+                    usage.save();
+                    saved = Instant::now();
+                }
             }
+            // The fan-out is gone: every event it queued is recorded.
+            usage.tick();
+            usage.save();
         })
 }

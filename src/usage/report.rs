@@ -40,7 +40,30 @@ pub fn render(report: &UnreadReport) -> String {
          \"never read\" is a fact; unknown: accesses were lost (reasons given), so a \
          read may have been missed and nothing is suggested.\n",
     );
+    out.push_str(&gaps(report));
     out
+}
+
+/// The collector's downtimes, the latest three.
+fn gaps(report: &UnreadReport) -> String {
+    let Some(latest) = report.gaps.len().checked_sub(1) else {
+        return String::new();
+    };
+    let shown: Vec<String> = report.gaps[latest.saturating_sub(2)..]
+        .iter()
+        .map(|g| format!("{} to {}", utc(g.from), utc(g.to)))
+        .collect();
+    format!(
+        "The collector was down {} time(s), seeing nothing then; the latest: {}.\n",
+        report.gaps.len(),
+        shown.join(", ")
+    )
+}
+
+/// Unix seconds as RFC 3339 UTC.
+fn utc(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// One volume's row.
@@ -134,6 +157,7 @@ mod tests {
         let empty = UnreadReport {
             unused_after_secs: 86400,
             mounts: Vec::new(),
+            gaps: Vec::new(),
         };
         assert_eq!(
             render(&empty),

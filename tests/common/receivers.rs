@@ -210,6 +210,13 @@ fn free_port() -> u16 {
 
 impl Prometheus {
     pub fn start(bin: &Path, target: SocketAddr) -> Self {
+        Self::start_scraping(bin, &[target])
+    }
+
+    /// A Prometheus scraping every one of `targets` (each one "node").
+    pub fn start_scraping(bin: &Path, targets: &[SocketAddr]) -> Self {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let target = targets.join(", ");
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("prometheus.yml");
         std::fs::write(
@@ -217,7 +224,7 @@ impl Prometheus {
             format!(
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
                  scrape_configs:\n  - job_name: config-access-collector\n    \
-                 static_configs:\n      - targets: ['{target}']\n"
+                 static_configs:\n      - targets: [{target}]\n"
             ),
         )
         .unwrap();

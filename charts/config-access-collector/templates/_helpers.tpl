@@ -64,6 +64,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "metrics_listen" (ternary (include "cac.listen" (dict "host" $v.listenHost "port" $v.metrics.port)) "off" $v.metrics.enabled)
   "api_socket" (ternary (printf "%s/api.sock" (trimSuffix "/" $v.apiSocket.hostDir)) "off" $v.apiSocket.enabled)
   "api_socket_mode" $v.apiSocket.mode
+  "state_dir" (ternary (trimSuffix "/" $v.stateDir.hostPath) "off" $v.stateDir.enabled)
   "otlp_protocol" $v.otlp.protocol
   "otlp_metrics" $v.otlp.metrics
   "otlp_logs" $v.otlp.logs

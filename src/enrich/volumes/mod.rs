@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use crate::kernel::maps::{KernelDirs, MapError};
 use crate::model::volume::{FileId, VolumeType};
@@ -70,8 +69,6 @@ pub struct Volume {
     pub dir: FileId,
     /// Inode of each file inside -> key (path inside the volume, without `..<timestamp>/`).
     pub files: HashMap<u64, String>,
-    /// When the collector began to watch this directory (found, or found mounted anew).
-    pub watched_since: SystemTime,
 }
 
 /// One volume directory as found by a scan.

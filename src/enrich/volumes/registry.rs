@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use super::{Changes, DirMap, FoundVolume, Volume};
 use crate::model::volume::{path_hash, FileId};
@@ -123,11 +122,6 @@ impl Inner {
             .and_then(|id| self.by_id.get(id))
             .cloned();
         let id = old.as_ref().map_or_else(|| self.new_id(), |v| v.id);
-        // A directory mounted anew is watched anew.
-        let watched_since = match &old {
-            Some(o) if o.dir == f.dir => o.watched_since,
-            _ => SystemTime::now(),
-        };
         let volume = Arc::new(Volume {
             id,
             path_hash: path_hash(&f.mount_path),
@@ -137,7 +131,6 @@ impl Inner {
             mount_path: f.mount_path,
             dir: f.dir,
             files: f.files,
-            watched_since,
         });
         let rekey = old.as_ref().is_some_and(|o| o.dir != volume.dir);
         if old.is_none() || rekey {
