@@ -5,7 +5,6 @@
 //! starts an empty ledger; an unreadable or corrupt one too, with one
 //! warning, never a crash.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::ledger::LedgerState;
@@ -80,9 +79,10 @@ pub fn save(path: &Path, state: &LedgerState) -> Result<(), StateError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(write)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
-    serde_json::to_writer(&mut tmp, state).map_err(|e| write(e.into()))?;
-    tmp.flush().map_err(write)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
+    let mut out = std::io::BufWriter::new(tmp);
+    serde_json::to_writer(&mut out, state).map_err(|e| write(e.into()))?;
+    let tmp = out.into_inner().map_err(|e| write(e.into_error()))?;
     tmp.as_file().sync_all().map_err(write)?;
     tmp.persist(path).map_err(|e| write(e.error))?;
     Ok(())
