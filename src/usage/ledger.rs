@@ -122,6 +122,8 @@ pub const LEDGER_FULL: &str = "ledger_full";
 pub const COLLECTOR_DOWN: &str = "collector_down";
 /// Most gaps kept.
 pub const MAX_GAPS: usize = 32;
+/// Most loss reasons restored from a saved state (there are 7).
+const MAX_LOSS_REASONS: usize = 64;
 
 impl Ledger {
     pub fn new(settings: LedgerSettings) -> Self {
@@ -291,9 +293,11 @@ impl Ledger {
     pub fn restore(settings: LedgerSettings, state: LedgerState, now: SystemTime) -> Self {
         let mut ledger = Self::new(settings);
         ledger.keys = state.keys.into_iter().take(settings.max_keys).collect();
+        // Bounded like a live ledger, whatever the file holds.
         ledger.volumes = state
             .volumes
             .into_iter()
+            .take(settings.max_keys)
             .map(|v| {
                 let watched = Watched {
                     dir: FileId {
@@ -305,7 +309,7 @@ impl Ledger {
                 ((v.pod_uid, v.volume), watched)
             })
             .collect();
-        for l in state.losses {
+        for l in state.losses.into_iter().take(MAX_LOSS_REASONS) {
             let record = LossRecord {
                 total: l.total,
                 latest: from_unix(l.latest),
@@ -313,6 +317,7 @@ impl Ledger {
             ledger.losses.insert(l.reason, record);
         }
         ledger.gaps = state.gaps;
+        ledger.gaps.truncate(MAX_GAPS);
         ledger.gaps.push(Gap {
             from: state.saved_at,
             to: unix(now),

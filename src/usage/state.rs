@@ -30,6 +30,10 @@ pub enum StateError {
         found: u32,
         expected: u32,
     },
+    #[error(
+        "the usage state {path} has {size} bytes, more than the {MAX_STATE_BYTES} a state can have"
+    )]
+    TooLarge { path: PathBuf, size: u64 },
     #[error("writing the usage state {path}")]
     Write {
         path: PathBuf,
@@ -38,6 +42,10 @@ pub enum StateError {
     },
 }
 
+/// The largest state read: far above what the ledger's bounds allow
+/// (250,000 keys of 8 readers), so only a foreign file is refused.
+pub const MAX_STATE_BYTES: u64 = 1 << 30;
+
 /// The state file in `dir`.
 pub fn state_file(dir: &Path) -> PathBuf {
     dir.join("usage-ledger.json")
@@ -45,6 +53,14 @@ pub fn state_file(dir: &Path) -> PathBuf {
 
 /// The saved state, `None` when there is none yet.
 pub fn load(path: &Path) -> Result<Option<LedgerState>, StateError> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.len() > MAX_STATE_BYTES {
+            return Err(StateError::TooLarge {
+                path: path.into(),
+                size: meta.len(),
+            });
+        }
+    }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -133,6 +149,10 @@ mod tests {
             load(&path),
             Err(StateError::Version { found: 99, .. })
         ));
+        let huge = std::fs::File::create(&path).unwrap();
+        huge.set_len(MAX_STATE_BYTES + 1).unwrap();
+        assert!(matches!(load(&path), Err(StateError::TooLarge { .. })));
+        save(&path, &state()).unwrap();
         // Only the state file is left: the temporary files were renamed.
         let files: Vec<_> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()
