@@ -320,3 +320,38 @@ fn two_nodes_scraped_by_prometheus_answer_mounted_somewhere_read_nowhere() {
         "the query is the documented one"
     );
 }
+
+#[test]
+fn an_unwritable_state_directory_degrades_health_and_is_counted() {
+    if !privileged("an_unwritable_state_directory_degrades_health_and_is_counted") {
+        return;
+    }
+    // The state directory would be below a regular file: it cannot be made.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let state_dir = file.join("state").to_string_lossy().into_owned();
+    let h = Harness::start_with(|c| c.state_dir = state_dir.clone());
+    let conditions = h.collector().health().conditions();
+    let c = conditions
+        .iter()
+        .find(|c| c.component == "usage_state")
+        .unwrap_or_else(|| panic!("{conditions:?}"));
+    assert!(c.reason.contains("cannot be saved"), "{c:?}");
+    let (status, body) = get_health(&h);
+    assert_eq!(status, 200, "degraded, not unhealthy: {body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(h.collector().usage().saves(), (0, 1));
+}
+
+/// `GET /healthz` on the harness's health port.
+fn get_health(h: &Harness) -> (u16, Value) {
+    let addr = h.collector().api().unwrap().health_addr.unwrap();
+    exchange(
+        std::net::TcpStream::connect(addr).unwrap(),
+        "GET",
+        "/healthz",
+        &[],
+        b"",
+    )
+}

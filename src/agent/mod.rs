@@ -358,12 +358,15 @@ fn start_usage(
     sinks: &mut Vec<Sink>,
 ) -> crate::Result<(Arc<Usage>, std::thread::JoinHandle<()>)> {
     let (sink, events) = Sink::channel("usage", config.buffer_size);
-    let usage = Arc::new(Usage::new(
-        settings::usage(config)?,
-        loss_counters(kernel.try_clone()?, Arc::clone(&s.user_stats), sink.stats()),
-        Arc::clone(&s.registry),
-        Arc::clone(&s.pods),
-    ));
+    let usage = Arc::new(
+        Usage::new(
+            settings::usage(config)?,
+            loss_counters(kernel.try_clone()?, Arc::clone(&s.user_stats), sink.stats()),
+            Arc::clone(&s.registry),
+            Arc::clone(&s.pods),
+        )
+        .with_health(Arc::clone(&s.health)),
+    );
     sinks.push(sink);
     let thread =
         spawn_ledger(Arc::clone(&usage), events).map_err(|source| crate::Error::Thread {

@@ -288,6 +288,16 @@ type ObjectGauge = (&'static str, &'static str, fn(&ObjectUsage) -> u64);
 /// never a pod): pods mounting it, pods that read it, mounts with keys
 /// never read.
 fn observe_usage(meter: &Meter, s: &Sources) {
+    let usage = Arc::clone(&s.usage);
+    meter
+        .u64_observable_counter("kernel_monitor_usage_state_saves")
+        .with_description("Saves of the usage ledger's state (state_dir), by result; a failed one also degrades /healthz (component usage_state)")
+        .with_callback(move |o| {
+            let (ok, failed) = usage.saves();
+            o.observe(ok, &[KeyValue::new("result", "ok")]);
+            o.observe(failed, &[KeyValue::new("result", "failed")]);
+        })
+        .build();
     // One computation serves the three gauges of a collection.
     let usage = Arc::clone(&s.usage);
     let latest = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -8,7 +8,7 @@
 //! counter's increase ([`LossCounters`]), and an answer "never read" is
 //! only complete when no loss happened in its window. [`Usage`] is what the
 //! API reads: the ledger, the watched volumes and the pod metadata. With a
-//! state directory the ledger is saved every minute and at stop
+//! state directory the ledger is saved at start, every minute and at stop
 //! ([`state`]), and a restart continues it, the downtime a gap.
 
 pub mod answers;
@@ -17,6 +17,7 @@ pub mod report;
 pub mod state;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -28,6 +29,7 @@ use ledger::{FileKey, KeyUsage, Ledger, LedgerSettings};
 use crate::enrich::pods::PodMetadata;
 use crate::enrich::volumes::VolumeRegistry;
 use crate::model::event::AccessEvent;
+use crate::model::health::{HealthBoard, Severity};
 
 /// Settings of the usage answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +68,14 @@ pub struct Usage {
     pods: Arc<dyn PodMetadata>,
     unused_after: Duration,
     state_file: Option<PathBuf>,
+    /// Saves of the state: (succeeded, failed).
+    saves: (AtomicU64, AtomicU64),
+    /// Where a failed save is reported (`usage_state`, degraded).
+    health: Option<Arc<HealthBoard>>,
 }
+
+/// The health component of a failed save of the ledger.
+pub const STATE_COMPONENT: &str = "usage_state";
 
 impl std::fmt::Debug for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,17 +121,54 @@ impl Usage {
             pods,
             unused_after: settings.unused_after,
             state_file: settings.state_file,
+            saves: (AtomicU64::new(0), AtomicU64::new(0)),
+            health: None,
         }
     }
 
-    /// Saves the ledger, when it has a state file (a failure is logged:
-    /// the ledger goes on in memory).
+    /// Reports failed saves on `health` (and saves once at once, so that an
+    /// unwritable state directory shows at start, not a minute later).
+    pub fn with_health(mut self, health: Arc<HealthBoard>) -> Self {
+        self.health = Some(health);
+        self.save();
+        self
+    }
+
+    /// Saves the ledger, when it has a state file. A failure is counted,
+    /// logged and raised on the health board (degraded): the ledger goes
+    /// on in memory, but a restart would lose what it saw since the last
+    /// save; the next successful save clears it.
     pub fn save(&self) {
         let Some(path) = &self.state_file else { return };
         let state = self.ledger().state(SystemTime::now());
-        if let Err(e) = state::save(path, &state) {
-            tracing::warn!(error = %crate::logging::chain(&e), "the usage ledger was not saved");
+        match state::save(path, &state) {
+            Ok(()) => {
+                self.saves.0.fetch_add(1, Ordering::Relaxed);
+                if let Some(h) = &self.health {
+                    h.clear(STATE_COMPONENT);
+                }
+            }
+            Err(e) => {
+                self.saves.1.fetch_add(1, Ordering::Relaxed);
+                let chain = crate::logging::chain(&e);
+                tracing::warn!(error = %chain, "the usage ledger was not saved");
+                if let Some(h) = &self.health {
+                    h.raise(
+                        STATE_COMPONENT,
+                        Severity::Degraded,
+                        format!("the usage ledger cannot be saved ({chain}): a restart would lose what it saw since the last save"),
+                    );
+                }
+            }
         }
+    }
+
+    /// Saves of the state so far: (succeeded, failed).
+    pub fn saves(&self) -> (u64, u64) {
+        (
+            self.saves.0.load(Ordering::Relaxed),
+            self.saves.1.load(Ordering::Relaxed),
+        )
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
