@@ -2,6 +2,7 @@
 
 mod common;
 
+use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -95,6 +96,32 @@ fn demo_reports_every_expected_access() {
             "no {kind} {key} in {events:#?}"
         );
     }
+    // The sandbox pod's metadata reaches the events: names, not nulls.
+    let password = events.iter().find(|e| e["key"] == "password").unwrap();
+    assert_eq!(
+        (
+            &password["namespace"],
+            &password["pod_name"],
+            &password["config_name"],
+            &password["container"]["name"]
+        ),
+        (
+            &json!("demo"),
+            &json!("payments-api-0"),
+            &json!("db-credentials"),
+            &json!("app")
+        ),
+        "{password:#}"
+    );
+    // It ends with the usage report: keys read and never read.
+    let row = stderr
+        .lines()
+        .find(|l| l.contains("db-creds (secret)"))
+        .unwrap_or_else(|| panic!("no usage report in {stderr}"));
+    assert!(
+        row.contains("api-key, username") && row.contains("password"),
+        "{row}"
+    );
 }
 
 #[test]

@@ -132,14 +132,33 @@ impl Collector {
         Ok((Self::start(config, vec![sink])?, events))
     }
 
+    /// Like [`Collector::start_with_channel`], with pod metadata from `pods`
+    /// instead of the source `kube` names (the demo's sandbox pod).
+    pub fn start_with_pods(
+        config: &Config,
+        pods: Arc<dyn PodMetadata>,
+    ) -> crate::Result<(Self, Receiver<Arc<AccessEvent>>)> {
+        let (sink, events) = Sink::handoff("channel", config.buffer_size);
+        Ok((Self::start_from(config, vec![sink], (None, pods))?, events))
+    }
+
     /// Loads the programs, fills the volume map, and starts handing events to `outputs`.
     pub fn start(config: &Config, outputs: Vec<Sink>) -> crate::Result<Self> {
+        Self::start_from(config, outputs, pod_metadata(config))
+    }
+
+    /// [`Collector::start`] with the pod metadata given: the kube store (if
+    /// any) and what enrichment reads.
+    fn start_from(
+        config: &Config,
+        outputs: Vec<Sink>,
+        (kube, pods): (Option<Arc<PodStore>>, Arc<dyn PodMetadata>),
+    ) -> crate::Result<Self> {
         // /proc/cgroups is read once: the probe and the resolver share the answer.
         let v1 = detect_v1_subsys(&config.cgroup_v1_controller);
         let options = settings::probe_options(config, v1.as_ref().map(|(i, _)| *i));
         let flush = Duration::from_millis(config.flush_interval_ms);
         let (reader, loaded) = workers::spawn_reader(options, flush)?;
-        let (kube, pods) = pod_metadata(config);
         let stores = Stores {
             registry: Arc::new(VolumeRegistry::new()),
             correlation: Arc::new(CorrelationMaps::with_kernel(loaded.correlation)),
@@ -427,10 +446,12 @@ impl Watches {
                 settings::pod_watch(config),
                 Arc::clone(store),
             )?),
-            None => {
+            None if s.pods.pods() == 0 => {
                 tracing::info!("standalone mode (kube: off): namespace and pod names stay null");
                 None
             }
+            // Metadata given by the caller (the demo's sandbox pod).
+            None => None,
         };
         let correlator = config
             .correlation()

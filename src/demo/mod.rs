@@ -3,8 +3,10 @@
 //! Builds a pod with a tmpfs Secret volume, an AtomicWriter ConfigMap volume
 //! and a projected service-account token volume, starts the collector on it,
 //! then runs a "container" (its own mount namespace, bind mounts at container
-//! paths, a pod-like cgroup) that opens files the way applications do. Prints
-//! every event, and fails when an expected one does not arrive.
+//! paths, a pod-like cgroup) that opens files the way applications do. The
+//! pod's metadata is given to the pipeline as the kube watcher would give it,
+//! so events carry names. Prints every event, fails when an expected one does
+//! not arrive, and ends with the pod's usage report (on stderr).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::Collector;
 use crate::config::Config;
+use crate::enrich::pods::{Interner, LabelFilter, PodMeta, PodStore};
 use crate::model::event::AccessEvent;
 use crate::model::volume::VolumeType;
 use container::{ContainerProc, ExecArgs};
@@ -75,6 +78,39 @@ impl PodVolumes {
             ..ExecArgs::default()
         }
     }
+}
+
+/// How long the demo watches its volumes before it reports the unread keys.
+const UNUSED_AFTER: Duration = Duration::from_millis(1500);
+
+/// The sandbox pod as the API server would serve it: a StatefulSet's pod
+/// in namespace `demo` whose volumes come from a Secret, a ConfigMap (one
+/// key remapped by `items`) and a projected service-account token.
+fn sandbox_pod() -> PodMeta {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "payments-api-0", "namespace": "demo", "uid": POD_UID,
+            "labels": {"app": "payments-api"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "name": "payments-api", "uid": "owner", "controller": true}]},
+        "spec": {"serviceAccountName": "payments",
+            "containers": [{"name": "app", "image": "registry.example/payments:1.0"}],
+            "volumes": [
+                {"name": "db-creds", "secret": {"secretName": "db-credentials"}},
+                {"name": "app-config", "configMap": {"name": "app-settings",
+                    "items": [{"key": "config.yaml", "path": "app.yaml"}]}},
+                {"name": "kube-api-access-x7k2p", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [{"path": "namespace",
+                        "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]},
+        "status": {"phase": "Running", "containerStatuses": [{"name": "app",
+            "image": "registry.example/payments:1.0", "imageID": "", "ready": true,
+            "restartCount": 0, "containerID": format!("containerd://{CONTAINER_ID}")}]}
+    }))
+    .expect("the sandbox pod is a Pod");
+    PodMeta::from_pod(&pod, &LabelFilter(vec!["app".into()]), &Interner::default())
+        .expect("the sandbox pod has a UID")
 }
 
 /// Builds the demo pod's volumes in `sb`.
@@ -206,16 +242,22 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
     let mut sb = Sandbox::new().map_err(crate::Error::Demo)?;
     let pod = build_pod(&mut sb).map_err(crate::Error::Demo)?;
     let cgroup = sb.make_cgroup(&pod_cgroup()).map_err(crate::Error::Demo)?;
-    // The sandbox has no API server: standalone mode, names stay null.
+    // The sandbox has no API server: its pod's metadata goes to the pipeline
+    // the way the kube watcher would put it, so events carry real names.
+    let pods = Arc::new(PodStore::new(Duration::from_secs(60)));
+    pods.apply(sandbox_pod());
     let cfg = Config {
         kubelet_root: sb.kubelet_root(),
         flush_interval_ms: 20,
         kube: crate::config::KubeMode::Off,
         health_listen: "off".into(),
         api_socket: "off".into(),
+        unused_after: format!("{}ms", UNUSED_AFTER.as_millis()),
         ..Config::default()
     };
-    let (collector, events) = Collector::start_with_channel(&cfg)?;
+    let (collector, events) = Collector::start_with_pods(&cfg, pods)?;
+    // The volumes are watched from here on.
+    let started = Instant::now();
     let (app, nobody) = containers(&sb, &pod, cgroup);
     let mut p1 = ContainerProc::spawn(exe, &app).map_err(crate::Error::Demo)?;
     let mut p2 = ContainerProc::spawn(exe, &nobody).map_err(crate::Error::Demo)?;
@@ -226,6 +268,13 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
         .collect();
     let total = expected.len();
     let missing = await_events(&events, expected);
+    // What the sandbox pod mounts and never read (on stderr: stdout is JSON lines).
+    let watched = UNUSED_AFTER + Duration::from_millis(300);
+    std::thread::sleep(watched.saturating_sub(started.elapsed()));
+    eprintln!(
+        "\ndemo: usage of the sandbox pod's volumes (config-access-collector report):\n{}",
+        crate::usage::report::render(&collector.usage().unread())
+    );
     p1.release();
     p2.release();
     let _ = p1.finish();
