@@ -5,9 +5,7 @@
 //! the resident memory the store added and the mean latency of the lookups
 //! enrichment makes per event.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use config_access_collector::enrich::pods::{LabelFilter, PodMeta, PodStore};
@@ -15,34 +13,12 @@ use k8s_openapi::api::core::v1::Pod;
 
 const PODS: usize = 10_000;
 
-/// Counts live heap bytes, to report the store's own size beside RSS.
-struct Counting;
+mod common;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged, only counting sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-}
+use common::{live_heap, rss_kib};
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+static ALLOC: common::Counting = common::Counting;
 
 fn uid(i: usize) -> String {
     format!("{:08x}-1b2c-4d3e-8f40-{:012x}", i, i * 7919)
@@ -88,13 +64,13 @@ fn main() {
     // Warm the allocator and the code paths, then measure from a settled base.
     store.apply(PodMeta::from_pod(&pod(PODS + 1), &filter, store.names()).unwrap());
     let before = rss_kib();
-    let heap_before = LIVE.load(Ordering::Relaxed);
+    let heap_before = live_heap();
     for i in 0..PODS {
         // Each Pod is converted and dropped at once, as the watcher does.
         store.apply(PodMeta::from_pod(&pod(i), &filter, store.names()).unwrap());
     }
     let after = rss_kib();
-    let heap = LIVE.load(Ordering::Relaxed) - heap_before;
+    let heap = live_heap() - heap_before;
 
     let uids: Vec<String> = (0..PODS).map(uid).collect();
     let ids: Vec<String> = (0..PODS).map(|i| format!("{:064x}", i)).collect();

@@ -9,10 +9,8 @@
 //! unread keys: one key in five is read), and the size and times of saving
 //! and loading the state. `USAGE_PODS` changes the number of pods.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,34 +25,12 @@ use config_access_collector::usage::state;
 const VOLUMES: usize = 3;
 const KEYS: usize = 5;
 
-/// Counts live heap bytes, to report the ledger's own size beside RSS.
-struct Counting;
+mod common;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged, only counting sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-}
+use common::{live_heap, rss_kib};
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+static ALLOC: common::Counting = common::Counting;
 
 fn uid(i: usize) -> String {
     format!("{:08x}-1b2c-4d3e-8f40-{:012x}", i, i * 7919)
@@ -164,7 +140,7 @@ fn main() {
         }
     }
     let now = SystemTime::now();
-    let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss_kib());
+    let (heap0, rss0) = (live_heap(), rss_kib());
     let mut ledger = Ledger::new(LedgerSettings::default());
     ledger.sync_volumes(&vols, now - Duration::from_secs(2 * 86400));
     let started = Instant::now();
@@ -172,7 +148,7 @@ fn main() {
         ledger.record(black_box(ev), now);
     }
     let per_event = started.elapsed().as_nanos() as f64 / events.len() as f64;
-    let heap = LIVE.load(Ordering::Relaxed) - heap0;
+    let heap = live_heap() - heap0;
     let rss = rss_kib().saturating_sub(rss0);
 
     let started = Instant::now();

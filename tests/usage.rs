@@ -20,6 +20,16 @@ fn get(h: &Harness, path: &str) -> (u16, Value) {
     exchange(UnixStream::connect(sock).unwrap(), "GET", path, &[], b"")
 }
 
+/// What `GET /v1/usage/pods/{POD}` says of key `key` (the answer must be 200).
+fn key_usage(h: &Harness, key: &str) -> Value {
+    let (status, keys) = get(h, &format!("/v1/usage/pods/{POD}"));
+    assert_eq!(status, 200, "{keys}");
+    keys.as_array()
+        .and_then(|k| k.iter().find(|k| k["key"] == key))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {key} in {keys:#}"))
+}
+
 /// The listed mount of volume `name`.
 fn mount<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
     report["mounts"]
@@ -94,14 +104,7 @@ fn unread_keys_mounts_and_tokens_with_evidence_and_suggestions() {
     assert_eq!(token["suggestion"], "automountServiceAccountToken: false");
 
     // Per pod: the read key, its count and its reader.
-    let (status, keys) = get(&h, &format!("/v1/usage/pods/{POD}"));
-    assert_eq!(status, 200);
-    let password = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["key"] == "password")
-        .unwrap_or_else(|| panic!("{keys:#}"));
+    let password = key_usage(&h, "password");
     assert_eq!(
         (password["reads"].as_u64(), password["denied"].as_u64()),
         (Some(1), Some(0))
@@ -212,13 +215,7 @@ fn a_restart_keeps_the_ledger_and_records_the_gap_and_bad_state_starts_fresh() {
     assert!(file.exists(), "saved at stop");
 
     // The read before the restart is still there; the downtime is a gap and a loss.
-    let (_, keys) = get(&h, &format!("/v1/usage/pods/{POD}"));
-    let password = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["key"] == "password")
-        .unwrap_or_else(|| panic!("{keys:#}"));
+    let password = key_usage(&h, "password");
     assert_eq!(password["reads"], 1);
     std::thread::sleep(Duration::from_millis(200));
     let (_, report) = get(&h, "/v1/usage/unread");

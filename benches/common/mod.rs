@@ -1,4 +1,5 @@
-//! Shared parts of the benchmarks that open a sandbox volume's file.
+//! Shared parts of the benchmarks: opening a sandbox volume's file, and
+//! measuring the heap and RSS a structure adds.
 
 #![allow(dead_code)]
 
@@ -47,4 +48,38 @@ pub fn bench_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).expect("create target/bench");
     dir
+}
+
+/// Counts live heap bytes, to report a structure's own size beside RSS: a
+/// bench that measures memory declares
+/// `#[global_allocator] static ALLOC: common::Counting = common::Counting;`.
+pub struct Counting;
+
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged, only counting sizes.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+}
+
+/// Live heap bytes (with [`Counting`] as the global allocator).
+pub fn live_heap() -> isize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Resident memory of this process, KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
