@@ -285,7 +285,10 @@ fn a_full_process_record_map_is_counted_and_rescanned() {
     wait("the /proc rescan places the process", || {
         corr.container_of_pid(pid) == entry(&cg, &cid)
     });
-    assert!(corr.ops.get(CorrelationOp::SyncRescan) >= 1);
+    // The pass counts its operations after it writes the entries.
+    wait("the rescan counted", || {
+        corr.ops.get(CorrelationOp::SyncRescan) >= 1
+    });
     drop(shells);
 }
 
