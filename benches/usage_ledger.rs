@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use config_access_collector::enrich::pods::NoMetadata;
-use config_access_collector::enrich::volumes::Volume;
+use config_access_collector::enrich::volumes::{Volume, VolumeFile};
 use config_access_collector::model::event::{AccessEvent, ContainerRef, ProcessInfo, Repeats};
 use config_access_collector::model::volume::{FileId, VolumeType};
 use config_access_collector::usage::answers;
@@ -50,8 +50,15 @@ fn volumes(pods: usize) -> Vec<Arc<Volume>> {
         .flat_map(|p| (0..VOLUMES).map(move |v| (p, v)))
         .enumerate()
         .map(|(id, (p, v))| {
-            let files: HashMap<u64, String> = (0..KEYS)
-                .map(|k| ((id * KEYS + k) as u64, key_name(k)))
+            let revision: Arc<str> = Arc::from("..2026_12_03_10_00_00.1");
+            let files: HashMap<u64, VolumeFile> = (0..KEYS)
+                .map(|k| {
+                    let file = VolumeFile {
+                        key: key_name(k),
+                        revision: Some(Arc::clone(&revision)),
+                    };
+                    ((id * KEYS + k) as u64, file)
+                })
                 .collect();
             Arc::new(Volume {
                 id: id as u32,
@@ -70,6 +77,7 @@ fn volumes(pods: usize) -> Vec<Arc<Volume>> {
                     ino: id as u64,
                 },
                 files,
+                revision: Some(revision),
             })
         })
         .collect()
@@ -87,6 +95,7 @@ fn event(pod: usize, v: usize, k: usize, reader: usize) -> AccessEvent {
         volume_name: Some(volume_name(v)),
         volume_type: Some(VolumeType::Secret),
         key: Some(key_name(k)),
+        revision: Some("..2026_12_03_10_00_00.1".into()),
         path: Some(format!("/etc/secrets/{}", key_name(k))),
         mount_path: None,
         access: "read".into(),

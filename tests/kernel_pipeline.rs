@@ -211,7 +211,7 @@ fn tmpfs_volume_created_after_start() {
     let found = h.wait_for(Duration::from_secs(2), |c| {
         c.registry()
             .by_mount_path(&dir)
-            .is_some_and(|v| v.dir.ino == 1 && v.files.values().any(|k| k == "tls.key"))
+            .is_some_and(|v| v.dir.ino == 1 && v.keys().any(|k| k == "tls.key"))
     });
     assert!(found, "the new tmpfs volume was not picked up within 2 s");
     let mut args = h.container(&["open:/etc/late/tls.key"]);

@@ -11,7 +11,7 @@ use super::cgroup::{CgroupInfo, CgroupResolver, Resolution};
 use super::correlation::{CorrelationMaps, CorrelationOp};
 use super::denied;
 use super::pods::{PodMeta, PodMetadata};
-use super::volumes::{parse_volume_path, Volume, VolumePath, VolumeRegistry};
+use super::volumes::{parse_volume_path, revision_of, Volume, VolumePath, VolumeRegistry};
 use crate::kernel::clock::WallClock;
 use crate::kernel::decode::{decode_event, EventKind, KernelEvent};
 use crate::model::event::{
@@ -81,6 +81,7 @@ struct Target {
     volume_name: String,
     mount_path: String,
     key: Option<String>,
+    revision: Option<String>,
 }
 
 impl Target {
@@ -92,6 +93,7 @@ impl Target {
             volume_name: v.name.clone(),
             mount_path: v.mount_path.to_string_lossy().into_owned(),
             key,
+            revision: None,
         }
     }
 }
@@ -104,6 +106,7 @@ impl From<VolumePath> for Target {
             volume_name: p.volume_name,
             mount_path: p.mount_path.to_string_lossy().into_owned(),
             key: p.key,
+            revision: None,
         }
     }
 }
@@ -168,6 +171,7 @@ impl Enricher {
             volume_name: Some(t.volume_name),
             volume_type: Some(t.volume_type),
             key: t.key,
+            revision: t.revision,
             path: ev
                 .path
                 .as_deref()
@@ -273,11 +277,19 @@ impl Enricher {
                     bump(&self.stats.unknown_volume);
                     return None;
                 };
-                let key = ev
-                    .file
-                    .and_then(|f| v.files.get(&f.ino).cloned())
-                    .or_else(|| ev.name.clone());
-                Some(Target::of(&v, key))
+                let file = ev.file.and_then(|f| v.files.get(&f.ino));
+                let key = file.map(|f| f.key.clone()).or_else(|| ev.name.clone());
+                let mut target = Target::of(&v, key);
+                target.revision = match file {
+                    Some(f) => f.revision.as_deref().map(str::to_string),
+                    // Not indexed yet: a file of a revision the kubelet has
+                    // just swapped in, which the next scan will index.
+                    None if v.revision.is_some() => {
+                        revision_of(&v.mount_path).map(|r| r.to_string())
+                    }
+                    None => None,
+                };
+                Some(target)
             }
             EventKind::Denied => match self.resolve_denied(ev) {
                 denied::Resolved::Volume(v, key) => Some(Target::of(&v, key)),

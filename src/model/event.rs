@@ -79,6 +79,12 @@ pub struct AccessEvent {
     pub volume_type: Option<VolumeType>,
     /// File name inside the volume, without the `..<timestamp>/` part.
     pub key: Option<String>,
+    /// The volume revision the opened file belongs to: the kubelet's
+    /// `..<timestamp>` directory (Secret, ConfigMap, projected and
+    /// downward-API volumes, which the kubelet swaps atomically on an
+    /// update); null when the file lives in none or the open failed.
+    #[serde(default)]
+    pub revision: Option<String>,
     /// Path as the process passed it (null for open_by_handle_at).
     pub path: Option<String>,
     /// Host path of the volume directory.

@@ -176,6 +176,7 @@ mod tests {
             volume_name: Some("db".into()),
             volume_type: Some(crate::model::volume::VolumeType::Secret),
             key: Some("password".into()),
+            revision: None,
             path: Some("/etc/db/password".into()),
             mount_path: Some("/var/lib/kubelet/pods/u/volumes/kubernetes.io~secret/db".into()),
             access: "read".into(),

@@ -309,6 +309,7 @@ fn text_attributes(a: &mut Attributes<'_>, ev: &AccessEvent) {
     a.opt("k8s.volume.type", ev.volume_type.as_deref());
     a.opt("file.name", ev.key.as_deref());
     a.opt("file.path", ev.path.as_deref());
+    a.opt("config_access.revision", ev.revision.as_deref());
     a.opt("config_access.mount_path", ev.mount_path.as_deref());
     a.opt("config_access.config_name", ev.config_name.as_deref());
     a.opt("config_access.access", Some(&ev.access));
@@ -387,8 +388,8 @@ mod tests {
         serde_json::from_str(
             r#"{"event_type":"secret_access","timestamp":"2026-11-21T17:04:01.179182086Z",
             "pod_uid":"u1","namespace":"payments","pod_name":"payments-api-0","config_name":"db",
-            "volume_name":"db-creds","volume_type":"secret","key":"password","path":"/etc/db/password",
-            "mount_path":"/m","access":"read","result":"EACCES","syscall":"openat",
+            "volume_name":"db-creds","volume_type":"secret","key":"password","revision":"..2026_11_21_17_00_00.1",
+            "path":"/etc/db/password","mount_path":"/m","access":"read","result":"EACCES","syscall":"openat",
             "process":{"pid":4242,"tid":4243,"command":"cat","uid":65534,"gid":65534,
             "cgroup_id":18446744073709551615,"cgroup_v1_id":0,"mnt_ns":4026531840,"cgroup_path":"/kubepods/x"},
             "container":{"id":"c0ffee","name":"app","image":"img:1"},"reader_pod_uid":"u1",
@@ -475,6 +476,7 @@ mod tests {
             ("k8s.volume.type", "secret"),
             ("file.name", "password"),
             ("file.path", "/etc/db/password"),
+            ("config_access.revision", "..2026_11_21_17_00_00.1"),
             ("config_access.mount_path", "/m"),
             ("config_access.config_name", "db"),
             ("config_access.access", "read"),
@@ -506,7 +508,7 @@ mod tests {
         ] {
             assert_eq!(a.get(k).map(String::as_str), Some(v), "{k}");
         }
-        assert_eq!(a.len(), 36, "{a:#?}");
+        assert_eq!(a.len(), 37, "{a:#?}");
 
         let r = &sl.log_records[1];
         assert_eq!(r.severity_number, SeverityNumber::Info as i32);
@@ -554,12 +556,12 @@ mod tests {
                 .iter()
                 .map(BTreeMap::len)
                 .collect::<Vec<_>>(),
-            [36, 36]
+            [37, 37]
         );
         req.push(&small);
         let a = attributes(req.take());
         assert_eq!(a.len(), 1);
-        assert_eq!(a[0].len(), 30, "{:#?}", a[0]);
+        assert_eq!(a[0].len(), 31, "{:#?}", a[0]);
         assert!(!a[0].contains_key("error.type"));
         assert_eq!(a[0]["process.pid"], "7");
         req.push(&full);
@@ -568,7 +570,7 @@ mod tests {
         let a = attributes(req.take());
         assert_eq!(
             a.iter().map(BTreeMap::len).collect::<Vec<_>>(),
-            [36, 30, 36]
+            [37, 31, 37]
         );
         assert_eq!(a[2]["k8s.pod.label.tier"], "api");
         assert_eq!(a[2]["process.pid"], "4242");

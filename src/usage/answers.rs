@@ -146,7 +146,7 @@ pub fn objects(
                 && m.volume == v.name
                 && m.evidence.status == EvidenceStatus::Complete
         });
-        for key in v.files.values().collect::<BTreeSet<_>>() {
+        for key in v.keys().collect::<BTreeSet<_>>() {
             let Some(id) = object_of(&pod, &v.name, key) else {
                 continue;
             };
@@ -239,7 +239,7 @@ fn unread_of(
     pod: Option<&PodMeta>,
     window: Window,
 ) -> Option<UnreadMount> {
-    let files: BTreeSet<&String> = v.files.values().collect();
+    let files: BTreeSet<&String> = v.keys().collect();
     let (read, never): (Vec<&String>, Vec<&String>) = files.into_iter().partition(|k| {
         let id = FileKey {
             pod_uid: v.pod_uid.clone(),
@@ -327,8 +327,15 @@ mod tests {
             files: keys
                 .iter()
                 .enumerate()
-                .map(|(i, k)| (i as u64 + 10, k.to_string()))
+                .map(|(i, k)| {
+                    let file = crate::enrich::volumes::VolumeFile {
+                        key: k.to_string(),
+                        revision: None,
+                    };
+                    (i as u64 + 10, file)
+                })
                 .collect::<HashMap<_, _>>(),
+            revision: None,
         })
     }
 

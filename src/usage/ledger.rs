@@ -450,6 +450,7 @@ mod tests {
             volume_name: Some("creds".into()),
             volume_type: None,
             key: Some(key.into()),
+            revision: None,
             path: None,
             mount_path: None,
             access: "read".into(),

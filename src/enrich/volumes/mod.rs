@@ -27,8 +27,8 @@ pub mod scan;
 pub use path::{parse_volume_path, VolumePath};
 pub use registry::VolumeRegistry;
 pub use scan::{
-    index_files, scan, FileIndex, IgnoreReason, Ignored, ScanFailure, ScanReport, MAX_FILE_DEPTH,
-    MAX_INDEX_FILES,
+    index_files, revision_of, scan, FileIndex, IgnoreReason, Ignored, ScanFailure, ScanReport,
+    MAX_FILE_DEPTH, MAX_INDEX_FILES,
 };
 
 /// Errors of this module.
@@ -67,8 +67,27 @@ pub struct Volume {
     pub path_hash: String,
     /// Kernel identity of the directory.
     pub dir: FileId,
-    /// Inode of each file inside -> key (path inside the volume, without `..<timestamp>/`).
-    pub files: HashMap<u64, String>,
+    /// Inode of each file inside -> its key and revision.
+    pub files: HashMap<u64, VolumeFile>,
+    /// The revision the volume shows now: the `..<timestamp>` directory
+    /// `..data` points to (AtomicWriter volumes; `None` for others).
+    pub revision: Option<Arc<str>>,
+}
+
+/// A file of a volume directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeFile {
+    /// Path inside the volume, without the `..<timestamp>/` part.
+    pub key: String,
+    /// The `..<timestamp>` directory the file lives in (`None` outside one).
+    pub revision: Option<Arc<str>>,
+}
+
+impl Volume {
+    /// The keys of the volume's files.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.files.values().map(|f| &f.key)
+    }
 }
 
 /// One volume directory as found by a scan.
@@ -79,7 +98,8 @@ pub struct FoundVolume {
     pub name: String,
     pub mount_path: PathBuf,
     pub dir: FileId,
-    pub files: HashMap<u64, String>,
+    pub files: HashMap<u64, VolumeFile>,
+    pub revision: Option<Arc<str>>,
 }
 
 /// What a [`VolumeRegistry::apply`] changed.

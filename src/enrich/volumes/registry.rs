@@ -49,7 +49,7 @@ impl VolumeRegistry {
             .by_file
             .get(&file)
             .and_then(|id| inner.by_id.get(id))?;
-        let key = volume.files.get(&file.ino)?.clone();
+        let key = volume.files.get(&file.ino)?.key.clone();
         Some((Arc::clone(volume), key))
     }
 
@@ -131,6 +131,7 @@ impl Inner {
             mount_path: f.mount_path,
             dir: f.dir,
             files: f.files,
+            revision: f.revision,
         });
         let rekey = old.as_ref().is_some_and(|o| o.dir != volume.dir);
         if old.is_none() || rekey {
@@ -199,7 +200,14 @@ mod tests {
             name: path.file_name().unwrap().to_string_lossy().into_owned(),
             mount_path: path.to_path_buf(),
             dir: FileId { dev: 7, ino },
-            files: HashMap::from([(ino + 100, "key".to_string())]),
+            files: HashMap::from([(
+                ino + 100,
+                super::super::VolumeFile {
+                    key: "key".into(),
+                    revision: None,
+                },
+            )]),
+            revision: None,
         }
     }
 

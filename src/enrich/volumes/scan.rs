@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::FoundVolume;
+use super::{FoundVolume, VolumeFile};
 use crate::kernel::abi::types::cac_limits;
 use crate::model::volume::{kernel_dev, FileId, VolumeType};
 
@@ -124,8 +125,8 @@ impl ScanReport {
 /// The files of one volume directory.
 #[derive(Debug, Default)]
 pub struct FileIndex {
-    /// Inode -> key.
-    pub files: HashMap<u64, String>,
+    /// Inode -> key and revision.
+    pub files: HashMap<u64, VolumeFile>,
     /// Directories deeper than [`MAX_FILE_DEPTH`] (not listed).
     pub too_deep: Vec<PathBuf>,
     /// Files beyond [`MAX_INDEX_FILES`].
@@ -136,13 +137,14 @@ pub struct FileIndex {
 ///
 /// AtomicWriter layout: visible keys are symlinks into `..data`, itself a
 /// symlink to `..<timestamp>/`; the real files live in the timestamped
-/// directories, whose name is dropped from the key. Symlinks are not
+/// directories, whose name is dropped from the key and kept as the file's
+/// revision. Symlinks are not
 /// followed. A directory that cannot be read fails the whole index, so a
 /// caller never mistakes an unreadable volume for an empty one.
 pub fn index_files(dir: &Path) -> std::io::Result<FileIndex> {
     let mut out = FileIndex::default();
-    let mut stack = vec![(dir.to_path_buf(), String::new(), 0usize)];
-    while let Some((path, prefix, depth)) = stack.pop() {
+    let mut stack = vec![(dir.to_path_buf(), String::new(), 0usize, None)];
+    while let Some((path, prefix, depth, revision)) = stack.pop() {
         if depth > MAX_FILE_DEPTH {
             out.too_deep.push(path);
             continue;
@@ -155,16 +157,20 @@ pub fn index_files(dir: &Path) -> std::io::Result<FileIndex> {
                 if out.files.len() >= MAX_INDEX_FILES {
                     out.unindexed += 1;
                 } else {
-                    out.files
-                        .insert(entry.metadata()?.ino(), format!("{prefix}{name}"));
+                    let file = VolumeFile {
+                        key: format!("{prefix}{name}"),
+                        revision: revision.clone(),
+                    };
+                    out.files.insert(entry.metadata()?.ino(), file);
                 }
             } else if ft.is_dir() {
-                let sub = if name.starts_with("..") {
-                    prefix.clone()
+                let (sub, rev) = if name.starts_with("..") {
+                    let rev = revision.clone().or_else(|| Some(Arc::from(name.as_str())));
+                    (prefix.clone(), rev)
                 } else {
-                    format!("{prefix}{name}/")
+                    (format!("{prefix}{name}/"), revision.clone())
                 };
-                stack.push((entry.path(), sub, depth + 1));
+                stack.push((entry.path(), sub, depth + 1, rev));
             }
         }
     }
@@ -242,12 +248,20 @@ fn add_volume(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         files: index.files,
+        revision: revision_of(&mount_path),
         dir: FileId {
             dev: kernel_dev(md.dev()),
             ino: md.ino(),
         },
         mount_path,
     });
+}
+
+/// The revision volume `dir` shows now: the name of the `..<timestamp>`
+/// directory its `..data` symlink points to.
+pub fn revision_of(dir: &Path) -> Option<Arc<str>> {
+    let target = fs::read_link(dir.join("..data")).ok()?;
+    Some(Arc::from(target.file_name()?.to_string_lossy().as_ref()))
 }
 
 #[cfg(test)]
@@ -265,11 +279,18 @@ mod tests {
         std::os::unix::fs::symlink("..data/password", d.path().join("password")).unwrap();
         fs::write(d.path().join("plain"), "x").unwrap();
         let idx = index_files(d.path()).unwrap().files;
-        let mut keys: Vec<_> = idx.values().cloned().collect();
+        let mut keys: Vec<_> = idx.values().map(|f| f.key.clone()).collect();
         keys.sort();
         assert_eq!(keys, ["nested/inner", "password", "plain"]);
         let ino = fs::metadata(ts.join("password")).unwrap().ino();
-        assert_eq!(idx[&ino], "password");
+        assert_eq!(idx[&ino].key, "password");
+        let ts_name = "..2024_01_01_00_00_00.123";
+        assert_eq!(idx[&ino].revision.as_deref(), Some(ts_name));
+        let inner = fs::metadata(ts.join("nested/inner")).unwrap().ino();
+        assert_eq!(idx[&inner].revision.as_deref(), Some(ts_name));
+        let plain = fs::metadata(d.path().join("plain")).unwrap().ino();
+        assert_eq!(idx[&plain].revision, None);
+        assert_eq!(revision_of(d.path()).as_deref(), Some(ts_name));
     }
 
     #[test]
@@ -350,8 +371,8 @@ mod tests {
         assert!(index
             .files
             .values()
-            .any(|k| k.ends_with("reachable") && !k.ends_with("unreachable")));
-        assert!(!index.files.values().any(|k| k.ends_with("unreachable")));
+            .any(|f| f.key.ends_with("reachable") && !f.key.ends_with("unreachable")));
+        assert!(!index.files.values().any(|f| f.key.ends_with("unreachable")));
         assert_eq!(index.too_deep, [deep]);
     }
 }
