@@ -34,9 +34,9 @@ fn run(args: &RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
 
 /// `report`: the running agent's unread volumes, as a table or as JSON.
 fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    use config_access_collector::usage::answers::UnreadReport;
-    let answer: UnreadReport =
-        config_access_collector::api::client::get_json(&args.socket, "/v1/usage/unread")?;
+    use config_access_collector::usage::UsageReport;
+    let answer: UsageReport =
+        config_access_collector::api::client::get_json(&args.socket, "/v1/usage/report")?;
     match args.output {
         ReportFormat::Table => print!(
             "{}",

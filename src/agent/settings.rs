@@ -108,6 +108,7 @@ pub fn usage(config: &Config) -> Result<UsageSettings, ConfigError> {
     Ok(UsageSettings {
         ledger: LedgerSettings::default(),
         unused_after: config.unused_after_duration()?,
+        startup_window: config.startup_window_duration()?,
         state_file: config
             .state_dir_path()?
             .map(|dir| crate::usage::state::state_file(&dir)),

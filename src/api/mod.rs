@@ -41,11 +41,15 @@ use crate::kernel::maps::StatsReader;
 use crate::kernel::probe::Attachment;
 pub use crate::model::health::Heartbeat;
 use crate::model::health::{self, Condition, HealthBoard, Severity};
+use crate::model::pod::SourceKind;
 pub use crate::model::stats::{ListenerCounters, ListenerKind, ListenerStats};
 use crate::model::stats::{OutputStats, UserStats};
 use crate::usage::answers::{Evidence, EvidenceStatus, UnreadKey, UnreadMount, UnreadReport};
-use crate::usage::ledger::{FileKey, KeyUsage, Reader};
-use crate::usage::{KeyReport, Usage};
+use crate::usage::ledger::{FileKey, KeyUsage, Reader, Rotation};
+use crate::usage::objects::{BlastRadius, ObjectMount, ObjectUsage};
+use crate::usage::rotation::{RotatedReader, RotatedVolume, RotationReport};
+use crate::usage::startup::{StartupOnlyRead, StartupOnlyReport};
+use crate::usage::{KeyReport, Usage, UsageReport};
 
 pub use listen::{raise_fd_limit, Limits, SocketFileError, LINGER_BYTES, LINGER_TIME, MAX_HEAD};
 
@@ -618,6 +622,65 @@ async fn usage_unread(State(ctx): State<Ctx>) -> Response {
     Json(ctx.state.usage.unread()).into_response()
 }
 
+#[utoipa::path(get, path = "/v1/usage/rotations", responses((status = 200, body = RotationReport)))]
+async fn usage_rotations(State(ctx): State<Ctx>) -> Response {
+    Json(ctx.state.usage.rotations()).into_response()
+}
+
+#[utoipa::path(get, path = "/v1/usage/startup-only", responses((status = 200, body = StartupOnlyReport)))]
+async fn usage_startup_only(State(ctx): State<Ctx>) -> Response {
+    Json(ctx.state.usage.startup_only()).into_response()
+}
+
+#[utoipa::path(get, path = "/v1/usage/report", responses((status = 200, body = UsageReport)))]
+async fn usage_report(State(ctx): State<Ctx>) -> Response {
+    Json(ctx.state.usage.report()).into_response()
+}
+
+#[utoipa::path(get, path = "/v1/usage/objects", responses((status = 200, body = [ObjectUsage])))]
+async fn usage_objects(State(ctx): State<Ctx>) -> Response {
+    Json(ctx.state.usage.objects()).into_response()
+}
+
+#[utoipa::path(get, path = "/v1/usage/objects/{namespace}/{kind}/{name}",
+    params(
+        ("namespace" = String, Path, description = "the object's namespace"),
+        ("kind" = String, Path, description = "`Secret` or `ConfigMap` (any case)"),
+        ("name" = String, Path, description = "the object's name")),
+    responses((status = 200, body = BlastRadius), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn usage_of_object(
+    State(ctx): State<Ctx>,
+    raw: Result<Path<(String, String, String)>, PathRejection>,
+) -> Response {
+    let (namespace, kind, name) = match raw {
+        Ok(Path(p)) => p,
+        Err(r) => return path_error(r),
+    };
+    let kind = match kind.to_ascii_lowercase().as_str() {
+        "secret" | "secrets" => SourceKind::Secret,
+        "configmap" | "configmaps" => SourceKind::ConfigMap,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("kind must be Secret or ConfigMap, got {kind:?}"),
+            )
+        }
+    };
+    ctx.state
+        .usage
+        .blast_radii()
+        .into_iter()
+        .find(|b| b.usage.namespace == namespace && b.usage.kind == kind && b.usage.name == name)
+        .map_or_else(
+            || {
+                not_found(format_args!(
+                    "{kind:?} {namespace}/{name} mounted on this node"
+                ))
+            },
+            |b| Json(b).into_response(),
+        )
+}
+
 #[utoipa::path(get, path = "/v1/usage/pods/{uid}",
     params(("uid" = String, Path, description = "pod UID")),
     responses((status = 200, body = [KeyReport]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -856,7 +919,12 @@ impl utoipa::Modify for BearerAuth {
         add_mount,
         delete_mount,
         usage_unread,
-        usage_of_pod
+        usage_of_pod,
+        usage_rotations,
+        usage_startup_only,
+        usage_report,
+        usage_objects,
+        usage_of_object
     ),
     modifiers(&BearerAuth),
     components(schemas(
@@ -880,7 +948,17 @@ impl utoipa::Modify for BearerAuth {
         KeyReport,
         FileKey,
         KeyUsage,
-        Reader
+        Reader,
+        RotationReport,
+        RotatedVolume,
+        RotatedReader,
+        Rotation,
+        StartupOnlyReport,
+        StartupOnlyRead,
+        UsageReport,
+        ObjectUsage,
+        BlastRadius,
+        ObjectMount
     ))
 )]
 pub struct ApiDoc;
@@ -927,6 +1005,14 @@ fn api_router(ctx: Ctx) -> Router {
         .route("/v1/pod-info", post(add_pod_info))
         .route("/v1/usage/unread", get(usage_unread))
         .route("/v1/usage/pods/{uid}", get(usage_of_pod))
+        .route("/v1/usage/rotations", get(usage_rotations))
+        .route("/v1/usage/startup-only", get(usage_startup_only))
+        .route("/v1/usage/report", get(usage_report))
+        .route("/v1/usage/objects", get(usage_objects))
+        .route(
+            "/v1/usage/objects/{namespace}/{kind}/{name}",
+            get(usage_of_object),
+        )
         .fallback(fallback_404)
         .method_not_allowed_fallback(fallback_405)
         .layer(DefaultBodyLimit::max(MAX_BODY))

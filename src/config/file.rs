@@ -42,6 +42,7 @@ pub struct FileConfig {
     pub flush_interval_ms: Option<u64>,
     pub buffer_size: Option<usize>,
     pub unused_after: Option<String>,
+    pub startup_window: Option<String>,
     pub state_dir: Option<String>,
     pub report_failed_opens: Option<bool>,
     pub kubelet_writes: Option<KubeletWrites>,

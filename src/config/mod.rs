@@ -97,6 +97,10 @@ pub struct Config {
     /// A watched volume is reported unread (files never read) once it has
     /// been watched this long: a duration such as `24h`, `90m`, `7d`.
     pub unused_after: String,
+    /// Reads of a key by a container only within this long after the
+    /// container started are reported as startup-only: a duration such as
+    /// `5m` or `90s`.
+    pub startup_window: String,
     /// Directory where the usage ledger is saved, so a restart keeps it
     /// (an absolute path); `off`: in memory only.
     pub state_dir: String,
@@ -212,6 +216,7 @@ impl Default for Config {
             flush_interval_ms: 50,
             buffer_size: 4096,
             unused_after: "24h".into(),
+            startup_window: "5m".into(),
             state_dir: "off".into(),
             report_failed_opens: true,
             kubelet_writes: KubeletWrites::Report,
@@ -380,6 +385,8 @@ mod tests {
         assert_eq!(Config::default().state_dir_path().unwrap(), None);
         assert_eq!(key("unused_after: 0s\n"), "unused_after");
         assert_eq!(key("unused_after: 400d\n"), "unused_after");
+        assert_eq!(key("startup_window: 2d\n"), "startup_window");
+        assert_eq!(key("startup_window: later\n"), "startup_window");
         assert_eq!(
             load_str("unused_after: 7d\n")
                 .unwrap()

@@ -10,23 +10,48 @@ use super::{invalid, Config, ConfigError};
 /// Bounds of `unused_after`.
 const UNUSED_AFTER: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(366 * 24 * 3600);
+/// Bounds of `startup_window`.
+const STARTUP_WINDOW: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+
+/// Duration `value` of config key `key` (`24h`, `90m`, `7d`, ...), within `range` (`bounds` in words).
+fn duration(
+    key: &'static str,
+    value: &str,
+    range: std::ops::RangeInclusive<Duration>,
+    bounds: &str,
+) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value).map_err(|e| {
+        invalid(
+            key,
+            format!("{e}: expected a duration such as 24h, 90m or 7d"),
+        )
+    })?;
+    if !range.contains(&d) {
+        return Err(invalid(key, format!("must be {bounds}, got {value}")));
+    }
+    Ok(d)
+}
 
 impl Config {
     /// `unused_after` as a duration (`24h`, `90m`, `7d`, ...), 1 s to 366 days.
     pub fn unused_after_duration(&self) -> Result<Duration, ConfigError> {
-        let d = humantime::parse_duration(&self.unused_after).map_err(|e| {
-            invalid(
-                "unused_after",
-                format!("{e}: expected a duration such as 24h, 90m or 7d"),
-            )
-        })?;
-        if !UNUSED_AFTER.contains(&d) {
-            return Err(invalid(
-                "unused_after",
-                format!("must be 1s to 366d, got {}", self.unused_after),
-            ));
-        }
-        Ok(d)
+        duration(
+            "unused_after",
+            &self.unused_after,
+            UNUSED_AFTER,
+            "1s to 366d",
+        )
+    }
+
+    /// `startup_window` as a duration (`5m`, `90s`, ...), 1 s to 24 hours.
+    pub fn startup_window_duration(&self) -> Result<Duration, ConfigError> {
+        duration(
+            "startup_window",
+            &self.startup_window,
+            STARTUP_WINDOW,
+            "1s to 24h",
+        )
     }
 
     /// `state_dir` as a path; `None` for `off`.
@@ -95,6 +120,7 @@ impl Config {
             return Err(invalid("buffer_size", "must be at least 1"));
         }
         self.unused_after_duration()?;
+        self.startup_window_duration()?;
         self.state_dir_path()?;
         if self.rescan_interval_ms < 100 {
             return Err(invalid(

@@ -273,7 +273,7 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
     std::thread::sleep(watched.saturating_sub(started.elapsed()));
     eprintln!(
         "\ndemo: usage of the sandbox pod's volumes (config-access-collector report):\n{}",
-        crate::usage::report::render(&collector.usage().unread())
+        crate::usage::report::render(&collector.usage().report())
     );
     p1.release();
     p2.release();

@@ -29,7 +29,7 @@ use crate::model::pod::SourceKind;
 use crate::model::settings::AccessLabel;
 use crate::model::stats::{KernelStats, ListenerCounters, ListenerStats, UserStats};
 use crate::model::volume::VolumeType;
-use crate::usage::answers::ObjectUsage;
+use crate::usage::objects::ObjectUsage;
 use crate::usage::Usage;
 
 /// Bucket bounds of `kernel_monitor_processing_duration_ms`, in ms.
@@ -286,8 +286,10 @@ type ObjectGauge = (&'static str, &'static str, fn(&ObjectUsage) -> u64);
 
 /// Per Secret and ConfigMap on this node (labels namespace, kind, name;
 /// never a pod): pods mounting it, pods that read it, mounts with keys
-/// never read.
+/// never read, stale readers; and the ledger's own saves, losses and
+/// stale token readers.
 fn observe_usage(meter: &Meter, s: &Sources) {
+    observe_ledger(meter, s);
     let usage = Arc::clone(&s.usage);
     meter
         .u64_observable_counter("kernel_monitor_usage_state_saves")
@@ -301,7 +303,7 @@ fn observe_usage(meter: &Meter, s: &Sources) {
     // One computation serves the three gauges of a collection.
     let usage = Arc::clone(&s.usage);
     let latest = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let gauges: [ObjectGauge; 3] = [
+    let gauges: [ObjectGauge; 4] = [
         (
             "kernel_monitor_object_mounting_pods",
             "Pods on this node that mount the Secret or ConfigMap (any of its keys)",
@@ -316,6 +318,11 @@ fn observe_usage(meter: &Meter, s: &Sources) {
             "kernel_monitor_object_unread_mounts",
             "Mounts on this node of the Secret or ConfigMap with keys never read, watched for at least unused_after with complete evidence",
             |o| o.unread_mounts,
+        ),
+        (
+            "kernel_monitor_object_stale_readers",
+            "Readers on this node whose latest open of one of the object's keys was of a revision the kubelet has since replaced (a Secret or ConfigMap update), and whose process still runs",
+            |o| o.stale_readers,
         ),
     ];
     for (i, (name, description, field)) in gauges.into_iter().enumerate() {
@@ -346,6 +353,36 @@ fn observe_usage(meter: &Meter, s: &Sources) {
             })
             .build();
     }
+}
+
+/// The ledger's losses by reason, and stale readers of service-account tokens.
+fn observe_ledger(meter: &Meter, s: &Sources) {
+    let usage = Arc::clone(&s.usage);
+    meter
+        .u64_observable_counter("kernel_monitor_usage_losses")
+        .with_description("Accesses the usage ledger may have missed, by reason (the loss counters it follows, ledger_full: a full ledger, collector_down: restarts); any loss in a window makes its never-read answers unknown")
+        .with_callback(move |o| {
+            for (reason, total) in usage.losses() {
+                o.observe(total, &[KeyValue::new("reason", reason)]);
+            }
+        })
+        .build();
+    let usage = Arc::clone(&s.usage);
+    meter
+        .u64_observable_gauge("kernel_monitor_token_stale_readers")
+        .with_description("Processes on this node still running on a service-account token they read before the kubelet refreshed it (they will fail when it expires), by namespace and service account")
+        .with_callback(move |o| {
+            for ((namespace, account), n) in usage.stale_token_readers() {
+                o.observe(
+                    n,
+                    &[
+                        KeyValue::new("namespace", namespace),
+                        KeyValue::new("service_account", account),
+                    ],
+                );
+            }
+        })
+        .build();
 }
 
 /// The kernel programs' counters, exported as they are.

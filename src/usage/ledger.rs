@@ -68,6 +68,12 @@ pub struct Reader {
     pub reads: u64,
     /// RFC 3339: its latest.
     pub last_read: String,
+    /// The process of its latest open (host pid namespace).
+    #[serde(default)]
+    pub pid: u32,
+    /// The volume revision (`..<timestamp>` directory) of its latest open.
+    #[serde(default)]
+    pub revision: Option<String>,
 }
 
 /// What was seen of one key.
@@ -93,12 +99,60 @@ pub struct LossRecord {
     pub latest: SystemTime,
 }
 
-/// A watched volume as the ledger knows it: its directory and since when it is watched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A watched volume as the ledger knows it: its directory, since when it
+/// is watched, its current revision and its latest rotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Watched {
     dir: FileId,
     since: SystemTime,
+    revision: Option<Arc<str>>,
+    rotations: Vec<Rotation>,
 }
+
+impl Watched {
+    fn new(v: &Volume, since: SystemTime) -> Self {
+        Self {
+            dir: v.dir,
+            since,
+            revision: v.revision.clone(),
+            rotations: Vec::new(),
+        }
+    }
+
+    /// Notes the revision `v` shows now: another one than before is a rotation at `now`.
+    fn follow(&mut self, v: &Volume, now: SystemTime) {
+        if v.revision == self.revision {
+            return;
+        }
+        if let (Some(from), Some(to)) = (&self.revision, &v.revision) {
+            if self.rotations.len() >= MAX_ROTATIONS {
+                self.rotations.remove(0);
+            }
+            self.rotations.push(Rotation {
+                at: unix(now),
+                from: from.to_string(),
+                to: to.to_string(),
+            });
+        }
+        self.revision = v.revision.clone();
+    }
+}
+
+/// The kubelet swapped a volume's `..data` to a new revision (an update of
+/// its Secret or ConfigMap, a refreshed token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Rotation {
+    /// Unix seconds: when the collector saw the swap (within a second of it,
+    /// plus the volume watch's debounce).
+    pub at: u64,
+    /// The revision before (`..<timestamp>` directory).
+    pub from: String,
+    /// The revision after.
+    pub to: String,
+}
+
+/// Most rotations kept per volume (the latest).
+pub const MAX_ROTATIONS: usize = 8;
 
 /// The ledger.
 #[derive(Debug)]
@@ -144,15 +198,14 @@ impl Ledger {
         let mut present = HashSet::with_capacity(volumes.len());
         for v in volumes {
             let id = (v.pod_uid.clone(), v.name.clone());
-            let watched = self.volumes.entry(id.clone()).or_insert(Watched {
-                dir: v.dir,
-                since: now,
-            });
-            if watched.dir != v.dir {
-                *watched = Watched {
-                    dir: v.dir,
-                    since: now,
-                };
+            let watched = self
+                .volumes
+                .entry(id.clone())
+                .or_insert_with(|| Watched::new(v, now));
+            if watched.dir == v.dir {
+                watched.follow(v, now);
+            } else {
+                *watched = Watched::new(v, now);
             }
             present.insert(id);
         }
@@ -166,6 +219,26 @@ impl Ledger {
         self.volumes
             .get(&(pod_uid.to_string(), name.to_string()))
             .map(|w| w.since)
+    }
+
+    /// The rotations seen of volume `name` of pod `pod_uid`, oldest first, and its current revision.
+    pub fn rotations(&self, pod_uid: &str, name: &str) -> Option<(&[Rotation], Option<&str>)> {
+        self.volumes
+            .get(&(pod_uid.to_string(), name.to_string()))
+            .map(|w| (w.rotations.as_slice(), w.revision.as_deref()))
+    }
+
+    /// Losses so far, by reason: (reason, total).
+    pub fn losses(&self) -> Vec<(String, u64)> {
+        self.losses
+            .iter()
+            .map(|(reason, r)| (reason.clone(), r.total))
+            .collect()
+    }
+
+    /// The most keys the ledger holds.
+    pub fn max_keys(&self) -> usize {
+        self.settings.max_keys
     }
 
     /// The time of the latest loss of any reason.
@@ -254,6 +327,13 @@ impl Ledger {
         v
     }
 
+    /// Every key of volume `volume` of pod `pod_uid`, in order.
+    pub fn keys_of_volume(&self, pod_uid: &str, volume: &str) -> Vec<(&FileKey, &KeyUsage)> {
+        let mut v = self.keys_of_pod(pod_uid);
+        v.retain(|(k, _)| k.volume == volume);
+        v
+    }
+
     /// What a restart needs, saved at `now`.
     pub fn state(&self, now: SystemTime) -> LedgerState {
         LedgerState {
@@ -273,6 +353,8 @@ impl Ledger {
                     dev: w.dir.dev,
                     ino: w.dir.ino,
                     since: unix(w.since),
+                    revision: w.revision.as_deref().map(str::to_string),
+                    rotations: w.rotations.clone(),
                 })
                 .collect(),
             losses: self
@@ -299,12 +381,16 @@ impl Ledger {
             .into_iter()
             .take(settings.max_keys)
             .map(|v| {
+                let mut rotations = v.rotations;
+                rotations.truncate(MAX_ROTATIONS);
                 let watched = Watched {
                     dir: FileId {
                         dev: v.dev,
                         ino: v.ino,
                     },
                     since: from_unix(v.since),
+                    revision: v.revision.map(Arc::from),
+                    rotations,
                 };
                 ((v.pod_uid, v.volume), watched)
             })
@@ -340,7 +426,7 @@ impl Ledger {
 }
 
 /// Seconds since the Unix epoch.
-fn unix(t: SystemTime) -> u64 {
+pub(super) fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
@@ -368,6 +454,11 @@ pub struct SavedVolume {
     pub dev: u32,
     pub ino: u64,
     pub since: u64,
+    /// Its revision when saved.
+    #[serde(default)]
+    pub revision: Option<String>,
+    #[serde(default)]
+    pub rotations: Vec<Rotation>,
 }
 
 /// The losses of one reason.
@@ -414,6 +505,10 @@ fn add_read(usage: &mut KeyUsage, ev: &AccessEvent, max_readers: usize) {
     if let Some(r) = usage.readers.iter_mut().find(same) {
         r.reads += n;
         r.last_read = ev.timestamp.clone();
+        r.pid = ev.process.pid;
+        if ev.revision.is_some() {
+            r.revision = ev.revision.clone();
+        }
     } else if usage.readers.len() < max_readers {
         usage.readers.push(Reader {
             container,
@@ -421,6 +516,8 @@ fn add_read(usage: &mut KeyUsage, ev: &AccessEvent, max_readers: usize) {
             uid: ev.process.uid,
             reads: n,
             last_read: ev.timestamp.clone(),
+            pid: ev.process.pid,
+            revision: ev.revision.clone(),
         });
     } else {
         usage.other_reads += n;

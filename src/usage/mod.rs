@@ -13,7 +13,10 @@
 
 pub mod answers;
 pub mod ledger;
+pub mod objects;
 pub mod report;
+pub mod rotation;
+pub mod startup;
 pub mod state;
 
 use std::path::PathBuf;
@@ -25,9 +28,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use answers::UnreadReport;
 use ledger::{FileKey, KeyUsage, Ledger, LedgerSettings};
+use objects::{BlastRadius, ObjectUsage};
+use rotation::RotationReport;
+use startup::StartupOnlyReport;
 
 use crate::enrich::pods::PodMetadata;
-use crate::enrich::volumes::VolumeRegistry;
+use crate::enrich::volumes::{Volume, VolumeRegistry};
 use crate::model::event::AccessEvent;
 use crate::model::health::{HealthBoard, Severity};
 
@@ -37,6 +43,8 @@ pub struct UsageSettings {
     pub ledger: LedgerSettings,
     /// A volume is reported unread once it has been watched this long.
     pub unused_after: Duration,
+    /// Reads within this long of a container's start are its startup reads.
+    pub startup_window: Duration,
     /// Where the ledger is saved (`None`: in memory only).
     pub state_file: Option<PathBuf>,
 }
@@ -46,6 +54,7 @@ impl Default for UsageSettings {
         Self {
             ledger: LedgerSettings::default(),
             unused_after: Duration::from_secs(24 * 3600),
+            startup_window: Duration::from_secs(300),
             state_file: None,
         }
     }
@@ -67,6 +76,7 @@ pub struct Usage {
     registry: Arc<VolumeRegistry>,
     pods: Arc<dyn PodMetadata>,
     unused_after: Duration,
+    startup_window: Duration,
     state_file: Option<PathBuf>,
     /// Saves of the state: (succeeded, failed).
     saves: (AtomicU64, AtomicU64),
@@ -76,6 +86,19 @@ pub struct Usage {
 
 /// The health component of a failed save of the ledger.
 pub const STATE_COMPONENT: &str = "usage_state";
+/// The health component of a full ledger.
+pub const LEDGER_COMPONENT: &str = "usage_ledger";
+
+/// `GET /v1/usage/report`: every answer at once, as `report` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct UsageReport {
+    #[serde(flatten)]
+    pub unread: UnreadReport,
+    /// Volumes the kubelet rotated, with their readers.
+    pub rotations: RotationReport,
+    #[serde(flatten)]
+    pub startup: StartupOnlyReport,
+}
 
 impl std::fmt::Debug for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,6 +143,7 @@ impl Usage {
             registry,
             pods,
             unused_after: settings.unused_after,
+            startup_window: settings.startup_window,
             state_file: settings.state_file,
             saves: (AtomicU64::new(0), AtomicU64::new(0)),
             health: None,
@@ -185,13 +209,19 @@ impl Usage {
         self.unused_after
     }
 
-    /// Watched volumes with files never read (losses noted up to now first).
-    pub fn unread(&self) -> UnreadReport {
+    /// The ledger, with the losses noted and the watched volumes followed up to now.
+    fn current(&self) -> (MutexGuard<'_, Ledger>, Vec<Arc<Volume>>, SystemTime) {
         let now = SystemTime::now();
         let volumes = self.registry.volumes();
         let mut ledger = self.ledger();
         self.note_losses(&mut ledger, now);
         ledger.sync_volumes(&volumes, now);
+        (ledger, volumes, now)
+    }
+
+    /// Watched volumes with files never read.
+    pub fn unread(&self) -> UnreadReport {
+        let (ledger, volumes, now) = self.current();
         UnreadReport {
             unused_after_secs: self.unused_after.as_secs(),
             mounts: answers::unread(&ledger, &volumes, &*self.pods, self.unused_after, now),
@@ -199,13 +229,76 @@ impl Usage {
         }
     }
 
-    /// Per Secret and ConfigMap on this node: pods mounting it, reading it,
-    /// and its mounts with keys never read.
-    pub fn objects(&self) -> Vec<answers::ObjectUsage> {
-        let report = self.unread();
-        let volumes = self.registry.volumes();
-        let ledger = self.ledger();
-        answers::objects(&ledger, &volumes, &*self.pods, &report.mounts)
+    /// The volumes the kubelet rotated, and whether their readers re-read.
+    pub fn rotations(&self) -> RotationReport {
+        let (ledger, volumes, now) = self.current();
+        rotation::rotations(&ledger, &volumes, &*self.pods, now)
+    }
+
+    /// Keys containers read only in their startup window.
+    pub fn startup_only(&self) -> StartupOnlyReport {
+        let (ledger, volumes, now) = self.current();
+        StartupOnlyReport {
+            startup_window_secs: self.startup_window.as_secs(),
+            reads: startup::startup_only(&ledger, &volumes, &*self.pods, self.startup_window, now),
+        }
+    }
+
+    /// Every answer of the report.
+    pub fn report(&self) -> UsageReport {
+        UsageReport {
+            unread: self.unread(),
+            rotations: self.rotations(),
+            startup: self.startup_only(),
+        }
+    }
+
+    /// Every Secret and ConfigMap mounted on this node, with who mounts and reads it.
+    pub fn blast_radii(&self) -> Vec<BlastRadius> {
+        let unread = self.unread();
+        let rotated = self.rotations();
+        let (ledger, volumes, _) = self.current();
+        objects::blast_radii(
+            &ledger,
+            &volumes,
+            &*self.pods,
+            &unread.mounts,
+            &rotated.volumes,
+        )
+    }
+
+    /// Per Secret and ConfigMap on this node: its counts.
+    pub fn objects(&self) -> Vec<ObjectUsage> {
+        self.blast_radii().into_iter().map(|b| b.usage).collect()
+    }
+
+    /// Stale readers of service-account tokens, by (namespace, service account).
+    pub fn stale_token_readers(&self) -> Vec<((String, String), u64)> {
+        let mut by_account = std::collections::BTreeMap::new();
+        for v in self.rotations().volumes {
+            let stale = v
+                .readers
+                .iter()
+                .filter(|r| r.stale && r.warning.is_some())
+                .count();
+            let Some(pod) = self.pods.pod(&v.pod_uid) else {
+                continue;
+            };
+            let account = pod
+                .service_account
+                .as_deref()
+                .unwrap_or("default")
+                .to_string();
+            *by_account
+                .entry((pod.namespace.to_string(), account))
+                .or_default() += stale as u64;
+        }
+        by_account.into_iter().collect()
+    }
+
+    /// Losses the ledger noted so far, by reason.
+    pub fn losses(&self) -> Vec<(String, u64)> {
+        self.current().0.losses()
     }
 
     /// Every key of pod `uid` that was read or denied.
@@ -230,13 +323,23 @@ impl Usage {
         self.ledger().record(ev, SystemTime::now());
     }
 
-    /// Notes losses and follows the watched volumes.
+    /// Notes losses, follows the watched volumes, and raises a full ledger
+    /// on the health board (degraded: reads of new keys are lost, and
+    /// counted as `ledger_full`) until it has room again.
     fn tick(&self) {
-        let now = SystemTime::now();
-        let volumes = self.registry.volumes();
-        let mut ledger = self.ledger();
-        self.note_losses(&mut ledger, now);
-        ledger.sync_volumes(&volumes, now);
+        let (ledger, _, _) = self.current();
+        let full = ledger.len() >= ledger.max_keys();
+        drop(ledger);
+        let Some(h) = &self.health else { return };
+        if full {
+            h.raise(
+                LEDGER_COMPONENT,
+                Severity::Degraded,
+                "the usage ledger is full: reads of keys it does not hold yet are lost (kernel_monitor_usage_losses{reason=\"ledger_full\"}), so its answers are unknown until pods go".to_string(),
+            );
+        } else {
+            h.clear(LEDGER_COMPONENT);
+        }
     }
 }
 

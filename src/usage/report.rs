@@ -1,13 +1,170 @@
-//! The usage report as a person reads it: one row per mounted volume with
-//! files never read, and what to change (`config-access-collector report`).
+//! The usage report as a person reads it (`config-access-collector
+//! report`): one row per mounted volume with files never read and what to
+//! change; the readers of rotated volumes, stale ones first; the keys read
+//! only at a container's start.
 
 use comfy_table::presets::ASCII_MARKDOWN;
 use comfy_table::{ContentArrangement, Table};
 
 use super::answers::{EvidenceStatus, UnreadMount, UnreadReport};
+use super::rotation::{RotatedReader, RotatedVolume, RotationReport};
+use super::startup::{StartupOnlyRead, StartupOnlyReport};
+use super::UsageReport;
 
-/// The report as a table, with a heading and a footer that says how sure it is.
-pub fn render(report: &UnreadReport) -> String {
+/// The whole report: its three sections.
+pub fn render(report: &UsageReport) -> String {
+    [
+        render_unread(&report.unread),
+        render_rotations(&report.rotations),
+        render_startup(&report.startup),
+    ]
+    .join("\n")
+}
+
+/// A table with `header`, as every section draws it.
+fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
+    let mut table = Table::new();
+    table
+        .load_style(ASCII_MARKDOWN)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header);
+    for row in rows {
+        table.add_row(row);
+    }
+    table.to_string()
+}
+
+/// "namespace/pod", else the pod UID.
+fn pod_name(namespace: Option<&str>, name: Option<&str>, uid: &str) -> String {
+    match (namespace, name) {
+        (Some(ns), Some(name)) => format!("{ns}/{name}"),
+        _ => uid.to_string(),
+    }
+}
+
+/// Rotated volumes: each reader, whether it re-read, how long it is stale.
+fn render_rotations(report: &RotationReport) -> String {
+    let mut out = format!(
+        "Volumes rotated by the kubelet (Secret or ConfigMap updated, token refreshed): {}; readers still running on replaced content: {}\n\n",
+        report.volumes.len(),
+        report.stale_readers
+    );
+    if report.volumes.is_empty() {
+        return out;
+    }
+    let mut rows: Vec<(bool, [String; 7])> = report
+        .volumes
+        .iter()
+        .flat_map(|v| v.readers.iter().map(move |r| (r.stale, rotation_row(v, r))))
+        .collect();
+    // Stale readers first.
+    rows.sort_by_key(|(stale, _)| !stale);
+    out.push_str(&table(
+        [
+            "NAMESPACE/POD",
+            "VOLUME",
+            "KEY",
+            "CONTAINER",
+            "PROCESS",
+            "LAST OPENED",
+            "STATUS",
+        ],
+        rows.into_iter().map(|(_, row)| row),
+    ));
+    out.push('\n');
+    for (r, warning) in report
+        .volumes
+        .iter()
+        .flat_map(|v| &v.readers)
+        .filter_map(|r| r.warning.as_ref().map(|w| (r, w)))
+    {
+        out.push_str(&format!("\n{} (pid {}) {warning}.\n", r.command, r.pid));
+    }
+    out
+}
+
+fn rotation_row(v: &RotatedVolume, r: &RotatedReader) -> [String; 7] {
+    let status = if r.current {
+        "re-read the current revision".to_string()
+    } else if !r.running {
+        "exited before re-reading".to_string()
+    } else {
+        match r.stale_secs {
+            Some(secs) => format!(
+                "STALE for {}",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    secs - secs % 60 * u64::from(secs >= 60)
+                ))
+            ),
+            None => "STALE (rotated while the collector was down)".to_string(),
+        }
+    };
+    [
+        pod_name(v.namespace.as_deref(), v.pod_name.as_deref(), &v.pod_uid),
+        v.volume.clone(),
+        r.key.clone(),
+        r.container.clone().unwrap_or_else(|| "host".into()),
+        format!("{} (pid {}, uid {})", r.command, r.pid, r.uid),
+        format!("{} at {}", r.revision, r.last_read),
+        status,
+    ]
+}
+
+/// Keys read only at a container's start.
+fn render_startup(report: &StartupOnlyReport) -> String {
+    let mut out = format!(
+        "Keys read only in the first {} after their container started: {}\n",
+        humantime::format_duration(std::time::Duration::from_secs(report.startup_window_secs)),
+        report.reads.len()
+    );
+    if report.reads.is_empty() {
+        return out;
+    }
+    out.push('\n');
+    out.push_str(&table(
+        [
+            "NAMESPACE/POD",
+            "CONTAINER",
+            "VOLUME",
+            "KEY",
+            "OBJECT",
+            "LAST READ",
+        ],
+        report.reads.iter().map(startup_row),
+    ));
+    out.push_str("\n\nA change of these keys reaches the container only when it restarts.\n");
+    out
+}
+
+fn startup_row(r: &StartupOnlyRead) -> [String; 6] {
+    let object = r.source.as_ref().map_or_else(
+        || "-".to_string(),
+        |s| match (&s.name, &s.key) {
+            (Some(name), Some(key)) => format!("{} {name} key {key}", kind_name(s.kind)),
+            (Some(name), None) => format!("{} {name}", kind_name(s.kind)),
+            _ => kind_name(s.kind),
+        },
+    );
+    [
+        format!("{}/{}", r.namespace, r.pod_name),
+        r.container.clone(),
+        r.volume.clone(),
+        r.key.clone(),
+        object,
+        r.last_read.clone(),
+    ]
+}
+
+/// A source kind as the API spells it (`DownwardAPI`, ...).
+fn kind_name(kind: crate::model::pod::SourceKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The unread volumes as a table, with a heading and a footer that says how sure it is.
+fn render_unread(report: &UnreadReport) -> String {
     let mut out = format!(
         "Volumes watched for at least {} with keys never read: {}\n\n",
         humantime::format_duration(std::time::Duration::from_secs(report.unused_after_secs)),
@@ -17,11 +174,8 @@ pub fn render(report: &UnreadReport) -> String {
         out.push_str("Every key of every volume watched that long was read.\n");
         return out;
     }
-    let mut table = Table::new();
-    table
-        .load_style(ASCII_MARKDOWN)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header([
+    out.push_str(&table(
+        [
             "NAMESPACE/POD",
             "WORKLOAD",
             "VOLUME",
@@ -30,11 +184,9 @@ pub fn render(report: &UnreadReport) -> String {
             "KEYS READ",
             "EVIDENCE",
             "SUGGESTION",
-        ]);
-    for m in &report.mounts {
-        table.add_row(row(m));
-    }
-    out.push_str(&table.to_string());
+        ],
+        report.mounts.iter().map(row),
+    ));
     out.push_str(
         "\n\nEVIDENCE complete: no access was lost while the volume was watched, so \
          \"never read\" is a fact; unknown: accesses were lost (reasons given), so a \
@@ -68,10 +220,7 @@ fn utc(secs: u64) -> String {
 
 /// One volume's row.
 fn row(m: &UnreadMount) -> [String; 8] {
-    let pod = match (&m.namespace, &m.pod_name) {
-        (Some(ns), Some(name)) => format!("{ns}/{name}"),
-        _ => m.pod_uid.clone(),
-    };
+    let pod = pod_name(m.namespace.as_deref(), m.pod_name.as_deref(), &m.pod_uid);
     let workload = m
         .workload
         .as_ref()
@@ -81,11 +230,7 @@ fn row(m: &UnreadMount) -> [String; 8] {
         .iter()
         .filter_map(|k| k.source.as_ref())
         .map(|s| {
-            // The kind as the API spells it (`DownwardAPI`, ...).
-            let kind = serde_json::to_value(s.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let kind = kind_name(s.kind);
             match &s.name {
                 Some(name) => format!("{kind} {name}"),
                 None => kind,
@@ -133,7 +278,7 @@ mod tests {
     use super::*;
 
     /// A report as the API serves it (the fixture of the golden file).
-    fn fixture() -> UnreadReport {
+    fn fixture() -> UsageReport {
         serde_json::from_str(include_str!("../../tests/golden/usage-report.json"))
             .expect("the fixture decodes")
     }
@@ -160,7 +305,7 @@ mod tests {
             gaps: Vec::new(),
         };
         assert_eq!(
-            render(&empty),
+            render_unread(&empty),
             "Volumes watched for at least 1day with keys never read: 0\n\n\
              Every key of every volume watched that long was read.\n"
         );

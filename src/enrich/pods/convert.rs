@@ -177,7 +177,7 @@ impl PodMeta {
         let md = &pod.metadata;
         let uid = names.get(md.uid.as_deref()?);
         let spec = pod.spec.as_ref();
-        let ids: HashMap<&str, &str> = pod
+        let statuses: Vec<_> = pod
             .status
             .iter()
             .flat_map(|s| {
@@ -190,7 +190,17 @@ impl PodMeta {
                 .flatten()
                 .flatten()
             })
+            .collect();
+        let ids: HashMap<&str, &str> = statuses
+            .iter()
             .filter_map(|c| Some((c.name.as_str(), strip_scheme(c.container_id.as_deref()?))))
+            .collect();
+        let started: HashMap<&str, i64> = statuses
+            .iter()
+            .filter_map(|c| {
+                let running = c.state.as_ref()?.running.as_ref()?;
+                Some((c.name.as_str(), running.started_at.as_ref()?.0.as_second()))
+            })
             .collect();
         let sources = Sources(names);
         let volumes: Box<[_]> = spec
@@ -225,6 +235,7 @@ impl PodMeta {
                     name: names.get(name),
                     image: names.get(image.unwrap_or_default()),
                     id: ids.get(name).map(|id| Box::from(*id)),
+                    started_at: started.get(name).copied(),
                     mounts: watched_mounts(mounts, &watched, names),
                 });
             }

@@ -13,6 +13,9 @@ pub struct ContainerMeta {
     pub image: Name,
     /// Runtime container id (64 hex digits, without the `containerd://` scheme), once running.
     pub id: Option<Box<str>>,
+    /// Unix seconds: when the running container started (its status), once running.
+    #[serde(skip)]
+    pub started_at: Option<i64>,
     /// Where the container mounts the pod's watched volumes.
     pub mounts: Box<[VolumeMountMeta]>,
 }
