@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{exchange, pod_cgroup, privileged, wait, Harness, EXE, POD};
 use config_access_collector::agent::Collector;
 use config_access_collector::config::Config;
+use config_access_collector::demo::container::{ContainerProc, ExecArgs};
 use serde_json::Value;
 
 /// `GET path` on the harness's API socket.
@@ -351,4 +352,297 @@ fn get_health(h: &Harness) -> (u16, Value) {
         &[],
         b"",
     )
+}
+
+/// The demo pod with a second container `sidecar` (runtime id `sidecar`),
+/// both running since `started_at` (RFC 3339).
+fn two_container_pod(app: &str, sidecar: &str, started_at: &str) -> Value {
+    let mut pod = common::fake_apiserver::demo_pod(POD, app);
+    let spec = pod["spec"]["containers"].as_array_mut().unwrap();
+    spec.push(serde_json::json!({"name": "sidecar", "image": "registry.example/sidecar:1.0"}));
+    let statuses = pod["status"]["containerStatuses"].as_array_mut().unwrap();
+    statuses.push(serde_json::json!({"name": "sidecar", "image": "registry.example/sidecar:1.0",
+        "imageID": "", "ready": true, "restartCount": 0, "containerID": format!("containerd://{sidecar}")}));
+    for s in statuses {
+        s["state"] = serde_json::json!({"running": {"startedAt": started_at}});
+    }
+    pod
+}
+
+/// Now, to the second, as the API server writes times.
+fn api_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Serves the two-container pod and waits until the collector knows both containers' starts.
+fn serve_two_containers(
+    h: &Harness,
+    api: &common::fake_apiserver::FakeApiServer,
+    app: &str,
+    sidecar: &str,
+) {
+    api.modify(two_container_pod(app, sidecar, &api_now()));
+    let store = h.collector().pods().expect("kube mode").clone();
+    wait("both containers in the pod metadata", || {
+        store.get(POD).is_some_and(|p| {
+            p.containers.len() == 2 && p.containers.iter().all(|c| c.started_at.is_some())
+        })
+    });
+}
+
+/// A long-running process of container `cid` (command `comm`) running `steps`.
+fn start_reader(h: &mut Harness, cid: &str, comm: &str, steps: &[&str]) -> ContainerProc {
+    let cgroup = h.sb.make_cgroup(&pod_cgroup("burstable", cid)).unwrap();
+    let args = ExecArgs {
+        cgroup: Some(cgroup),
+        comm: Some(comm.into()),
+        ..h.container(steps)
+    };
+    ContainerProc::spawn(std::path::Path::new(EXE), &args).expect("spawn sandbox-exec")
+}
+
+/// The readers `GET /v1/usage/rotations` lists for volume `volume`, and the volume.
+fn rotated(h: &Harness, volume: &str) -> Option<Value> {
+    let (status, report) = get(h, "/v1/usage/rotations");
+    assert_eq!(status, 200, "{report}");
+    report["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["volume"] == volume)
+        .cloned()
+}
+
+fn reader<'a>(volume: &'a Value, key: &str, container: &str) -> &'a Value {
+    volume["readers"]
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["key"] == key && r["container"] == container)
+        })
+        .unwrap_or_else(|| panic!("no reader of {key} in {container}: {volume:#}"))
+}
+
+#[test]
+fn after_a_rotation_readers_that_did_not_re_read_are_stale_and_a_token_is_flagged() {
+    if !privileged("after_a_rotation_readers_that_did_not_re_read_are_stale_and_a_token_is_flagged")
+    {
+        return;
+    }
+    let (app, sidecar) = ("a1".repeat(32), "b2".repeat(32));
+    let (mut h, api, _rt) = Harness::with_fake_api(&app, |_| {});
+    serve_two_containers(&h, &api, &app, &sidecar);
+    // A reads the password and waits; B reads the password and the token once.
+    let mut a = start_reader(
+        &mut h,
+        &app,
+        "app-a",
+        &[
+            "open:/etc/db/password",
+            "wait",
+            "open:/etc/db/password",
+            "wait",
+        ],
+    );
+    let token = "open:/var/run/secrets/kubernetes.io/serviceaccount/token";
+    let b = start_reader(
+        &mut h,
+        &sidecar,
+        "sidecar-b",
+        &["open:/etc/db/password", token, "wait"],
+    );
+    let mut b = b;
+    assert_eq!(a.next_result().unwrap().1, "ok");
+    assert_eq!(b.next_result().unwrap().1, "ok");
+    assert_eq!(b.next_result().unwrap().1, "ok");
+    wait("both readers in the ledger", || {
+        let (_, keys) = get(&h, &format!("/v1/usage/pods/{POD}"));
+        let readers = |key: &str| {
+            keys.as_array()
+                .and_then(|k| k.iter().find(|k| k["key"] == key))
+                .map_or(0, |k| k["readers"].as_array().map_or(0, Vec::len))
+        };
+        readers("password") == 2 && readers("token") == 1
+    });
+    assert!(rotated(&h, "db-creds").is_none(), "nothing rotated yet");
+
+    // The kubelet updates the Secret and refreshes the token.
+    let (secret, token_dir) = (h.secret.clone(), h.token.clone());
+    h.sb.write_atomic(
+        &secret,
+        &[
+            ("username", b"app", 0o644),
+            ("password", b"n3w", 0o644),
+            ("api-key", b"k", 0o600),
+        ],
+    )
+    .unwrap();
+    h.sb.write_atomic(
+        &token_dir,
+        &[
+            ("token", b"eyK", 0o644),
+            ("ca.crt", b"-----", 0o644),
+            ("namespace", b"payments", 0o644),
+        ],
+    )
+    .unwrap();
+    wait("both rotations seen", || {
+        ["db-creds", "kube-api-access-x7k2p"].iter().all(|v| {
+            rotated(&h, v).is_some_and(|r| r["rotations"].as_array().map(Vec::len) == Some(1))
+        })
+    });
+    // A re-reads; B does not.
+    a.release();
+    assert_eq!(a.next_result().unwrap().1, "ok");
+    wait("A's re-read in the ledger", || {
+        rotated(&h, "db-creds").is_some_and(|v| reader(&v, "password", "app")["current"] == true)
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    let db = rotated(&h, "db-creds").unwrap();
+    let rotation = &db["rotations"][0];
+    assert_eq!(rotation["to"], db["revision"], "{db:#}");
+    let ra = reader(&db, "password", "app");
+    assert_eq!(
+        (ra["command"].as_str(), ra["stale"].as_bool()),
+        (Some("app-a"), Some(false)),
+        "{ra:#}"
+    );
+    let rb = reader(&db, "password", "sidecar");
+    assert_eq!(
+        (
+            rb["command"].as_str(),
+            rb["stale"].as_bool(),
+            rb["running"].as_bool(),
+            rb["pid"].as_u64()
+        ),
+        (
+            Some("sidecar-b"),
+            Some(true),
+            Some(true),
+            Some(u64::from(b.pid))
+        ),
+        "{rb:#}"
+    );
+    assert_eq!(rb["revision"], rotation["from"]);
+    assert_eq!(rb["stale_since"], rotation["at"]);
+    assert!(rb["stale_secs"].as_u64().is_some_and(|s| s >= 1), "{rb:#}");
+    assert_eq!(rb["warning"], Value::Null);
+    let tok = rotated(&h, "kube-api-access-x7k2p").unwrap();
+    let rt = reader(&tok, "token", "sidecar");
+    assert_eq!(rt["stale"], true, "{rt:#}");
+    assert!(rt["warning"]
+        .as_str()
+        .unwrap()
+        .contains("service-account token"));
+    let (_, report) = get(&h, "/v1/usage/rotations");
+    assert_eq!(report["stale_readers"], 2, "{report:#}");
+
+    // The events carry the revision each open was of.
+    let revisions: Vec<Option<String>> = h
+        .events_of(a.pid)
+        .iter()
+        .map(|e| e.revision.clone())
+        .collect();
+    assert_eq!(
+        revisions,
+        [
+            rotation["from"].as_str().map(str::to_string),
+            rotation["to"].as_str().map(str::to_string)
+        ]
+    );
+
+    // The Secret's blast radius: who mounts it, who reads it, who is stale.
+    let (status, radius) = get(&h, "/v1/usage/objects/payments/Secret/db-credentials");
+    assert_eq!(status, 200, "{radius}");
+    assert_eq!(
+        (
+            radius["mounting_pods"].as_u64(),
+            radius["reading_pods"].as_u64(),
+            radius["stale_readers"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{radius:#}"
+    );
+    let m = &radius["mounts"][0];
+    assert_eq!(
+        strings(&m["keys_mounted"]),
+        ["api-key", "password", "username"]
+    );
+    assert_eq!(strings(&m["keys_read"]), ["password"]);
+    assert_eq!(strings(&m["reading_containers"]), ["app", "sidecar"]);
+    assert_eq!(radius["reading_workloads"][0]["name"], "payments-api-0");
+    let (status, err) = get(&h, "/v1/usage/objects/payments/Pod/x");
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"]
+        .as_str()
+        .unwrap()
+        .contains("Secret or ConfigMap"));
+    let (status, _) = get(&h, "/v1/usage/objects/payments/secret/nothing-here");
+    assert_eq!(status, 404);
+
+    // The report shows the stale reader and the token warning.
+    let out = Command::new(EXE)
+        .args(["report", "--socket"])
+        .arg(h.sb.scratch().join("api.sock"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.contains("sidecar-b") && l.contains("db-creds"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("STALE for"), "{row}");
+    assert!(text.contains("holds a service-account token"), "{text}");
+
+    // Once B exits, nobody runs on the old content.
+    assert_eq!(b.finish().unwrap(), 0);
+    let (_, report) = get(&h, "/v1/usage/rotations");
+    assert_eq!(report["stale_readers"], 0, "{report:#}");
+    a.release();
+    assert_eq!(a.finish().unwrap(), 0);
+}
+
+#[test]
+fn keys_read_only_in_the_startup_window_are_startup_only() {
+    if !privileged("keys_read_only_in_the_startup_window_are_startup_only") {
+        return;
+    }
+    let (app, sidecar) = ("c3".repeat(32), "d4".repeat(32));
+    let (mut h, api, _rt) = Harness::with_fake_api(&app, |c| c.startup_window = "3s".into());
+    serve_two_containers(&h, &api, &app, &sidecar);
+    let started = std::time::Instant::now();
+    // At start: the config and the password; after the window: the password again.
+    let mut a = start_reader(
+        &mut h,
+        &app,
+        "app",
+        &[
+            "chdir:/etc/config",
+            "open:app.yaml",
+            "open:/etc/db/password",
+            "wait",
+            "open:/etc/db/password",
+        ],
+    );
+    assert_eq!(a.next_result().unwrap().1, "ok");
+    assert_eq!(a.next_result().unwrap().1, "ok");
+    // Within the window nothing is startup-only yet.
+    let (status, early) = get(&h, "/v1/usage/startup-only");
+    assert_eq!(status, 200, "{early}");
+    assert_eq!(early["reads"], serde_json::json!([]), "{early:#}");
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(started.elapsed()));
+    a.release();
+    assert_eq!(a.next_result().unwrap().1, "ok");
+    assert_eq!(a.finish().unwrap(), 0);
+    wait("the late read in the ledger", || {
+        key_usage(&h, "password")["reads"] == 2
+    });
+    let (_, report) = get(&h, "/v1/usage/startup-only");
+    assert_eq!(report["startup_window_secs"], 3);
+    let reads = report["reads"].as_array().unwrap();
+    assert_eq!(reads.len(), 1, "{report:#}");
+    assert_eq!(
+        (reads[0]["key"].as_str(), reads[0]["container"].as_str()),
+        (Some("app.yaml"), Some("app"))
+    );
+    assert_eq!(reads[0]["source"]["key"], "config.yaml");
 }
