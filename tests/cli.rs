@@ -122,6 +122,18 @@ fn demo_reports_every_expected_access() {
         row.contains("api-key, username") && row.contains("password"),
         "{row}"
     );
+    // And the rotation: the app re-read its password, the cache warmer did not.
+    let reader = |command: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(command) && l.contains("db-creds"))
+            .unwrap_or_else(|| panic!("no {command} row in {stderr}"))
+    };
+    assert!(reader("cache-warmer").contains("STALE for"), "{stderr}");
+    assert!(
+        reader("app-server").contains("re-read the current revision"),
+        "{stderr}"
+    );
 }
 
 #[test]

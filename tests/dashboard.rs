@@ -1018,6 +1018,17 @@ fn dashboard_queries_name_real_metrics_and_labels() {
         c.metrics_listen = "127.0.0.1:0".into();
     });
     read_volumes(&mut h, CID);
+    // A refreshed token: the stale readers per service account are exported.
+    let token = h.token.clone();
+    h.sb.write_atomic(
+        &token,
+        &[
+            ("token", b"eyK", 0o644),
+            ("ca.crt", b"-----", 0o644),
+            ("namespace", b"payments", 0o644),
+        ],
+    )
+    .unwrap();
     let addr = h
         .collector()
         .api()
@@ -1026,11 +1037,12 @@ fn dashboard_queries_name_real_metrics_and_labels() {
         .expect("metrics listener");
     wait("every access counted on /metrics", || {
         let text = scrape(addr);
-        receivers::sample(
-            &text,
-            "kernel_monitor_secret_access_total",
-            &[("namespace", "payments"), ("secret", "db-credentials")],
-        ) == Some(3.0)
+        text.contains("kernel_monitor_token_stale_readers{")
+            && receivers::sample(
+                &text,
+                "kernel_monitor_secret_access_total",
+                &[("namespace", "payments"), ("secret", "db-credentials")],
+            ) == Some(3.0)
             && receivers::sample(
                 &text,
                 "kernel_monitor_access_total",

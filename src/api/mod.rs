@@ -642,10 +642,17 @@ async fn usage_objects(State(ctx): State<Ctx>) -> Response {
     Json(ctx.state.usage.objects()).into_response()
 }
 
+/// The kinds of objects `GET /v1/usage/objects/{namespace}/{kind}/{name}` answers for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+enum ObjectKind {
+    Secret,
+    ConfigMap,
+}
+
 #[utoipa::path(get, path = "/v1/usage/objects/{namespace}/{kind}/{name}",
     params(
         ("namespace" = String, Path, description = "the object's namespace"),
-        ("kind" = String, Path, description = "`Secret` or `ConfigMap` (any case)"),
+        ("kind" = ObjectKind, Path, description = "`Secret` or `ConfigMap` (any case)"),
         ("name" = String, Path, description = "the object's name")),
     responses((status = 200, body = BlastRadius), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn usage_of_object(
@@ -958,7 +965,8 @@ impl utoipa::Modify for BearerAuth {
         UsageReport,
         ObjectUsage,
         BlastRadius,
-        ObjectMount
+        ObjectMount,
+        ObjectKind
     ))
 )]
 pub struct ApiDoc;

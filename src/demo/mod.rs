@@ -5,8 +5,11 @@
 //! then runs a "container" (its own mount namespace, bind mounts at container
 //! paths, a pod-like cgroup) that opens files the way applications do. The
 //! pod's metadata is given to the pipeline as the kube watcher would give it,
-//! so events carry names. Prints every event, fails when an expected one does
-//! not arrive, and ends with the pod's usage report (on stderr).
+//! so events carry names. Midway the kubelet updates the Secret (a `..data`
+//! swap): the app re-reads its password, a cache warmer does not. Prints
+//! every event, fails when an expected one does not arrive, and ends with
+//! the pod's usage report (on stderr): keys read and never read, and the
+//! stale reader.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
@@ -156,8 +159,16 @@ fn matches(ev: &AccessEvent, pid: u32, want: &Expected) -> bool {
         && ev.result == want.result
 }
 
-/// The sandbox's "containers": the app, and an intruder running as nobody.
-fn containers(sb: &Sandbox, pod: &PodVolumes, cgroup: PathBuf) -> (ExecArgs, ExecArgs) {
+/// The sandbox's processes: the app (it re-reads its password after the
+/// rotation), a cache warmer of the same container that reads the password
+/// once and never again, and an intruder running as nobody.
+struct Processes {
+    app: ExecArgs,
+    warmer: ExecArgs,
+    nobody: ExecArgs,
+}
+
+fn containers(sb: &Sandbox, pod: &PodVolumes, cgroup: PathBuf) -> Processes {
     let app = ExecArgs {
         cgroup: Some(cgroup.clone()),
         comm: Some("app-server".into()),
@@ -169,8 +180,15 @@ fn containers(sb: &Sandbox, pod: &PodVolumes, cgroup: PathBuf) -> (ExecArgs, Exe
                 "open:app.yaml",
                 "open:/var/run/secrets/kubernetes.io/serviceaccount/token",
                 "wait",
+                "open:/etc/db/password",
+                "wait",
             ],
         )
+    };
+    let warmer = ExecArgs {
+        cgroup: Some(cgroup.clone()),
+        comm: Some("cache-warmer".into()),
+        ..pod.container(&sb.container_root(), &["open:/etc/db/password", "wait"])
     };
     let nobody = ExecArgs {
         cgroup: Some(cgroup),
@@ -178,7 +196,43 @@ fn containers(sb: &Sandbox, pod: &PodVolumes, cgroup: PathBuf) -> (ExecArgs, Exe
         comm: Some("intruder".into()),
         ..pod.container(&sb.container_root(), &["open:/etc/db/api-key", "wait"])
     };
-    (app, nobody)
+    Processes {
+        app,
+        warmer,
+        nobody,
+    }
+}
+
+/// The kubelet updates Secret `db-credentials`: the volume's `..data` is
+/// swapped to a new revision. Waits until the ledger saw it (at most 5 s).
+fn rotate_secret(
+    sb: &mut Sandbox,
+    pod: &PodVolumes,
+    usage: &crate::usage::Usage,
+) -> std::io::Result<()> {
+    sb.write_atomic(
+        &pod.secret,
+        &[
+            ("username", b"app", 0o644),
+            ("password", b"r0tated", 0o644),
+            ("api-key", b"k", 0o600),
+        ],
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if usage
+            .rotations()
+            .volumes
+            .iter()
+            .any(|v| v.volume == "db-creds")
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(std::io::Error::other(
+        "the rotation of db-creds was not seen",
+    ))
 }
 
 /// What the app container's opens must produce.
@@ -258,16 +312,23 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
     let (collector, events) = Collector::start_with_pods(&cfg, pods)?;
     // The volumes are watched from here on.
     let started = Instant::now();
-    let (app, nobody) = containers(&sb, &pod, cgroup);
-    let mut p1 = ContainerProc::spawn(exe, &app).map_err(crate::Error::Demo)?;
-    let mut p2 = ContainerProc::spawn(exe, &nobody).map_err(crate::Error::Demo)?;
+    let procs = containers(&sb, &pod, cgroup);
+    let mut p1 = ContainerProc::spawn(exe, &procs.app).map_err(crate::Error::Demo)?;
+    let mut p2 = ContainerProc::spawn(exe, &procs.nobody).map_err(crate::Error::Demo)?;
+    let mut p3 = ContainerProc::spawn(exe, &procs.warmer).map_err(crate::Error::Demo)?;
     let expected: Vec<(u32, &Expected)> = EXPECTED_APP
         .iter()
         .map(|e| (p1.pid, e))
         .chain(EXPECTED_NOBODY.iter().map(|e| (p2.pid, e)))
+        .chain([(p3.pid, &EXPECTED_APP[0])])
         .collect();
-    let total = expected.len();
-    let missing = await_events(&events, expected);
+    let mut total = expected.len();
+    let mut missing = await_events(&events, expected);
+    // The Secret is updated; the app re-reads its password, the warmer does not.
+    rotate_secret(&mut sb, &pod, collector.usage()).map_err(crate::Error::Demo)?;
+    p1.release();
+    total += 1;
+    missing.extend(await_events(&events, vec![(p1.pid, &EXPECTED_APP[0])]));
     // What the sandbox pod mounts and never read (on stderr: stdout is JSON lines).
     let watched = UNUSED_AFTER + Duration::from_millis(300);
     std::thread::sleep(watched.saturating_sub(started.elapsed()));
@@ -275,10 +336,12 @@ pub fn run(exe: &Path) -> crate::Result<i32> {
         "\ndemo: usage of the sandbox pod's volumes (config-access-collector report):\n{}",
         crate::usage::report::render(&collector.usage().report())
     );
-    p1.release();
-    p2.release();
-    let _ = p1.finish();
-    let _ = p2.finish();
+    for p in [&mut p1, &mut p2, &mut p3] {
+        p.release();
+    }
+    for p in [p1, p2, p3] {
+        let _ = p.finish();
+    }
     let stats = collector.stop();
     while let Ok(ev) = events.try_recv() {
         print_event(&ev);

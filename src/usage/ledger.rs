@@ -228,12 +228,19 @@ impl Ledger {
             .map(|w| (w.rotations.as_slice(), w.revision.as_deref()))
     }
 
-    /// Losses so far, by reason: (reason, total).
+    /// Losses so far, by reason: (reason, total); every reason the ledger
+    /// follows is listed, 0 when none happened.
     pub fn losses(&self) -> Vec<(String, u64)> {
-        self.losses
-            .iter()
-            .map(|(reason, r)| (reason.clone(), r.total))
-            .collect()
+        let mut all: BTreeMap<String, u64> = self
+            .counters
+            .keys()
+            .chain([&LEDGER_FULL, &COLLECTOR_DOWN])
+            .map(|r| (r.to_string(), 0))
+            .collect();
+        for (reason, r) in &self.losses {
+            all.insert(reason.clone(), r.total);
+        }
+        all.into_iter().collect()
     }
 
     /// The most keys the ledger holds.
