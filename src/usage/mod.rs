@@ -335,7 +335,7 @@ impl Usage {
             h.raise(
                 LEDGER_COMPONENT,
                 Severity::Degraded,
-                "the usage ledger is full: reads of keys it does not hold yet are lost (kernel_monitor_usage_losses{reason=\"ledger_full\"}), so its answers are unknown until pods go".to_string(),
+                "the usage ledger is full: reads of keys it does not hold yet are lost (kernel_monitor_usage_losses_total{reason=\"ledger_full\"}), so its answers are unknown until pods go".to_string(),
             );
         } else {
             h.clear(LEDGER_COMPONENT);
