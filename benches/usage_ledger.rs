@@ -123,6 +123,8 @@ fn event(pod: usize, v: usize, k: usize, reader: usize) -> AccessEvent {
         labels: Default::default(),
         service_account_token: false,
         source: None,
+        session: None,
+        foreign_read: None,
         repeats: None,
     }
 }

@@ -27,6 +27,10 @@ enum cac_limits {
 	CAC_COMM_LEN = 16,
 	/* Ancestors of an opened file checked against the watched volume directories. */
 	CAC_MAX_WALK = 8,
+	/* Parents of an opening process walked to decide its enum cac_session. */
+	CAC_MAX_SESSION_WALK = 16,
+	/* Deepest pid namespace level whose sessions are decided (a container in a container: 2). */
+	CAC_MAX_PID_LEVEL = 3,
 	/* Length of the marker "/volumes/kubernetes.io" that precedes '~' in kubelet volume paths. */
 	CAC_MARKER_LEN = 22,
 	/* Highest cgroup v1 subsystem index the fallback extraction accepts (exclusive). */
@@ -61,6 +65,18 @@ enum cac_event_kind {
 	CAC_KIND_VOLUME_PATH_FAILED = 2,
 	/* An open failed with EACCES or EPERM; user space decides whether it named a volume file. */
 	CAC_KIND_DENIED = 3,
+};
+
+/* Where the opening process stands in its container's process tree. */
+enum cac_session {
+	/* Not decided: a process of the initial pid namespace (a host process), a pid namespace
+	 * deeper than CAC_MAX_PID_LEVEL, or a parent chain longer than CAC_MAX_SESSION_WALK. */
+	CAC_SESSION_UNKNOWN = 0,
+	/* The init process of its pid namespace (the container's first process) or a descendant. */
+	CAC_SESSION_INIT = 1,
+	/* A process that entered the pid namespace from outside (setns and fork, as `runc exec`,
+	 * `kubectl exec`, `nsenter` do), or a descendant of one: an exec session. */
+	CAC_SESSION_EXEC = 2,
 };
 
 /* The open-family syscall that produced an event. */
@@ -246,8 +262,10 @@ struct cac_repeat {
 	cac_u8 syscall;
 	/// Levels between the file and the matched volume directory.
 	cac_u8 depth;
+	/// enum cac_session of the process at its first emitted open.
+	cac_u8 session;
 	/// Always zero.
-	cac_u16 _pad;
+	cac_u8 _pad;
 	/// Task command name, NUL-padded.
 	char comm[CAC_COMM_LEN];
 };
@@ -346,8 +364,8 @@ struct cac_event {
 	cac_u8 syscall;
 	/// Levels between the file and the matched volume directory (1: directly inside).
 	cac_u8 depth;
-	/// Always zero.
-	cac_u8 _pad;
+	/// enum cac_session of the opening process.
+	cac_u8 session;
 	/// Always zero.
 	cac_u32 _reserved;
 	/// Task command name, NUL-padded.

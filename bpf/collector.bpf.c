@@ -91,6 +91,15 @@
  *    aggregated the same way in `failed_repeats`, keyed by the process, a
  *    hash of the path argument, the dirfd and the error; the entry keeps
  *    the first one's path, which user space resolves for the summaries.
+ * 7. Exec sessions: every emitted record says where its process stands in
+ *    its container (`session`, enum cac_session).  The parents of its
+ *    thread-group leader are walked while they live in the same pid
+ *    namespace (same pid level; at most CAC_MAX_SESSION_WALK): the topmost
+ *    is pid 1 of the namespace for the container's own processes, and a
+ *    process whose parent lives outside (setns + fork, as `runc exec`
+ *    enters a container) for an exec session and its descendants.  Direct
+ *    loads only, and only on emitted records: an unmatched open never pays
+ *    for it.  Host processes (the initial pid namespace) are left undecided.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -261,6 +270,7 @@ enum cac_syscall cac_btf_syscall __attribute__((unused));
 enum cac_stat cac_btf_stat __attribute__((unused));
 enum cac_volume_type cac_btf_volume_type __attribute__((unused));
 enum cac_sample_source cac_btf_sample_source __attribute__((unused));
+enum cac_session cac_btf_session __attribute__((unused));
 
 /* Is bit `bit` of filter `filter` set? */
 static __always_inline bool filter_has(void *filter, __u32 bit)
@@ -304,6 +314,44 @@ static __always_inline __u64 cgroup_v1_id(struct task_struct *task)
 	return css->cgroup->kn->id;
 }
 
+/*
+ * Where `task` stands in its container's process tree (enum cac_session).
+ * Walks the parents of its thread-group leader while they live in the same
+ * pid namespace (their pid has the same level): the topmost one is the
+ * namespace's init (pid 1 there) for the container's own processes, and a
+ * process that entered from outside (setns and fork: `runc exec`) for an exec
+ * session and its descendants, since its parent lives outside. Direct loads
+ * only; the array index is constant per level.
+ */
+static __always_inline __u8 session_of(struct task_struct *task)
+{
+	struct task_struct *p = task->group_leader;
+	unsigned int level = p->thread_pid->level;
+	struct pid *pid;
+	__u32 i;
+	int nr;
+
+	if (level == 0 || level > CAC_MAX_PID_LEVEL)
+		return CAC_SESSION_UNKNOWN;
+	for (i = 0; i < CAC_MAX_SESSION_WALK; i++) {
+		struct task_struct *parent = p->real_parent;
+
+		if (!parent || parent == p || parent->thread_pid->level < level)
+			break;
+		p = parent;
+	}
+	if (i == CAC_MAX_SESSION_WALK)
+		return CAC_SESSION_UNKNOWN;
+	pid = p->thread_pid;
+	if (level == 1)
+		nr = pid->numbers[1].nr;
+	else if (level == 2)
+		nr = pid->numbers[2].nr;
+	else
+		nr = pid->numbers[3].nr;
+	return nr == 1 ? CAC_SESSION_INIT : CAC_SESSION_EXEC;
+}
+
 /* Fill the fields every event carries, by direct loads from the task. */
 static __always_inline void fill_task(struct cac_event *ev, struct task_struct *task, __u64 now, long ret,
 				      enum cac_syscall sc, enum cac_event_kind kind)
@@ -323,6 +371,7 @@ static __always_inline void fill_task(struct cac_event *ev, struct task_struct *
 	ev->ret = (__s32)ret;
 	ev->kind = kind;
 	ev->syscall = sc;
+	ev->session = session_of(task);
 	__builtin_memcpy(ev->comm, task->comm, sizeof(ev->comm));
 }
 
@@ -500,6 +549,7 @@ static __always_inline void fill_repeat(struct cac_repeat *r, const struct cac_e
 	r->open_flags = ev->open_flags;
 	r->syscall = ev->syscall;
 	r->depth = ev->depth;
+	r->session = ev->session;
 	r->_pad = 0;
 	__builtin_memcpy(r->comm, ev->comm, sizeof(r->comm));
 }

@@ -187,9 +187,24 @@ struct cred {
 	kgid_t gid;
 } __attribute__((preserve_access_index));
 
+struct pid_namespace;
+
+struct upid {
+	int nr;
+	struct pid_namespace *ns;
+};
+
+struct pid {
+	unsigned int level;
+	/* numbers[level + 1] in the kernel: one per pid namespace the pid lives in. */
+	struct upid numbers[4];
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
+	struct task_struct *real_parent;
+	struct pid *thread_pid;
 	char comm[16];
 	const struct cred *cred;
 	struct files_struct *files;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::receivers::{self, scrape, Prometheus};
 use common::{privileged, read_volumes, wait, Harness};
 use config_access_collector::config::Config;
+use config_access_collector::demo::container::ExecArgs;
 use serde_json::Value;
 
 const CID: &str = "7c1d2e3f405162738495a6b7c8d9e0f17c1d2e3f405162738495a6b7c8d9e0f1";
@@ -1018,6 +1019,13 @@ fn dashboard_queries_name_real_metrics_and_labels() {
         c.metrics_listen = "127.0.0.1:0".into();
     });
     read_volumes(&mut h, CID);
+    // A host process reads the pod's Secret: a foreign read, a signal.
+    let host = ExecArgs {
+        comm: Some("backup-agent".into()),
+        steps: vec![format!("open:{}", h.secret.join("password").display())],
+        ..ExecArgs::default()
+    };
+    assert_eq!(h.run(&host).1[0].1, "ok");
     // A refreshed token: the stale readers per service account are exported.
     let token = h.token.clone();
     h.sb.write_atomic(
@@ -1042,7 +1050,7 @@ fn dashboard_queries_name_real_metrics_and_labels() {
                 &text,
                 "kernel_monitor_secret_access_total",
                 &[("namespace", "payments"), ("secret", "db-credentials")],
-            ) == Some(3.0)
+            ) == Some(4.0)
             && receivers::sample(
                 &text,
                 "kernel_monitor_access_total",
@@ -1103,7 +1111,7 @@ fn dashboard_queries_name_real_metrics_and_labels() {
     let prom = Prometheus::start(&bin, addr);
     prom.wait_for_value(
         r#"sum(kernel_monitor_secret_access_total{namespace="payments",secret="db-credentials"})"#,
-        3.0,
+        4.0,
         Duration::from_secs(30),
     )
     .unwrap();

@@ -27,6 +27,13 @@ pub struct ExecArgs {
     /// Join the mount namespace of this process instead (as `kubectl exec` does).
     #[arg(long, value_name = "PID")]
     pub join_mount_ns: Option<u32>,
+    /// Run the steps as the init (pid 1) of a new pid namespace, as a container's first process.
+    #[arg(long)]
+    pub unshare_pid: bool,
+    /// Join the pid namespace of this process and run the steps in a child
+    /// made there (setns, then fork: how `runc exec` enters a container).
+    #[arg(long, value_name = "PID")]
+    pub join_pid_ns: Option<u32>,
     /// Bind mounts SRC:DST (DST inside --chroot when given), made in the new namespace.
     #[arg(long = "bind", value_name = "SRC:DST")]
     pub binds: Vec<String>,
@@ -42,7 +49,8 @@ pub struct ExecArgs {
     /// Steps: open:P, sys_open:P (open(2) itself), openat2:P, write:P, opath:P, odir:P, at:DIR:P (openat relative
     /// to a dirfd of DIR), chdir:D, sleep:MS, wait (until stdin has a line or closes),
     /// fork (a child that sleeps until this process dies; reports its pid), flood:N:P (opens and
-    /// closes P N times as fast as it can; reports how many opens succeeded).
+    /// closes P N times as fast as it can; reports how many opens succeeded), child:STEP (runs
+    /// STEP in a child process and waits for it).
     pub steps: Vec<String>,
 }
 
@@ -77,7 +85,46 @@ fn legacy_open(path: &str) -> Result<OwnedFd, nix::Error> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn setup(args: &ExecArgs) -> Result<(), String> {
+/// The process's id in the initial pid namespace (`/proc/self` names it
+/// while the host's /proc is visible, before any chroot).
+fn host_pid() -> u32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or_else(std::process::id)
+}
+
+/// Waits for `child` and exits with its status: the parent's part after a
+/// fork that put the child in a pid namespace.
+fn exit_with(child: nix::unistd::Pid) -> ! {
+    let code = match nix::sys::wait::waitpid(child, None) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
+        _ => 1,
+    };
+    std::process::exit(code)
+}
+
+/// Enters a new or another process's pid namespace: the namespace applies
+/// to children, so this forks, and only the child returns.
+fn enter_pid_ns(args: &ExecArgs) -> Result<(), String> {
+    if args.unshare_pid {
+        unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid: {e}"))?;
+    } else if let Some(pid) = args.join_pid_ns {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/pid"))
+            .map_err(|e| format!("pid namespace of {pid}: {e}"))?;
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWPID).map_err(|e| format!("setns pid: {e}"))?;
+    } else {
+        return Ok(());
+    }
+    // SAFETY: sandbox-exec is single-threaded here.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => Ok(()),
+        nix::unistd::ForkResult::Parent { child } => exit_with(child),
+    }
+}
+
+/// Sets the process up; returns its id in the initial pid namespace.
+fn setup(args: &ExecArgs) -> Result<u32, String> {
     if let Some(comm) = &args.comm {
         let name = std::ffi::CString::new(comm.as_str())
             .map_err(|_| "--comm has a NUL byte".to_string())?;
@@ -92,6 +139,8 @@ fn setup(args: &ExecArgs) -> Result<(), String> {
             .map_err(|e| format!("mount namespace of {pid}: {e}"))?;
         nix::sched::setns(ns, CloneFlags::CLONE_NEWNS).map_err(|e| format!("setns: {e}"))?;
     }
+    enter_pid_ns(args)?;
+    let pid = host_pid();
     if args.unshare_mount {
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
         mount(
@@ -130,7 +179,7 @@ fn setup(args: &ExecArgs) -> Result<(), String> {
         setgid(Gid::from_raw(uid)).map_err(|e| format!("setgid: {e}"))?;
         setuid(Uid::from_raw(uid)).map_err(|e| format!("setuid: {e}"))?;
     }
-    Ok(())
+    Ok(pid)
 }
 
 fn step(out: &mut impl Write, s: &str) -> Result<(), String> {
@@ -163,6 +212,19 @@ fn step(out: &mut impl Write, s: &str) -> Result<(), String> {
             report(out, s, openat(&dirfd, path, ro, Mode::empty()));
         }
         "sys_open" => report(out, s, legacy_open(arg)),
+        "child" => {
+            // SAFETY: sandbox-exec is single-threaded; the child runs one step and exits.
+            match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+                nix::unistd::ForkResult::Child => {
+                    let code = i32::from(step(out, arg).is_err()) * 2;
+                    let _ = out.flush();
+                    std::process::exit(code)
+                }
+                nix::unistd::ForkResult::Parent { child } => {
+                    nix::sys::wait::waitpid(child, None).map_err(|e| format!("wait: {e}"))?;
+                }
+            }
+        }
         "fork" => {
             // SAFETY: sandbox-exec is single-threaded; the child only calls
             // async-signal-safe functions before it sleeps.
@@ -218,12 +280,15 @@ fn step(out: &mut impl Write, s: &str) -> Result<(), String> {
 
 /// Runs the sandboxed process; returns the exit code.
 pub fn run(args: &ExecArgs) -> i32 {
+    let pid = match setup(args) {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("sandbox-exec: {e}");
+            return 2;
+        }
+    };
     let mut out = std::io::stdout().lock();
-    if let Err(e) = setup(args) {
-        eprintln!("sandbox-exec: {e}");
-        return 2;
-    }
-    let _ = writeln!(out, "{}", serde_json::json!({"ready": std::process::id()}));
+    let _ = writeln!(out, "{}", serde_json::json!({"ready": pid}));
     let _ = out.flush();
     for s in &args.steps {
         if let Err(e) = step(&mut out, s) {
@@ -256,6 +321,12 @@ impl ContainerProc {
         }
         if let Some(pid) = args.join_mount_ns {
             cmd.arg("--join-mount-ns").arg(pid.to_string());
+        }
+        if args.unshare_pid {
+            cmd.arg("--unshare-pid");
+        }
+        if let Some(pid) = args.join_pid_ns {
+            cmd.arg("--join-pid-ns").arg(pid.to_string());
         }
         for b in &args.binds {
             cmd.arg("--bind").arg(b);

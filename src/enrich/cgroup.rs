@@ -319,7 +319,9 @@ impl CgroupResolver {
     }
 
     /// Resolves an event's ids. The v2 root (id 1) says nothing about pods, so
-    /// the v1 id decides then.
+    /// the v1 id decides then; an unknown v2 id is not overruled by a v1
+    /// cgroup outside every pod (that would call a new container's process
+    /// a host process).
     pub fn resolve(&self, cgroup_id: u64, cgroup_v1_id: u64) -> Resolution {
         let v2 = (cgroup_id > 1)
             .then(|| Self::lookup(&self.v2, cgroup_id))
@@ -335,9 +337,11 @@ impl CgroupResolver {
         match (v1, v2) {
             (Some(info), _) if !info.is_host() => Resolution::Found(info),
             (_, Some(info)) => Resolution::Found(info),
-            (Some(info), None) => Resolution::Found(info),
+            // A v2 cgroup not known yet says more than a v1 one outside every
+            // pod: the process may be in a container created a moment ago.
+            (Some(info), None) if cgroup_id <= 1 => Resolution::Found(info),
             (None, None) if cgroup_id <= 1 => Resolution::Found(Arc::new(parse_cgroup_path("/"))),
-            (None, None) => Resolution::Unknown,
+            (_, None) => Resolution::Unknown,
         }
     }
 

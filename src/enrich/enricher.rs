@@ -11,6 +11,7 @@ use super::cgroup::{CgroupInfo, CgroupResolver, Resolution};
 use super::correlation::{CorrelationMaps, CorrelationOp};
 use super::denied;
 use super::pods::{PodMeta, PodMetadata};
+use super::signals;
 use super::volumes::{parse_volume_path, revision_of, Volume, VolumePath, VolumeRegistry};
 use crate::kernel::clock::WallClock;
 use crate::kernel::decode::{decode_event, EventKind, KernelEvent};
@@ -150,7 +151,13 @@ impl Enricher {
             (Some(pod), Some(key)) => pod.source_of(&t.volume_name, key),
             _ => None,
         };
-        let container = self.container(reader.as_ref(), owner.as_ref());
+        let reader_pod = self.reader_pod(reader.as_ref(), owner.as_ref());
+        let container = self.container(reader.as_ref(), reader_pod.as_ref());
+        let foreign_read = if kubelet {
+            None
+        } else {
+            signals::foreign(&t.pod_uid, reader.as_ref(), container.as_ref(), &*self.pods)
+        };
         let event_type = if kubelet {
             KUBELET_WRITE
         } else {
@@ -196,6 +203,8 @@ impl Enricher {
                 .as_ref()
                 .is_some_and(|s| s.kind == SourceKind::ServiceAccountToken),
             source,
+            session: signals::session(ev.session, reader_pod.as_deref()),
+            foreign_read,
             repeats: ev.repeats.map(|r| Repeats {
                 count: r.count,
                 since: self.clock.rfc3339(r.since_ns),
@@ -217,23 +226,28 @@ impl Enricher {
         }
     }
 
+    /// The reader's pod, when its cgroup names one whose metadata is known.
+    fn reader_pod(
+        &self,
+        reader: Option<&Arc<CgroupInfo>>,
+        owner: Option<&Arc<PodMeta>>,
+    ) -> Option<Arc<PodMeta>> {
+        // Usually the reader is the volume's own pod: reuse that lookup.
+        match (owner, reader?.pod_uid.as_deref()) {
+            (Some(o), Some(u)) if &*o.uid == u => Some(Arc::clone(o)),
+            (_, Some(u)) => self.pods.pod(u),
+            _ => None,
+        }
+    }
+
     /// The reader's container, named from its pod's spec when known.
     fn container(
         &self,
         reader: Option<&Arc<CgroupInfo>>,
-        owner: Option<&Arc<PodMeta>>,
+        reader_pod: Option<&Arc<PodMeta>>,
     ) -> Option<ContainerRef> {
-        let reader = reader?;
-        let id = reader.container_id.clone()?;
-        // Usually the reader is the volume's own pod: reuse that lookup.
-        let reader_pod = match (owner, reader.pod_uid.as_deref()) {
-            (Some(o), Some(u)) if &*o.uid == u => Some(Arc::clone(o)),
-            (_, Some(u)) => self.pods.pod(u),
-            _ => None,
-        };
-        let meta = reader_pod
-            .as_ref()
-            .and_then(|p| p.container_by_id(&id).cloned());
+        let id = reader?.container_id.clone()?;
+        let meta = reader_pod.and_then(|p| p.container_by_id(&id).cloned());
         Some(ContainerRef {
             name: meta.as_ref().map(|m| m.name.to_string()),
             image: meta.map(|m| m.image.to_string()),

@@ -11,5 +11,6 @@ pub mod correlation;
 pub mod denied;
 pub mod enricher;
 pub mod pods;
+pub mod signals;
 pub mod volumes;
 pub mod watcher;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use super::abi::types::{
     cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_key, cac_event, cac_event_kind,
     cac_failed_key, cac_failed_repeat, cac_limits, cac_pod_info, cac_repeat, cac_repeat_key,
-    cac_sample, cac_syscall,
+    cac_sample, cac_session, cac_syscall,
 };
 use crate::model::correlation::{ContainerPid, PodInfo};
 use crate::model::volume::FileId;
@@ -37,6 +37,27 @@ pub enum EventKind {
     VolumePathFailed,
     /// An open failed with EACCES or EPERM; user space resolves the path.
     Denied,
+}
+
+/// Where the opening process stands in its container's process tree (`enum cac_session`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Session {
+    /// Not decided (a host process, a deep pid namespace, a long parent chain).
+    #[default]
+    Unknown,
+    /// The container's init process or a descendant of it.
+    Init,
+    /// A process that entered the container from outside (`runc exec`), or its descendant.
+    Exec,
+}
+
+/// The session of an ABI value; an unknown value is not decided.
+fn session_of(value: u8) -> Session {
+    match u32::from(value) {
+        v if v == cac_session::CAC_SESSION_INIT.0 => Session::Init,
+        v if v == cac_session::CAC_SESSION_EXEC.0 => Session::Exec,
+        _ => Session::Unknown,
+    }
 }
 
 /// The open-family syscall of an event (`enum cac_syscall`).
@@ -101,6 +122,8 @@ pub struct KernelEvent {
     pub fmode: u32,
     /// Levels between the file and its volume directory.
     pub depth: u8,
+    /// The opening process in its container's process tree.
+    pub session: Session,
     pub comm: String,
     /// Path argument as passed (`None` when the syscall has none or it could not be read).
     pub path: Option<PathBuf>,
@@ -206,6 +229,7 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
         open_flags: raw.open_flags,
         fmode: raw.fmode,
         depth: raw.depth,
+        session: session_of(raw.session),
         comm: String::from_utf8_lossy(c_bytes(&raw.comm, 0)).into_owned(),
         path,
         name,
@@ -262,6 +286,7 @@ pub fn decode_failed_repeat(key: &[u8], value: &[u8], repeats: Repeats) -> Optio
         open_flags: head.open_flags,
         fmode: 0,
         depth: 0,
+        session: session_of(head.session),
         comm: String::from_utf8_lossy(c_bytes(&head.comm, 0)).into_owned(),
         path: path_of(&v.path, v.path_len),
         name: None,
@@ -304,6 +329,7 @@ pub fn decode_repeat(key: &[u8], value: &[u8], repeats: Repeats) -> Option<Kerne
         open_flags: v.open_flags,
         fmode: v.fmode,
         depth: v.depth,
+        session: session_of(v.session),
         comm: get_c_str(&v.comm),
         path: None,
         name: None,

@@ -111,10 +111,34 @@ pub struct AccessEvent {
     pub source: Option<FileSource>,
     /// True when the file is a projected service-account token.
     pub service_account_token: bool,
+    /// Where the opening process stands in its container: `init` (the
+    /// container's first process or a descendant of it), `exec` (it, or an
+    /// ancestor, entered the container from outside: `kubectl exec`,
+    /// `crictl exec`, `nsenter`); null for a host process, or when not
+    /// decided (a pod sharing one process namespace among its containers).
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Set when the reader is not in the pod whose volume it opened: a
+    /// container of another pod, or a host process other than the kubelet.
+    #[serde(default)]
+    pub foreign_read: Option<ForeignRead>,
     /// Set on a summary of repeated opens: the event stands for `repeats.count`
     /// opens (its `path` is null: they may have used different paths).
     /// Null on an event of one open.
     pub repeats: Option<Repeats>,
+}
+
+/// Who read another pod's volume file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignRead {
+    /// `pod`: a container of another pod; `host`: a host process that is not the kubelet.
+    pub reader: String,
+    /// The reading pod (for `pod`).
+    pub pod_uid: Option<String>,
+    pub namespace: Option<String>,
+    pub pod_name: Option<String>,
+    /// The reading container's name, else its runtime id (for `pod`).
+    pub container: Option<String>,
 }
 
 impl AccessEvent {

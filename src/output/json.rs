@@ -200,6 +200,8 @@ mod tests {
             labels: Default::default(),
             source: None,
             service_account_token: false,
+            session: None,
+            foreign_read: None,
             repeats: None,
         }
     }

@@ -61,6 +61,8 @@ pub struct AccessMetrics {
     secret: Counter<u64>,
     token: Counter<u64>,
     access: Counter<u64>,
+    /// `kernel_monitor_signals`: accesses that raise a signal.
+    signals: Counter<u64>,
     duration: Histogram<f64>,
     labels: Vec<AccessLabel>,
     tally: HashMap<String, Tally, foldhash::fast::RandomState>,
@@ -115,6 +117,17 @@ fn object_of(ev: &AccessEvent) -> Option<(ObjectKind, &'static str, &str)> {
     }
 }
 
+/// A source kind as the API spells it.
+fn source_kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Secret => "Secret",
+        SourceKind::ConfigMap => "ConfigMap",
+        SourceKind::ServiceAccountToken => "ServiceAccountToken",
+        SourceKind::DownwardApi => "DownwardAPI",
+        SourceKind::ClusterTrustBundle => "ClusterTrustBundle",
+    }
+}
+
 /// The value of `label` in `ev`.
 fn label_value(ev: &AccessEvent, label: AccessLabel) -> &str {
     match label {
@@ -154,6 +167,12 @@ impl AccessMetrics {
                 .u64_counter("kernel_monitor_serviceaccount_token_access")
                 .with_description(
                     "Accesses to projected service-account tokens, by namespace and service account",
+                )
+                .build(),
+            signals: meter
+                .u64_counter("kernel_monitor_signals")
+                .with_description(
+                    "Accesses that raise a signal (signal: first_seen, foreign_read, exec_session), by the volume's namespace and workload and the object's kind",
                 )
                 .build(),
             access: meter
@@ -216,6 +235,29 @@ impl AccessMetrics {
         // A summary is delivered a window after its opens: not a latency.
         if ev.repeats.is_none() {
             self.duration.record(processing_ms, &tally.event_type);
+        }
+        self.record_signals(ev);
+    }
+
+    /// Counts the event's signals, if any (they are rare: no tally).
+    fn record_signals(&self, ev: &AccessEvent) {
+        let signals = [
+            ("foreign_read", ev.foreign_read.is_some()),
+            ("exec_session", ev.session.as_deref() == Some("exec")),
+        ];
+        for (signal, _) in signals.into_iter().filter(|(_, on)| *on) {
+            let workload = ev.workload.as_ref();
+            let object_kind = ev.source.as_ref().map_or("", |s| source_kind_name(s.kind));
+            self.signals.add(
+                ev.opens(),
+                &[
+                    kv("signal", signal),
+                    kv("namespace", ev.namespace.as_deref().unwrap_or("")),
+                    kv("workload_kind", workload.map_or("", |w| &*w.kind)),
+                    kv("workload", workload.map_or("", |w| &*w.name)),
+                    kv("object_kind", object_kind),
+                ],
+            );
         }
     }
 

@@ -310,6 +310,11 @@ fn text_attributes(a: &mut Attributes<'_>, ev: &AccessEvent) {
     a.opt("file.name", ev.key.as_deref());
     a.opt("file.path", ev.path.as_deref());
     a.opt("config_access.revision", ev.revision.as_deref());
+    a.opt("config_access.session", ev.session.as_deref());
+    if let Some(f) = &ev.foreign_read {
+        a.opt("config_access.foreign_read.reader", Some(&f.reader));
+        a.opt("config_access.foreign_read.pod_uid", f.pod_uid.as_deref());
+    }
     a.opt("config_access.mount_path", ev.mount_path.as_deref());
     a.opt("config_access.config_name", ev.config_name.as_deref());
     a.opt("config_access.access", Some(&ev.access));

@@ -582,6 +582,8 @@ mod tests {
             labels: Default::default(),
             service_account_token: false,
             source: None,
+            session: None,
+            foreign_read: None,
             repeats: None,
         }
     }

@@ -256,6 +256,9 @@ impl PodMeta {
                 .and_then(|s| s.service_account_name.as_deref())
                 .map(|s| names.get(s)),
             containers: containers.into_boxed_slice(),
+            share_process_namespace: spec
+                .and_then(|s| s.share_process_namespace)
+                .unwrap_or(false),
             volumes,
         })
     }

@@ -62,6 +62,8 @@ pub struct PodMeta {
     pub workload: Option<Workload>,
     pub service_account: Option<Name>,
     pub containers: Box<[ContainerMeta]>,
+    /// `spec.shareProcessNamespace`: the containers share one pid namespace.
+    pub share_process_namespace: bool,
     /// Volume name and its sources (one for Secret/ConfigMap/downward API volumes).
     pub volumes: Box<[(Name, Box<[VolumeSource]>)]>,
 }
