@@ -19,7 +19,8 @@ use config_access_collector::enrich::volumes::{Volume, VolumeFile};
 use config_access_collector::model::event::{AccessEvent, ContainerRef, ProcessInfo, Repeats};
 use config_access_collector::model::volume::{FileId, VolumeType};
 use config_access_collector::usage::answers;
-use config_access_collector::usage::ledger::{Ledger, LedgerSettings};
+use config_access_collector::usage::baseline::{Baseline, BaselineSettings};
+use config_access_collector::usage::ledger::{Ledger, LedgerSettings, LedgerState};
 use config_access_collector::usage::state;
 
 const VOLUMES: usize = 3;
@@ -83,6 +84,38 @@ fn volumes(pods: usize) -> Vec<Arc<Volume>> {
         .collect()
 }
 
+/// ns per event of the baseline's check once every access is learned (the
+/// common case), and how many events it flagged. The events are this
+/// process's, so their executable is known as in the pipeline.
+fn baseline_cost(events: &[AccessEvent]) -> (f64, usize) {
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let mut mine: Vec<AccessEvent> = events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.process.pid = std::process::id();
+            e.process.command = comm.trim_end().to_string();
+            e
+        })
+        .collect();
+    let baseline = Baseline::new(BaselineSettings {
+        learning: Duration::from_secs(3600),
+        max_workloads: usize::MAX,
+        ..BaselineSettings::default()
+    });
+    // Learning: every access once.
+    for e in &mine {
+        baseline.check(&mut e.clone());
+    }
+    let started = Instant::now();
+    for e in mine.iter_mut() {
+        baseline.check(black_box(e));
+    }
+    let flagged = mine.iter().filter(|e| e.anomaly.is_some()).count();
+    let ns = started.elapsed().as_nanos() as f64 / mine.len() as f64;
+    (ns, flagged)
+}
+
 /// An enriched access event as the pipeline makes it.
 fn event(pod: usize, v: usize, k: usize, reader: usize) -> AccessEvent {
     AccessEvent {
@@ -125,6 +158,7 @@ fn event(pod: usize, v: usize, k: usize, reader: usize) -> AccessEvent {
         source: None,
         session: None,
         foreign_read: None,
+        anomaly: None,
         repeats: None,
     }
 }
@@ -174,9 +208,11 @@ fn main() {
     let saved = started.elapsed();
     let size = std::fs::metadata(&path).unwrap().len();
     let started = Instant::now();
-    let back = state::load(&path).unwrap().expect("the saved state");
+    let back: LedgerState = state::load(&path).unwrap().expect("the saved state");
     let loaded = started.elapsed();
     assert_eq!(back.keys.len(), ledger.len());
+
+    let (baseline_ns, baseline_flagged) = baseline_cost(&events);
 
     println!(
         "{pods} pods x {VOLUMES} volumes x {KEYS} keys ({} keys read, {} events recorded):",
@@ -189,6 +225,9 @@ fn main() {
         rss as f64 / 1024.0
     );
     println!("  record: {per_event:.0} ns per event (the usage-ledger thread)");
+    println!(
+        "  baseline check: {baseline_ns:.0} ns per event of a learned access (the reader thread; {baseline_flagged} flagged)"
+    );
     println!(
         "  GET /v1/usage/unread over {} volumes: {:.1} ms",
         vols.len(),

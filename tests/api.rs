@@ -426,6 +426,8 @@ fn random_requests_never_get_a_server_error() {
         Just("report".to_string()),
         Just("objects".to_string()),
         Just("Secret".to_string()),
+        Just("baseline".to_string()),
+        Just("Pod".to_string()),
         "[0-9]{1,25}",
         "-?[0-9]{1,5}",
         "[a-zA-Z0-9%._~-]{0,12}",

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{pod_cgroup, privileged, Harness, EXE};
+use common::{pod_cgroup, privileged, wait, Harness, EXE};
 use config_access_collector::demo::container::{ContainerProc, ExecArgs};
 use config_access_collector::model::event::AccessEvent;
 
@@ -182,4 +182,208 @@ fn reads_by_another_pod_or_a_host_process_are_foreign_the_kubelets_writes_are_no
     let write = by("kubelet");
     assert_eq!(write.event_type, "kubelet_write", "{write:#?}");
     assert_eq!(write.foreign_read, None, "{write:#?}");
+}
+
+/// The demo pod with a second container `sidecar` (runtime id `sidecar`).
+fn with_sidecar(app: &str, sidecar: &str) -> serde_json::Value {
+    let mut pod = common::fake_apiserver::demo_pod(common::POD, app);
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "sidecar", "image": "registry.example/sidecar:1.0"}));
+    pod["status"]["containerStatuses"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            serde_json::json!({"name": "sidecar", "image": "registry.example/sidecar:1.0",
+            "imageID": "", "ready": true, "restartCount": 0,
+            "containerID": format!("containerd://{sidecar}")}),
+        );
+    pod
+}
+
+/// A process of container `cid` (pod cgroup `cgroup`) opens `path` and
+/// waits; its event is collected while it lives (so its executable is
+/// known), then it exits.
+fn read_one(h: &mut Harness, cgroup: &str, chrooted: bool, path: &str) -> AccessEvent {
+    let cg = h.sb.make_cgroup(cgroup).unwrap();
+    let steps = [format!("open:{path}"), "wait".to_string()];
+    let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+    let args = if chrooted {
+        ExecArgs {
+            cgroup: Some(cg),
+            ..h.container(&steps)
+        }
+    } else {
+        ExecArgs {
+            cgroup: Some(cg),
+            steps: steps.iter().map(|s| s.to_string()).collect(),
+            ..ExecArgs::default()
+        }
+    };
+    let mut p = ContainerProc::spawn(Path::new(EXE), &args).unwrap();
+    assert_eq!(p.next_result().unwrap().1, "ok", "{path}");
+    let pid = p.pid;
+    let events = collect(h, 1, |e| e.process.pid == pid);
+    p.release();
+    assert_eq!(p.finish().unwrap(), 0);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    events.into_iter().next().unwrap()
+}
+
+/// `kind` of the event's anomaly, if any.
+fn anomaly(ev: &AccessEvent) -> Option<&str> {
+    ev.anomaly.as_ref().map(|a| a.kind.as_str())
+}
+
+#[test]
+fn the_baseline_learns_then_flags_first_seen_once_per_workload_and_survives_a_restart() {
+    let test = "the_baseline_learns_then_flags_first_seen_once_per_workload_and_survives_a_restart";
+    if !privileged(test) {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let edit = |c: &mut config_access_collector::config::Config| {
+        c.baseline_learning = "2s".into();
+        c.state_dir = state.path().to_string_lossy().into_owned();
+    };
+    let (app, sidecar) = ("b7".repeat(32), "c8".repeat(32));
+    let (mut h, api, _rt) = Harness::with_fake_api(&app, edit);
+    api.modify(with_sidecar(&app, &sidecar));
+    let store = h.collector().pods().unwrap().clone();
+    wait("the sidecar in the pod metadata", || {
+        store
+            .get(common::POD)
+            .is_some_and(|p| p.containers.len() == 2)
+    });
+    let (app_cg, sidecar_cg) = (
+        pod_cgroup("burstable", &app),
+        pod_cgroup("burstable", &sidecar),
+    );
+
+    // Learning: nothing is flagged.
+    let learned = std::time::Instant::now();
+    let ev = read_one(&mut h, &app_cg, true, "/etc/db/password");
+    assert_eq!(anomaly(&ev), None, "{ev:#?}");
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(learned.elapsed()));
+
+    // After it: a known access is not flagged, a new key once.
+    assert_eq!(
+        anomaly(&read_one(&mut h, &app_cg, true, "/etc/db/password")),
+        None
+    );
+    let ev = read_one(&mut h, &app_cg, true, "/etc/db/username");
+    let a = ev.anomaly.as_ref().unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(
+        (a.kind.as_str(), a.workload.as_str()),
+        ("first_seen", "StatefulSet/payments-api-0")
+    );
+    assert_eq!(
+        anomaly(&read_one(&mut h, &app_cg, true, "/etc/db/username")),
+        None
+    );
+    // A new container of the workload reading a known key is new too.
+    let ev = read_one(&mut h, &sidecar_cg, true, "/etc/db/password");
+    assert_eq!(anomaly(&ev), Some("first_seen"), "{ev:#?}");
+
+    // The API lists the workload's baseline.
+    let sock = h.sb.scratch().join("api.sock");
+    let get = |path: &str| {
+        common::exchange(
+            std::os::unix::net::UnixStream::connect(&sock).unwrap(),
+            "GET",
+            path,
+            &[],
+            b"",
+        )
+    };
+    let (status, list) = get("/v1/baseline");
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list[0]["kind"], "StatefulSet", "{list:#}");
+    assert_eq!(
+        (list[0]["learning"].as_bool(), list[0]["entries"].as_u64()),
+        (Some(false), Some(3))
+    );
+    let path = "/v1/baseline/payments/StatefulSet/payments-api-0";
+    let (status, detail) = get(path);
+    assert_eq!(status, 200, "{detail}");
+    let executable = detail["accesses"][0]["executable"].as_str().unwrap();
+    assert!(
+        executable.ends_with("config-access-collector"),
+        "{detail:#}"
+    );
+    assert_eq!(get("/v1/baseline/payments/StatefulSet/nothing").0, 404);
+
+    // A restart keeps the baseline: known accesses stay known.
+    h.collector.take().unwrap().stop();
+    let mut cfg = common::default_config(&h.sb);
+    cfg.kube_api_url = Some(api.url());
+    edit(&mut cfg);
+    let (collector, events) =
+        config_access_collector::agent::Collector::start_with_channel(&cfg).unwrap();
+    h.collector = Some(collector);
+    h.events = events;
+    let store = h.collector().pods().unwrap().clone();
+    wait("pod metadata after the restart", || {
+        store.get(common::POD).is_some()
+    });
+    assert_eq!(
+        anomaly(&read_one(&mut h, &app_cg, true, "/etc/db/username")),
+        None
+    );
+    assert_eq!(
+        anomaly(&read_one(&mut h, &app_cg, true, "/etc/db/api-key")),
+        Some("first_seen"),
+        "still past its window after the restart"
+    );
+
+    // A workload seen later on this node starts its own window.
+    let uid2 = "2f2f2f2f-3333-4444-8555-666666666666";
+    let cid2 = "d9".repeat(32);
+    let dir =
+        h.sb.add_volume(
+            uid2,
+            config_access_collector::model::volume::VolumeType::Secret,
+            "worker-creds",
+            true,
+        )
+        .unwrap();
+    h.sb.write_atomic(&dir, &[("token", b"w", 0o644)]).unwrap();
+    api.add(common::fake_apiserver::pod(
+        uid2,
+        "worker-0",
+        "payments",
+        "node-a",
+        serde_json::json!([{"name": "worker-creds", "secret": {"secretName": "worker-secret"}}]),
+        &cid2,
+    ));
+    wait("the worker's volume and metadata", || {
+        store.get(uid2).is_some()
+            && h.collector()
+                .registry()
+                .volumes()
+                .iter()
+                .any(|v| v.pod_uid == uid2)
+    });
+    let worker_cg = format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{cid2}.scope",
+        uid2.replace('-', "_")
+    );
+    let kubelet_path = dir.join("token").display().to_string();
+    let ev = read_one(&mut h, &worker_cg, false, &kubelet_path);
+    assert_eq!(ev.pod_uid.as_deref(), Some(uid2));
+    assert_eq!(anomaly(&ev), None, "its own window: {ev:#?}");
+
+    // A reset forgets the first workload: it learns again.
+    let del = common::exchange(
+        std::os::unix::net::UnixStream::connect(&sock).unwrap(),
+        "DELETE",
+        path,
+        &[],
+        b"",
+    );
+    assert_eq!(del.0, 204, "{}", del.1);
+    assert_eq!(get(path).0, 404);
+    let ev = read_one(&mut h, &sidecar_cg, true, "/etc/db/username");
+    assert_eq!(anomaly(&ev), None, "learning again: {ev:#?}");
 }

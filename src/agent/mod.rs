@@ -227,12 +227,13 @@ impl Collector {
             metrics: AccessMetrics::new(&meter, config.metrics_access_labels.clone()),
             stats: Arc::clone(&s.user_stats),
         };
-        let pipeline = Pipeline::new(
+        let mut pipeline = Pipeline::new(
             enricher(config, &s),
             fanout,
             Arc::clone(&heartbeat),
             k.repeats,
         );
+        pipeline.baseline = Some(Arc::clone(usage.baseline()));
         let reader = k.reader.run(pipeline);
         let api_state = ApiState {
             kernel_stats: k.stats.try_clone()?,

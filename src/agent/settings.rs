@@ -109,6 +109,11 @@ pub fn usage(config: &Config) -> Result<UsageSettings, ConfigError> {
         ledger: LedgerSettings::default(),
         unused_after: config.unused_after_duration()?,
         startup_window: config.startup_window_duration()?,
+        baseline: crate::usage::baseline::BaselineSettings {
+            learning: config.baseline_learning_duration()?,
+            extend_on_new_image: config.baseline_extend_on_new_image,
+            ..Default::default()
+        },
         state_file: config
             .state_dir_path()?
             .map(|dir| crate::usage::state::state_file(&dir)),

@@ -28,6 +28,7 @@ use crate::kernel::repeats::{RepeatMaps, RepeatSweeper};
 use crate::kernel::ring;
 use crate::model::health::{HealthBoard, Heartbeat};
 use crate::output::Fanout;
+use crate::usage::baseline::Baseline;
 
 /// How often the reader re-measures the monotonic -> wall-clock offset.
 const CLOCK_REFRESH: Duration = Duration::from_secs(1);
@@ -120,6 +121,8 @@ pub struct Pipeline {
     pub heartbeat: Arc<Heartbeat>,
     /// Summaries of repeated opens (`None`: every open is emitted).
     repeats: Option<RepeatSweeper>,
+    /// Flags accesses new for their workload (`None`: no baseline).
+    pub baseline: Option<Arc<Baseline>>,
     refreshed: Instant,
     swept: Instant,
     repeats_swept: Instant,
@@ -137,6 +140,7 @@ impl Pipeline {
             fanout,
             heartbeat,
             repeats,
+            baseline: None,
             refreshed: Instant::now(),
             swept: Instant::now(),
             repeats_swept: Instant::now(),
@@ -161,7 +165,10 @@ impl Pipeline {
             .fetch_add(errors, Ordering::Relaxed);
         for summary in &summaries {
             // Its latency is the window's, not the pipeline's: not measured.
-            if let Some(event) = self.enricher.handle(summary) {
+            if let Some(mut event) = self.enricher.handle(summary) {
+                if let Some(b) = &self.baseline {
+                    b.check(&mut event);
+                }
                 self.fanout.deliver(event, 0.0);
             }
         }
@@ -170,7 +177,10 @@ impl Pipeline {
 
 impl ring::Consumer for Pipeline {
     fn record(&mut self, data: &[u8]) {
-        if let Some((event, ts_ns)) = self.enricher.handle_record(data) {
+        if let Some((mut event, ts_ns)) = self.enricher.handle_record(data) {
+            if let Some(b) = &self.baseline {
+                b.check(&mut event);
+            }
             self.fanout.deliver(event, WallClock::elapsed_ms(ts_ns));
         }
     }

@@ -45,6 +45,7 @@ use crate::model::pod::SourceKind;
 pub use crate::model::stats::{ListenerCounters, ListenerKind, ListenerStats};
 use crate::model::stats::{OutputStats, UserStats};
 use crate::usage::answers::{Evidence, EvidenceStatus, UnreadKey, UnreadMount, UnreadReport};
+use crate::usage::baseline::{BaselineEntry, WorkloadBaseline, WorkloadBaselineDetail, WorkloadId};
 use crate::usage::ledger::{FileKey, KeyUsage, Reader, Rotation};
 use crate::usage::objects::{BlastRadius, ObjectMount, ObjectUsage};
 use crate::usage::rotation::{RotatedReader, RotatedVolume, RotationReport};
@@ -688,6 +689,76 @@ async fn usage_of_object(
         )
 }
 
+#[utoipa::path(get, path = "/v1/baseline", responses((status = 200, body = [WorkloadBaseline])))]
+async fn baselines(State(ctx): State<Ctx>) -> Response {
+    Json(ctx.state.usage.baseline().list()).into_response()
+}
+
+/// The workload a baseline path names.
+fn workload_id(
+    raw: Result<Path<(String, String, String)>, PathRejection>,
+) -> Result<WorkloadId, Response> {
+    let Path((namespace, kind, name)) = raw.map_err(path_error)?;
+    Ok(WorkloadId {
+        namespace,
+        kind,
+        name,
+    })
+}
+
+#[utoipa::path(get, path = "/v1/baseline/{namespace}/{kind}/{name}",
+    params(
+        ("namespace" = String, Path, description = "the workload's namespace"),
+        ("kind" = String, Path, description = "its owner kind (`Deployment`, ...; `Pod` for a bare pod)"),
+        ("name" = String, Path, description = "its name")),
+    responses((status = 200, body = WorkloadBaselineDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn baseline_of(
+    State(ctx): State<Ctx>,
+    raw: Result<Path<(String, String, String)>, PathRejection>,
+) -> Response {
+    let id = match workload_id(raw) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match ctx.state.usage.baseline().get(&id) {
+        Some(b) => Json(b).into_response(),
+        None => not_found(format_args!(
+            "baseline of {}/{} {}",
+            id.namespace, id.kind, id.name
+        )),
+    }
+}
+
+#[utoipa::path(delete, path = "/v1/baseline/{namespace}/{kind}/{name}",
+    params(
+        ("namespace" = String, Path, description = "the workload's namespace"),
+        ("kind" = String, Path, description = "its owner kind"),
+        ("name" = String, Path, description = "its name")),
+    security(("bearer" = [])),
+    responses((status = 204, description = "forgotten: its next access starts a new learning window"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn reset_baseline(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    raw: Result<Path<(String, String, String)>, PathRejection>,
+) -> Response {
+    if let Some(reject) = refuse_write(&ctx, &headers) {
+        return reject.into_response();
+    }
+    let id = match workload_id(raw) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    if ctx.state.usage.baseline().reset(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found(format_args!(
+            "baseline of {}/{} {}",
+            id.namespace, id.kind, id.name
+        ))
+    }
+}
+
 #[utoipa::path(get, path = "/v1/usage/pods/{uid}",
     params(("uid" = String, Path, description = "pod UID")),
     responses((status = 200, body = [KeyReport]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -931,7 +1002,10 @@ impl utoipa::Modify for BearerAuth {
         usage_startup_only,
         usage_report,
         usage_objects,
-        usage_of_object
+        usage_of_object,
+        baselines,
+        baseline_of,
+        reset_baseline
     ),
     modifiers(&BearerAuth),
     components(schemas(
@@ -966,7 +1040,11 @@ impl utoipa::Modify for BearerAuth {
         ObjectUsage,
         BlastRadius,
         ObjectMount,
-        ObjectKind
+        ObjectKind,
+        WorkloadBaseline,
+        WorkloadBaselineDetail,
+        WorkloadId,
+        BaselineEntry
     ))
 )]
 pub struct ApiDoc;
@@ -1020,6 +1098,11 @@ fn api_router(ctx: Ctx) -> Router {
         .route(
             "/v1/usage/objects/{namespace}/{kind}/{name}",
             get(usage_of_object),
+        )
+        .route("/v1/baseline", get(baselines))
+        .route(
+            "/v1/baseline/{namespace}/{kind}/{name}",
+            get(baseline_of).delete(reset_baseline),
         )
         .fallback(fallback_404)
         .method_not_allowed_fallback(fallback_405)

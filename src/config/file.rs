@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub buffer_size: Option<usize>,
     pub unused_after: Option<String>,
     pub startup_window: Option<String>,
+    pub baseline_learning: Option<String>,
+    pub baseline_extend_on_new_image: Option<bool>,
     pub state_dir: Option<String>,
     pub report_failed_opens: Option<bool>,
     pub kubelet_writes: Option<KubeletWrites>,

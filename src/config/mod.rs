@@ -101,6 +101,12 @@ pub struct Config {
     /// container started are reported as startup-only: a duration such as
     /// `5m` or `90s`.
     pub startup_window: String,
+    /// How long each workload's accesses are learned (from its first one
+    /// seen on this node) before an access outside them is flagged
+    /// `first_seen`: a duration such as `1h` or `7d`.
+    pub baseline_learning: String,
+    /// A container seen with a new image extends its workload's learning window.
+    pub baseline_extend_on_new_image: bool,
     /// Directory where the usage ledger is saved, so a restart keeps it
     /// (an absolute path); `off`: in memory only.
     pub state_dir: String,
@@ -217,6 +223,8 @@ impl Default for Config {
             buffer_size: 4096,
             unused_after: "24h".into(),
             startup_window: "5m".into(),
+            baseline_learning: "1h".into(),
+            baseline_extend_on_new_image: true,
             state_dir: "off".into(),
             report_failed_opens: true,
             kubelet_writes: KubeletWrites::Report,
@@ -386,6 +394,7 @@ mod tests {
         assert_eq!(key("unused_after: 0s\n"), "unused_after");
         assert_eq!(key("unused_after: 400d\n"), "unused_after");
         assert_eq!(key("startup_window: 2d\n"), "startup_window");
+        assert_eq!(key("baseline_learning: 31d\n"), "baseline_learning");
         assert_eq!(key("startup_window: later\n"), "startup_window");
         assert_eq!(
             load_str("unused_after: 7d\n")

@@ -10,6 +10,9 @@ use super::{invalid, Config, ConfigError};
 /// Bounds of `unused_after`.
 const UNUSED_AFTER: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(366 * 24 * 3600);
+/// Bounds of `baseline_learning`.
+const BASELINE_LEARNING: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(30 * 24 * 3600);
 /// Bounds of `startup_window`.
 const STARTUP_WINDOW: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
@@ -41,6 +44,16 @@ impl Config {
             &self.unused_after,
             UNUSED_AFTER,
             "1s to 366d",
+        )
+    }
+
+    /// `baseline_learning` as a duration (`1h`, `7d`, ...), 1 s to 30 days.
+    pub fn baseline_learning_duration(&self) -> Result<Duration, ConfigError> {
+        duration(
+            "baseline_learning",
+            &self.baseline_learning,
+            BASELINE_LEARNING,
+            "1s to 30d",
         )
     }
 
@@ -121,6 +134,7 @@ impl Config {
         }
         self.unused_after_duration()?;
         self.startup_window_duration()?;
+        self.baseline_learning_duration()?;
         self.state_dir_path()?;
         if self.rescan_interval_ms < 100 {
             return Err(invalid(

@@ -205,6 +205,7 @@ impl Enricher {
             source,
             session: signals::session(ev.session, reader_pod.as_deref()),
             foreign_read,
+            anomaly: None,
             repeats: ev.repeats.map(|r| Repeats {
                 count: r.count,
                 since: self.clock.rfc3339(r.since_ns),

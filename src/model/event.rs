@@ -122,10 +122,26 @@ pub struct AccessEvent {
     /// container of another pod, or a host process other than the kubelet.
     #[serde(default)]
     pub foreign_read: Option<ForeignRead>,
+    /// Set when the access is new for its workload on this node: outside
+    /// the baseline it learned (see docs/signals.md).
+    #[serde(default)]
+    pub anomaly: Option<Anomaly>,
     /// Set on a summary of repeated opens: the event stands for `repeats.count`
     /// opens (its `path` is null: they may have used different paths).
     /// Null on an event of one open.
     pub repeats: Option<Repeats>,
+}
+
+/// Why an access is unusual.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// `first_seen`: the workload's pods had not made this access on this
+    /// node before (container, executable, object, key).
+    pub kind: String,
+    /// The workload the baseline belongs to: `Kind/name` (a bare pod: `Pod/name`).
+    pub workload: String,
+    /// RFC 3339: when the workload's learning window ended.
+    pub learned_until: String,
 }
 
 /// Who read another pod's volume file.

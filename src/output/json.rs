@@ -202,6 +202,7 @@ mod tests {
             service_account_token: false,
             session: None,
             foreign_read: None,
+            anomaly: None,
             repeats: None,
         }
     }

@@ -242,6 +242,7 @@ impl AccessMetrics {
     /// Counts the event's signals, if any (they are rare: no tally).
     fn record_signals(&self, ev: &AccessEvent) {
         let signals = [
+            ("first_seen", ev.anomaly.is_some()),
             ("foreign_read", ev.foreign_read.is_some()),
             ("exec_session", ev.session.as_deref() == Some("exec")),
         ];
@@ -397,8 +398,15 @@ fn observe_usage(meter: &Meter, s: &Sources) {
     }
 }
 
-/// The ledger's losses by reason, and stale readers of service-account tokens.
+/// The ledger's losses by reason, stale readers of service-account tokens,
+/// and accesses the baseline could not hold.
 fn observe_ledger(meter: &Meter, s: &Sources) {
+    let usage = Arc::clone(&s.usage);
+    meter
+        .u64_observable_counter("kernel_monitor_baseline_overflow")
+        .with_description("Accesses the learned baseline could neither learn nor flag first_seen: it held its most workloads (4096) or entries per workload (1024)")
+        .with_callback(move |o| o.observe(usage.baseline().overflow(), &[]))
+        .build();
     let usage = Arc::clone(&s.usage);
     meter
         .u64_observable_counter("kernel_monitor_usage_losses")

@@ -584,6 +584,7 @@ mod tests {
             source: None,
             session: None,
             foreign_read: None,
+            anomaly: None,
             repeats: None,
         }
     }

@@ -12,6 +12,7 @@
 //! ([`state`]), and a restart continues it, the downtime a gap.
 
 pub mod answers;
+pub mod baseline;
 pub mod ledger;
 pub mod objects;
 pub mod report;
@@ -27,6 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use answers::UnreadReport;
+use baseline::{Baseline, BaselineSettings};
 use ledger::{FileKey, KeyUsage, Ledger, LedgerSettings};
 use objects::{BlastRadius, ObjectUsage};
 use rotation::RotationReport;
@@ -45,6 +47,8 @@ pub struct UsageSettings {
     pub unused_after: Duration,
     /// Reads within this long of a container's start are its startup reads.
     pub startup_window: Duration,
+    /// The learned baseline of each workload.
+    pub baseline: BaselineSettings,
     /// Where the ledger is saved (`None`: in memory only).
     pub state_file: Option<PathBuf>,
 }
@@ -55,6 +59,7 @@ impl Default for UsageSettings {
             ledger: LedgerSettings::default(),
             unused_after: Duration::from_secs(24 * 3600),
             startup_window: Duration::from_secs(300),
+            baseline: BaselineSettings::default(),
             state_file: None,
         }
     }
@@ -77,6 +82,7 @@ pub struct Usage {
     pods: Arc<dyn PodMetadata>,
     unused_after: Duration,
     startup_window: Duration,
+    baseline: Arc<Baseline>,
     state_file: Option<PathBuf>,
     /// Saves of the state: (succeeded, failed).
     saves: (AtomicU64, AtomicU64),
@@ -125,16 +131,14 @@ impl Usage {
         pods: Arc<dyn PodMetadata>,
     ) -> Self {
         let now = SystemTime::now();
-        let mut ledger = match settings.state_file.as_deref().map(state::load) {
-            Some(Ok(Some(saved))) => Ledger::restore(settings.ledger, saved, now),
-            Some(Err(e)) => {
-                tracing::warn!(
-                    error = %crate::logging::chain(&e),
-                    "the usage ledger starts empty: its saved state cannot be used"
-                );
-                Ledger::new(settings.ledger)
-            }
-            Some(Ok(None)) | None => Ledger::new(settings.ledger),
+        let mut ledger = match restored(settings.state_file.as_deref()) {
+            Some(saved) => Ledger::restore(settings.ledger, saved, now),
+            None => Ledger::new(settings.ledger),
+        };
+        let baseline_file = settings.state_file.as_deref().map(state::baseline_file);
+        let baseline = match restored(baseline_file.as_deref()) {
+            Some(saved) => Baseline::restore(settings.baseline, saved),
+            None => Baseline::new(settings.baseline),
         };
         ledger.sync_volumes(&registry.volumes(), now);
         Self {
@@ -144,6 +148,7 @@ impl Usage {
             pods,
             unused_after: settings.unused_after,
             startup_window: settings.startup_window,
+            baseline: Arc::new(baseline),
             state_file: settings.state_file,
             saves: (AtomicU64::new(0), AtomicU64::new(0)),
             health: None,
@@ -165,7 +170,9 @@ impl Usage {
     pub fn save(&self) {
         let Some(path) = &self.state_file else { return };
         let state = self.ledger().state(SystemTime::now());
-        match state::save(path, &state) {
+        let saved = state::save(path, &state)
+            .and_then(|()| state::save(&state::baseline_file(path), &self.baseline.state()));
+        match saved {
             Ok(()) => {
                 self.saves.0.fetch_add(1, Ordering::Relaxed);
                 if let Some(h) = &self.health {
@@ -185,6 +192,11 @@ impl Usage {
                 }
             }
         }
+    }
+
+    /// The learned baseline (checked by the pipeline, listed by the API).
+    pub fn baseline(&self) -> &Arc<Baseline> {
+        &self.baseline
     }
 
     /// Saves of the state so far: (succeeded, failed).
@@ -339,6 +351,21 @@ impl Usage {
             );
         } else {
             h.clear(LEDGER_COMPONENT);
+        }
+    }
+}
+
+/// The state saved at `path`, if any; an unusable one is logged once and
+/// left for the next save to replace.
+fn restored<T: state::Versioned>(path: Option<&std::path::Path>) -> Option<T> {
+    match state::load(path?) {
+        Ok(saved) => saved,
+        Err(e) => {
+            tracing::warn!(
+                error = %crate::logging::chain(&e),
+                "starting without the saved state: it cannot be used"
+            );
+            None
         }
     }
 }

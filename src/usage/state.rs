@@ -51,8 +51,28 @@ pub fn state_file(dir: &Path) -> PathBuf {
     dir.join("usage-ledger.json")
 }
 
+/// The baseline's state file beside the ledger's `state_file`.
+pub fn baseline_file(state_file: &Path) -> PathBuf {
+    state_file.with_file_name("baseline.json")
+}
+
+/// A state document with a version number.
+pub trait Versioned: serde::Serialize + serde::de::DeserializeOwned {
+    /// The version this collector writes and reads.
+    const VERSION: u32;
+    /// The version the document says it has.
+    fn version(&self) -> u32;
+}
+
+impl Versioned for LedgerState {
+    const VERSION: u32 = LedgerState::VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 /// The saved state, `None` when there is none yet.
-pub fn load(path: &Path) -> Result<Option<LedgerState>, StateError> {
+pub fn load<T: Versioned>(path: &Path) -> Result<Option<T>, StateError> {
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.len() > MAX_STATE_BYTES {
             return Err(StateError::TooLarge {
@@ -71,16 +91,15 @@ pub fn load(path: &Path) -> Result<Option<LedgerState>, StateError> {
             })
         }
     };
-    let state: LedgerState =
-        serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
-            path: path.into(),
-            source,
-        })?;
-    if state.version != LedgerState::VERSION {
+    let state: T = serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+        path: path.into(),
+        source,
+    })?;
+    if state.version() != T::VERSION {
         return Err(StateError::Version {
             path: path.into(),
-            found: state.version,
-            expected: LedgerState::VERSION,
+            found: state.version(),
+            expected: T::VERSION,
         });
     }
     Ok(Some(state))
@@ -88,7 +107,7 @@ pub fn load(path: &Path) -> Result<Option<LedgerState>, StateError> {
 
 /// Replaces the state at `path` with `state`, atomically: a reader (or a
 /// crash) sees the old state or the new one, never a part.
-pub fn save(path: &Path, state: &LedgerState) -> Result<(), StateError> {
+pub fn save<T: serde::Serialize>(path: &Path, state: &T) -> Result<(), StateError> {
     let write = |source| StateError::Write {
         path: path.into(),
         source,
@@ -134,24 +153,30 @@ mod tests {
     fn saved_states_load_back_and_bad_ones_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = state_file(&dir.path().join("sub"));
-        assert_eq!(load(&path).unwrap(), None, "no state yet");
+        assert_eq!(load::<LedgerState>(&path).unwrap(), None, "no state yet");
         save(&path, &state()).unwrap();
         assert_eq!(load(&path).unwrap(), Some(state()));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
         std::fs::write(&path, b"{\"version\": 1, \"keys\": [").unwrap();
-        assert!(matches!(load(&path), Err(StateError::Corrupt { .. })));
+        assert!(matches!(
+            load::<LedgerState>(&path),
+            Err(StateError::Corrupt { .. })
+        ));
         let mut newer = state();
         newer.version = 99;
         save(&path, &newer).unwrap();
         assert!(matches!(
-            load(&path),
+            load::<LedgerState>(&path),
             Err(StateError::Version { found: 99, .. })
         ));
         let huge = std::fs::File::create(&path).unwrap();
         huge.set_len(MAX_STATE_BYTES + 1).unwrap();
-        assert!(matches!(load(&path), Err(StateError::TooLarge { .. })));
+        assert!(matches!(
+            load::<LedgerState>(&path),
+            Err(StateError::TooLarge { .. })
+        ));
         save(&path, &state()).unwrap();
         // Only the state file is left: the temporary files were renamed.
         let files: Vec<_> = std::fs::read_dir(path.parent().unwrap())
