@@ -80,6 +80,31 @@ fn v2_pod_container_and_host_cgroups_resolve() {
 }
 
 #[test]
+fn a_cgroup_made_since_the_last_walk_resolves_at_once_by_its_file_handle() {
+    let test = "a_cgroup_made_since_the_last_walk_resolves_at_once_by_its_file_handle";
+    if !privileged(test) {
+        return;
+    }
+    let mut sb = Sandbox::new().unwrap();
+    let resolver = CgroupResolver::for_host(None);
+    // A walk now: the next one is not due for REWALK_INTERVAL.
+    resolver.forget_deleted();
+    let rel = format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{}.scope",
+        POD.replace('-', "_"),
+        "9e".repeat(32)
+    );
+    let dir = sb.make_cgroup(&rel).unwrap();
+    let id = std::fs::metadata(&dir).unwrap().ino();
+    let started = std::time::Instant::now();
+    let info = found(resolver.resolve(id, 0));
+    assert!(started.elapsed() < REWALK_INTERVAL, "no walk was due");
+    assert_eq!(info.path, format!("/{rel}"));
+    assert_eq!(info.pod_uid.as_deref(), Some(POD));
+    assert_eq!(info.container_id.as_deref(), Some("9e".repeat(32).as_str()));
+}
+
+#[test]
 fn v1_fallback_resolves_cgroupfs_driver_paths() {
     if !privileged("v1_fallback_resolves_cgroupfs_driver_paths") {
         return;

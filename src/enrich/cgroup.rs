@@ -212,6 +212,48 @@ pub fn detect_v1_subsys(controller: &str) -> Option<(u32, String)> {
     v1_subsys_index(&text, controller)
 }
 
+/// `FILEID_KERNFS`: the file-handle type of a kernfs node (a cgroup), whose
+/// handle is its 64-bit id.
+const FILEID_KERNFS: i32 = 0xfe;
+
+/// The path (from the hierarchy's root, starting with `/`) of the cgroup
+/// with id `id`, opened by its kernfs file handle: one syscall instead of a
+/// walk of the tree. Needs CAP_DAC_READ_SEARCH; `None` without it, or when
+/// the cgroup is gone.
+fn path_by_handle(root: &std::path::Path, id: u64) -> Option<String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// `struct file_handle` with an 8-byte handle.
+    #[repr(C)]
+    struct KernfsHandle {
+        bytes: u32,
+        kind: i32,
+        id: u64,
+    }
+    let dir = std::fs::File::open(root).ok()?;
+    let mut handle = KernfsHandle {
+        bytes: 8,
+        kind: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: `handle` is a `struct file_handle` whose `f_handle` holds the
+    // `handle_bytes` (8) bytes the kernel reads; `dir` is an open directory.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            dir.as_raw_fd(),
+            std::ptr::from_mut(&mut handle).cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let rel = path.strip_prefix(root).ok()?;
+    Some(format!("/{}", rel.to_string_lossy()).replace("//", "/"))
+}
+
 /// One hierarchy's id -> path cache.
 #[derive(Debug)]
 struct Hierarchy {
@@ -265,7 +307,15 @@ impl Hierarchy {
             return Some(Arc::clone(hit));
         }
         self.walk_if_due();
-        self.by_id.get(&id).cloned()
+        if let Some(hit) = self.by_id.get(&id) {
+            return Some(Arc::clone(hit));
+        }
+        // Made since the last walk: found by its file handle, at once.
+        let info = Arc::new(parse_cgroup_path(&path_by_handle(&self.root, id)?));
+        if self.by_id.len() < MAX_CGROUPS {
+            self.by_id.insert(id, Arc::clone(&info));
+        }
+        Some(info)
     }
 
     /// The one cgroup whose path ends with `tail` (which starts with `/`).
