@@ -83,3 +83,53 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- toYaml (merge $c (deepCopy $v.config)) }}
 {{- end }}
+
+{{/* PromQL label matchers that pick this release's collectors (prometheusRule.selector, or the job the chart's ServiceMonitor gives its targets: the metrics Service's name). */}}
+{{- define "cac.alertSelector" -}}
+{{- default (printf "job=%q" (printf "%s-metrics" (include "cac.fullname" .))) .Values.prometheusRule.selector }}
+{{- end }}
+
+{{/*
+How much counter .metric{.match} grew in .window, per series. The collector
+exports a labelled counter from its first increment on, so a series that
+appeared within the window counts its whole value: increase() alone would miss
+that first increment (it needs two samples).
+*/}}
+{{- define "cac.alertCount" -}}
+(
+  max_over_time({{ .metric }}{ {{- .match -}} }[{{ .window }}])
+    unless {{ .metric }}{ {{- .match -}} } offset {{ .window }}
+  or
+  increase({{ .metric }}{ {{- .match -}} }[{{ .window }}])
+)
+{{- end }}
+
+{{/*
+The workload's namespace in `namespace`: scraped without honor_labels (the
+chart's ServiceMonitor), the collector's own `namespace` label arrives as
+`exported_namespace` and `namespace` is the collector pod's.
+*/}}
+{{- define "cac.alertWorkloadNamespace" -}}
+label_replace(
+  {{- . | nindent 2 }},
+  "namespace", "$1", "exported_namespace", "(.+)"
+)
+{{- end }}
+
+{{/* `,object_kind=~"A|B"`, or nothing for an empty list (every kind). */}}
+{{- define "cac.alertObjectKinds" -}}
+{{- with . }},object_kind=~"{{ join "|" . }}"{{ end }}
+{{- end }}
+
+{{/* One alerting rule: .name, .alert (its values), .labels (prometheusRule.alertLabels), .expr, .summary, .description. */}}
+{{- define "cac.alertRule" -}}
+- alert: {{ .name }}
+  expr: |-
+    {{- .expr | nindent 4 }}
+  for: {{ .alert.for }}
+  labels:
+    {{- toYaml (merge (dict "severity" .alert.severity) (deepCopy (default (dict) .labels))) | nindent 4 }}
+  annotations:
+    summary: {{ .summary | quote }}
+    description: {{ .description | quote }}
+{{- end }}
