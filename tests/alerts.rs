@@ -9,7 +9,8 @@
 //! The unit tests have teeth: an expression that never fires, or always
 //! fires, fails them for every alert, and so do realistic mistakes (a
 //! misspelt metric, a flipped comparison, a counter's first increment missed,
-//! the job scope lost) that `promtool check rules` cannot see.
+//! a failed scrape re-counting old totals, a restarted collector's first
+//! event missed, the job scope lost) that `promtool check rules` cannot see.
 //!
 //! No BPF and no collector: only helm and promtool. The tools come from
 //! `bash scripts/dev.sh test` (helm in target/tools/helm or `CAC_HELM`;
@@ -144,6 +145,27 @@ fn rule<'a>(file: &'a Value, alert: &str) -> &'a Value {
 
 fn expr<'a>(file: &'a Value, alert: &str) -> &'a str {
     rule(file, alert)["expr"].as_str().unwrap()
+}
+
+/// `last_over_time(S[1h] offset W)` made `S offset W`: whether a series
+/// existed before the window, asked at one instant instead of over a range.
+fn instant_lookup(e: &str) -> String {
+    let (mut out, mut rest) = (String::new(), e);
+    while let Some(i) = rest.find("last_over_time(") {
+        out.push_str(&rest[..i]);
+        let inner = &rest[i + "last_over_time(".len()..];
+        let range = inner.find("[1h]").expect("its range");
+        let close = range + inner[range..].find(')').expect("its `)`");
+        out.push_str(&inner[..range]);
+        out.push_str(&inner[range + "[1h]".len()..close]);
+        rest = &inner[close + 1..];
+    }
+    out.push_str(rest);
+    assert!(
+        out.contains(" offset ") && !out.contains("last_over_time"),
+        "{out}"
+    );
+    out
 }
 
 /// A change of a rule's expression.
@@ -325,7 +347,7 @@ fn a_broken_expression_passes_promtool_check_but_fails_the_unit_tests() {
     assert_passes("promtool test rules", &rules.test(), &rules);
 
     let job = format!("job=\"{JOB}\",");
-    let breaks: [(&str, &str, Edit); 4] = [
+    let breaks: [(&str, &str, Edit); 6] = [
         (
             "ConfigAccessForeignRead",
             "a misspelt metric name",
@@ -345,14 +367,34 @@ fn a_broken_expression_passes_promtool_check_but_fails_the_unit_tests() {
             "ConfigAccessFirstSeenRead",
             "increase() alone, which misses a counter's first increment",
             Box::new(|e: &str| {
-                // Drop `max_over_time(...) unless ... offset ... or`, the
-                // branch that counts a series born within the window.
+                // Drop the branches before `increase(...)`, which count a
+                // series born within the window, or restarted, whole.
                 let start = e.find("max_over_time(").expect("the new-series branch");
-                let end = start + e[start..].find("or\n").expect("its `or`") + "or\n".len();
+                let end = e.find("increase(").expect("the increase() branch");
                 let mut e = e.to_string();
                 e.replace_range(start..end, "");
-                assert!(e.contains("increase(") && !e.contains("offset"), "{e}");
+                assert!(!e.contains("max_over_time") && !e.contains("offset"), "{e}");
                 e
+            }),
+        ),
+        (
+            "ConfigAccessForeignRead",
+            "an instant lookup before the window, which a failed scrape's staleness marker empties",
+            Box::new(instant_lookup),
+        ),
+        (
+            "ConfigAccessForeignRead",
+            "no reset branch, which misses the first event of a collector restarted in place",
+            Box::new(|e: &str| {
+                let lines: Vec<&str> = e.lines().collect();
+                let i = lines
+                    .iter()
+                    .position(|l| l.contains("< last_over_time("))
+                    .expect("the reset branch");
+                assert_eq!(lines[i - 1].trim(), "or", "{e}");
+                let mut kept = lines[..i - 1].to_vec();
+                kept.extend_from_slice(&lines[i + 1..]);
+                kept.join("\n")
             }),
         ),
         (

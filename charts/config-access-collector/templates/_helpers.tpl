@@ -91,16 +91,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 How much counter .metric{.match} grew in .window, per series. The collector
-exports a labelled counter from its first increment on, so a series that
-appeared within the window counts its whole value: increase() alone would miss
-that first increment (it needs two samples).
+exports a labelled counter from its first increment on, and a restarted
+collector's counters start again at 0, absent until their first increment.
+increase() alone misses both first increments (it sees no step before a
+series' first sample in the window), so a series counts its whole value when
+  * it has no sample in the hour before the window (it appeared within it), or
+  * its values in the window are all below its last one before the window
+    (the collector restarted in place: same labels, counting from 0),
+and increase() otherwise. "Before the window" is a range, not an instant
+lookup: the staleness marker of one failed scrape must not make every old
+series look new.
 */}}
 {{- define "cac.alertCount" -}}
+{{- $s := printf "%s{%s}" .metric .match }}
+{{- $before := printf "last_over_time(%s[1h] offset %s)" $s .window -}}
 (
-  max_over_time({{ .metric }}{ {{- .match -}} }[{{ .window }}])
-    unless {{ .metric }}{ {{- .match -}} } offset {{ .window }}
+    max_over_time({{ $s }}[{{ .window }}]) unless {{ $before }}
   or
-  increase({{ .metric }}{ {{- .match -}} }[{{ .window }}])
+    max_over_time({{ $s }}[{{ .window }}]) < {{ $before }}
+  or
+    increase({{ $s }}[{{ .window }}])
 )
 {{- end }}
 
