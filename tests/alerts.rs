@@ -548,3 +548,29 @@ fn rules_follow_the_values_and_the_release_names() {
         assert!(err.contains(message), "--set {set}: {err}");
     }
 }
+
+#[test]
+fn docs_explain_every_alert_and_value() {
+    let test = "docs_explain_every_alert_and_value";
+    let Some(helm) = helm(test) else { return };
+    let doc = read("docs/alerts.md");
+    let file = rules_file(&prometheus_rule(&helm, &[]));
+    for name in alert_names(&file) {
+        assert!(
+            doc.lines()
+                .any(|l| l.starts_with('#') && l.trim_start_matches('#').trim() == name),
+            "docs/alerts.md has no section for {name}"
+        );
+    }
+    let values: Value = serde_yaml_ng::from_str(&read(&format!("{CHART}/values.yaml"))).unwrap();
+    for key in values["prometheusRule"]["alerts"]
+        .as_object()
+        .unwrap()
+        .keys()
+    {
+        assert!(
+            doc.contains(&format!("`prometheusRule.alerts.{key}`")),
+            "docs/alerts.md does not name prometheusRule.alerts.{key}"
+        );
+    }
+}
