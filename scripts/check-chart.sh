@@ -5,8 +5,9 @@
 #   * in every value set (the defaults and charts/config-access-collector/ci/*.yaml):
 #     helm lint --strict, helm template for each Kubernetes version below,
 #     yamllint of the rendered manifests, and kubernetes-validate --strict of
-#     every manifest against that version (the ServiceMonitor, a CRD, is the
-#     only kind allowed to go unvalidated);
+#     every manifest against that version (the ServiceMonitor and the
+#     PrometheusRule, prometheus-operator CRDs, are the only kinds allowed to
+#     go unvalidated; tests/alerts.rs checks the rules with promtool);
 #   * every charts/bad-values/*.yaml is rejected by helm lint and by helm
 #     template, with the message its `# expect:` line names;
 #   * the validator itself rejects a manifest with an unknown field;
@@ -78,8 +79,8 @@ for set in "${value_sets[@]}"; do
 			cat "$work/validate.log" >&2
 			fail "kubernetes-validate --strict -k $kv with $name"
 		fi
-		# A kind without a bundled schema is only a warning: allow the CRD, nothing else.
-		if grep -v "Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1 " "$work/validate.log" | grep -q .; then
+		# A kind without a bundled schema is only a warning: allow the CRDs, nothing else.
+		if grep -Ev "Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1 " "$work/validate.log" | grep -q .; then
 			cat "$work/validate.log" >&2
 			fail "kubernetes-validate -k $kv with $name: unexpected output (a kind left unvalidated?)"
 		fi

@@ -83,3 +83,63 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- toYaml (merge $c (deepCopy $v.config)) }}
 {{- end }}
+
+{{/* PromQL label matchers that pick this release's collectors (prometheusRule.selector, or the job the chart's ServiceMonitor gives its targets: the metrics Service's name). */}}
+{{- define "cac.alertSelector" -}}
+{{- default (printf "job=%q" (printf "%s-metrics" (include "cac.fullname" .))) .Values.prometheusRule.selector }}
+{{- end }}
+
+{{/*
+How much counter .metric{.match} grew in .window, per series. The collector
+exports a labelled counter from its first increment on, and a restarted
+collector's counters start again at 0, absent until their first increment.
+increase() alone misses both first increments (it sees no step before a
+series' first sample in the window), so a series counts its whole value when
+  * it has no sample in the hour before the window (it appeared within it), or
+  * its values in the window are all below its last one before the window
+    (the collector restarted in place: same labels, counting from 0),
+and increase() otherwise. "Before the window" is a range, not an instant
+lookup: the staleness marker of one failed scrape must not make every old
+series look new.
+*/}}
+{{- define "cac.alertCount" -}}
+{{- $s := printf "%s{%s}" .metric .match }}
+{{- $before := printf "last_over_time(%s[1h] offset %s)" $s .window -}}
+(
+    max_over_time({{ $s }}[{{ .window }}]) unless {{ $before }}
+  or
+    max_over_time({{ $s }}[{{ .window }}]) < {{ $before }}
+  or
+    increase({{ $s }}[{{ .window }}])
+)
+{{- end }}
+
+{{/*
+The workload's namespace in `namespace`: scraped without honor_labels (the
+chart's ServiceMonitor), the collector's own `namespace` label arrives as
+`exported_namespace` and `namespace` is the collector pod's.
+*/}}
+{{- define "cac.alertWorkloadNamespace" -}}
+label_replace(
+  {{- . | nindent 2 }},
+  "namespace", "$1", "exported_namespace", "(.+)"
+)
+{{- end }}
+
+{{/* `,object_kind=~"A|B"`, or nothing for an empty list (every kind). */}}
+{{- define "cac.alertObjectKinds" -}}
+{{- with . }},object_kind=~"{{ join "|" . }}"{{ end }}
+{{- end }}
+
+{{/* One alerting rule: .name, .alert (its values), .labels (prometheusRule.alertLabels), .expr, .summary, .description. */}}
+{{- define "cac.alertRule" -}}
+- alert: {{ .name }}
+  expr: |-
+    {{- .expr | nindent 4 }}
+  for: {{ .alert.for }}
+  labels:
+    {{- toYaml (merge (dict "severity" .alert.severity) (deepCopy (default (dict) .labels))) | nindent 4 }}
+  annotations:
+    summary: {{ .summary | quote }}
+    description: {{ .description | quote }}
+{{- end }}
