@@ -697,8 +697,8 @@ async fn baselines(State(ctx): State<Ctx>) -> Response {
 /// The workload a baseline path names.
 fn workload_id(
     raw: Result<Path<(String, String, String)>, PathRejection>,
-) -> Result<WorkloadId, Response> {
-    let Path((namespace, kind, name)) = raw.map_err(path_error)?;
+) -> Result<WorkloadId, PathRejection> {
+    let Path((namespace, kind, name)) = raw?;
     Ok(WorkloadId {
         namespace,
         kind,
@@ -718,7 +718,7 @@ async fn baseline_of(
 ) -> Response {
     let id = match workload_id(raw) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return path_error(r),
     };
     match ctx.state.usage.baseline().get(&id) {
         Some(b) => Json(b).into_response(),
@@ -747,7 +747,7 @@ async fn reset_baseline(
     }
     let id = match workload_id(raw) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return path_error(r),
     };
     if ctx.state.usage.baseline().reset(&id) {
         StatusCode::NO_CONTENT.into_response()
