@@ -374,6 +374,28 @@ fn the_baseline_learns_then_flags_first_seen_once_per_workload_and_survives_a_re
     assert_eq!(ev.pod_uid.as_deref(), Some(uid2));
     assert_eq!(anomaly(&ev), None, "its own window: {ev:#?}");
 
+    // A new image of a container extends its workload's window.
+    let mut pod = with_sidecar(&app, &sidecar);
+    pod["spec"]["containers"][1]["image"] = "registry.example/sidecar:2.0".into();
+    api.modify(pod);
+    wait("the sidecar's new image", || {
+        store.get(common::POD).is_some_and(|p| {
+            p.containers
+                .iter()
+                .any(|c| &*c.image == "registry.example/sidecar:2.0")
+        })
+    });
+    let ev = read_one(&mut h, &sidecar_cg, true, "/etc/db/username");
+    assert_eq!(anomaly(&ev), None, "the window is extended: {ev:#?}");
+    let (_, list) = get("/v1/baseline");
+    let first = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "payments-api-0")
+        .unwrap();
+    assert_eq!(first["learning"], true, "{list:#}");
+
     // A reset forgets the first workload: it learns again.
     let del = common::exchange(
         std::os::unix::net::UnixStream::connect(&sock).unwrap(),
@@ -384,6 +406,8 @@ fn the_baseline_learns_then_flags_first_seen_once_per_workload_and_survives_a_re
     );
     assert_eq!(del.0, 204, "{}", del.1);
     assert_eq!(get(path).0, 404);
-    let ev = read_one(&mut h, &sidecar_cg, true, "/etc/db/username");
+    let ev = read_one(&mut h, &sidecar_cg, true, "/etc/db/api-key");
     assert_eq!(anomaly(&ev), None, "learning again: {ev:#?}");
+    let (_, detail) = get(path);
+    assert_eq!(detail["entries"], 1, "only what it read since: {detail:#}");
 }

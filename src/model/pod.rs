@@ -33,6 +33,19 @@ pub enum SourceKind {
     ClusterTrustBundle,
 }
 
+impl SourceKind {
+    /// The kind as the API spells it (`DownwardAPI`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Secret => "Secret",
+            SourceKind::ConfigMap => "ConfigMap",
+            SourceKind::ServiceAccountToken => "ServiceAccountToken",
+            SourceKind::DownwardApi => "DownwardAPI",
+            SourceKind::ClusterTrustBundle => "ClusterTrustBundle",
+        }
+    }
+}
+
 /// Where a volume file comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FileSource {

@@ -117,17 +117,6 @@ fn object_of(ev: &AccessEvent) -> Option<(ObjectKind, &'static str, &str)> {
     }
 }
 
-/// A source kind as the API spells it.
-fn source_kind_name(kind: SourceKind) -> &'static str {
-    match kind {
-        SourceKind::Secret => "Secret",
-        SourceKind::ConfigMap => "ConfigMap",
-        SourceKind::ServiceAccountToken => "ServiceAccountToken",
-        SourceKind::DownwardApi => "DownwardAPI",
-        SourceKind::ClusterTrustBundle => "ClusterTrustBundle",
-    }
-}
-
 /// The value of `label` in `ev`.
 fn label_value(ev: &AccessEvent, label: AccessLabel) -> &str {
     match label {
@@ -248,7 +237,7 @@ impl AccessMetrics {
         ];
         for (signal, _) in signals.into_iter().filter(|(_, on)| *on) {
             let workload = ev.workload.as_ref();
-            let object_kind = ev.source.as_ref().map_or("", |s| source_kind_name(s.kind));
+            let object_kind = ev.source.as_ref().map_or("", |s| s.kind.as_str());
             self.signals.add(
                 ev.opens(),
                 &[

@@ -23,6 +23,7 @@
 //! ledger (`baseline.json` in the state directory) and restored at start,
 //! windows included.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -90,7 +91,61 @@ pub struct Learned {
     pub learning_until: u64,
     /// (container, image) pairs seen.
     pub images: BTreeSet<(String, String)>,
-    pub entries: HashSet<BaselineEntry>,
+    pub entries: Vec<BaselineEntry>,
+    /// Hashes of `entries`, of the containers in `images` and of the
+    /// pairs: what the check looks up, without building strings.
+    #[serde(skip)]
+    hashes: Hashes,
+}
+
+/// Sets of hashes (foldhash: the keys are hashes already).
+type HashSet64 = HashSet<u64, foldhash::fast::RandomState>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Hashes {
+    entries: HashSet64,
+    containers: HashSet64,
+    images: HashSet64,
+}
+
+impl Learned {
+    fn new(now: u64, learning: u64) -> Self {
+        Self {
+            since: now,
+            learning_until: now.saturating_add(learning),
+            ..Self::default()
+        }
+    }
+
+    /// Rebuilds the hashes from the strings (after a restore).
+    fn rehash(&mut self) {
+        self.hashes.entries = self.entries.iter().map(BaselineEntry::hash).collect();
+        self.hashes.containers = self.images.iter().map(|(c, _)| hash(&[c])).collect();
+        self.hashes.images = self.images.iter().map(|(c, i)| hash(&[c, i])).collect();
+    }
+}
+
+/// A 64-bit hash of `parts` (foldhash, fixed seed). Hashes are never
+/// saved: a restore rebuilds them from the strings.
+fn hash(parts: &[&str]) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = foldhash::fast::FixedState::with_seed(0x6361_6362_6173_656c).build_hasher();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
+impl BaselineEntry {
+    fn hash(&self) -> u64 {
+        hash(&[
+            &self.container,
+            &self.executable,
+            &self.object_kind,
+            &self.object_name,
+            &self.key,
+        ])
+    }
 }
 
 /// `GET /v1/baseline`: one workload's baseline, summed up.
@@ -123,12 +178,27 @@ pub struct BaselineState {
     pub workloads: Vec<(WorkloadId, Learned)>,
 }
 
+/// An access as the check sees it: borrowed from the event.
+struct Access<'a> {
+    namespace: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    container: &'a str,
+    image: Option<&'a str>,
+    object_kind: &'a str,
+    object_name: &'a str,
+    key: &'a str,
+}
+
 impl Versioned for BaselineState {
     const VERSION: u32 = 1;
     fn version(&self) -> u32 {
         self.version
     }
 }
+
+/// Hash of a workload id -> the id and what is learned of it.
+type Workloads = HashMap<u64, (WorkloadId, Learned), foldhash::fast::RandomState>;
 
 /// Most processes whose executable is cached.
 const EXE_CACHE: usize = 4096;
@@ -137,9 +207,10 @@ const EXE_CACHE: usize = 4096;
 #[derive(Debug)]
 pub struct Baseline {
     settings: BaselineSettings,
-    workloads: Mutex<HashMap<WorkloadId, Learned>>,
+    /// Hash of the workload id -> the id and what is learned of it.
+    workloads: Mutex<Workloads>,
     /// tgid -> (command, executable).
-    exes: Mutex<HashMap<u32, (String, String)>>,
+    exes: Mutex<HashMap<u32, (String, String), foldhash::fast::RandomState>>,
     overflow: AtomicU64,
 }
 
@@ -147,8 +218,8 @@ impl Baseline {
     pub fn new(settings: BaselineSettings) -> Self {
         Self {
             settings,
-            workloads: Mutex::new(HashMap::new()),
-            exes: Mutex::new(HashMap::new()),
+            workloads: Mutex::new(Workloads::default()),
+            exes: Mutex::new(HashMap::default()),
             overflow: AtomicU64::new(0),
         }
     }
@@ -160,6 +231,11 @@ impl Baseline {
             .workloads
             .into_iter()
             .take(settings.max_workloads)
+            .map(|(id, mut l)| {
+                l.entries.truncate(settings.max_entries);
+                l.rehash();
+                (hash(&[&id.namespace, &id.kind, &id.name]), (id, l))
+            })
             .collect();
         b
     }
@@ -168,15 +244,11 @@ impl Baseline {
     pub fn state(&self) -> BaselineState {
         BaselineState {
             version: BaselineState::VERSION,
-            workloads: self
-                .lock()
-                .iter()
-                .map(|(id, l)| (id.clone(), l.clone()))
-                .collect(),
+            workloads: self.lock().values().cloned().collect(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkloadId, Learned>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Workloads> {
         self.workloads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -188,119 +260,82 @@ impl Baseline {
     /// Learns `ev`, or flags it (`ev.anomaly`) when it is new after its
     /// workload's window.
     pub fn check(&self, ev: &mut AccessEvent) {
-        let Some((id, entry, image)) = self.entry_of(ev) else {
+        let Some(a) = access_of(ev) else {
             return;
         };
-        let now = unix(SystemTime::now());
-        let mut workloads = self.lock();
-        if !workloads.contains_key(&id) && workloads.len() >= self.settings.max_workloads {
-            self.overflow.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let learning = self.settings.learning.as_secs();
-        let learned = workloads.entry(id.clone()).or_insert_with(|| Learned {
-            since: now,
-            learning_until: now.saturating_add(learning),
-            ..Learned::default()
+        let (pid, command) = (ev.process.pid, ev.process.command.as_str());
+        let entry_hash = self.with_executable(pid, command, |exe| {
+            hash(&[a.container, exe, a.object_kind, a.object_name, a.key])
         });
-        if let Some(image) = image {
-            let container_known = learned.images.iter().any(|(c, _)| *c == entry.container);
-            if learned.images.insert((entry.container.clone(), image))
-                && container_known
-                && self.settings.extend_on_new_image
-            {
-                learned.learning_until = learned.learning_until.max(now.saturating_add(learning));
+        let now = unix(SystemTime::now());
+        let learning = self.settings.learning.as_secs();
+        let mut workloads = self.lock();
+        let full = workloads.len() >= self.settings.max_workloads;
+        let (id, learned) = match workloads.entry(hash(&[a.namespace, a.kind, a.name])) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(_) if full => {
+                self.overflow.fetch_add(1, Ordering::Relaxed);
+                return;
             }
+            Entry::Vacant(v) => v.insert((a.workload_id(), Learned::new(now, learning))),
+        };
+        if let Some(image) = a.image {
+            self.note_image(learned, a.container, image, now);
         }
-        if learned.entries.contains(&entry) {
+        if learned.hashes.entries.contains(&entry_hash) {
             return;
         }
         if learned.entries.len() >= self.settings.max_entries {
             self.overflow.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let flag = now >= learned.learning_until;
-        let until = learned.learning_until;
-        learned.entries.insert(entry);
-        if flag {
+        learned.hashes.entries.insert(entry_hash);
+        let exe = self.with_executable(pid, command, str::to_string);
+        learned.entries.push(a.entry(exe));
+        if now >= learned.learning_until {
             ev.anomaly = Some(Anomaly {
                 kind: "first_seen".into(),
                 workload: format!("{}/{}", id.kind, id.name),
-                learned_until: rfc3339(until),
+                learned_until: rfc3339(learned.learning_until),
             });
         }
     }
 
-    /// The workload, entry and image of a learnable access.
-    fn entry_of(&self, ev: &AccessEvent) -> Option<(WorkloadId, BaselineEntry, Option<String>)> {
-        if ev.event_type == KUBELET_WRITE || ev.result != "ok" || ev.foreign_read.is_some() {
-            return None;
+    /// Records that `container` runs `image`; a new image of a known
+    /// container extends the window (when configured).
+    fn note_image(&self, learned: &mut Learned, container: &str, image: &str, now: u64) {
+        if !learned.hashes.images.insert(hash(&[container, image])) {
+            return;
         }
-        let namespace = ev.namespace.clone()?;
-        let (kind, name) = match &ev.workload {
-            Some(w) => (w.kind.to_string(), w.name.to_string()),
-            None => ("Pod".to_string(), ev.pod_name.clone()?),
-        };
-        let container = ev.container.as_ref()?;
-        let (object_kind, object_name, key) = match &ev.source {
-            Some(s) => (
-                serde_json::to_value(s.kind)
-                    .ok()?
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                s.name.as_deref().map_or_else(
-                    || ev.volume_name.clone().unwrap_or_default(),
-                    str::to_string,
-                ),
-                s.key
-                    .as_deref()
-                    .map_or_else(|| ev.key.clone().unwrap_or_default(), str::to_string),
-            ),
-            None => (
-                ev.volume_type.map_or("", |t| t.as_str()).to_string(),
-                ev.volume_name.clone().unwrap_or_default(),
-                ev.key.clone().unwrap_or_default(),
-            ),
-        };
-        let entry = BaselineEntry {
-            container: container
-                .name
-                .clone()
-                .unwrap_or_else(|| container.id.clone()),
-            executable: self.executable(ev.process.pid, &ev.process.command),
-            object_kind,
-            object_name,
-            key,
-        };
-        Some((
-            WorkloadId {
-                namespace,
-                kind,
-                name,
-            },
-            entry,
-            container.image.clone(),
-        ))
+        let known = !learned.hashes.containers.insert(hash(&[container]));
+        learned
+            .images
+            .insert((container.to_string(), image.to_string()));
+        if known && self.settings.extend_on_new_image {
+            let until = now.saturating_add(self.settings.learning.as_secs());
+            learned.learning_until = learned.learning_until.max(until);
+        }
     }
 
-    /// Process `pid`'s executable, cached while its command stays `command`.
-    fn executable(&self, pid: u32, command: &str) -> String {
+    /// `f` of process `pid`'s executable, cached while its command stays
+    /// `command` (no allocation on a hit).
+    fn with_executable<R>(&self, pid: u32, command: &str, f: impl FnOnce(&str) -> R) -> R {
         let mut exes = self.exes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((comm, exe)) = exes.get(&pid) {
             if comm == command {
-                return exe.clone();
+                return f(exe);
             }
         }
         let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
-            return format!("[{command}]");
+            return f(&format!("[{command}]"));
         };
         let exe = exe.to_string_lossy().into_owned();
         if exes.len() >= EXE_CACHE {
             exes.clear();
         }
-        exes.insert(pid, (command.to_string(), exe.clone()));
-        exe
+        let out = f(&exe);
+        exes.insert(pid, (command.to_string(), exe));
+        out
     }
 
     /// Every workload's baseline, summed up, in order.
@@ -308,7 +343,7 @@ impl Baseline {
         let now = unix(SystemTime::now());
         let mut out: Vec<_> = self
             .lock()
-            .iter()
+            .values()
             .map(|(id, l)| summary(id, l, now))
             .collect();
         out.sort_by(|a, b| a.workload.cmp(&b.workload));
@@ -319,8 +354,8 @@ impl Baseline {
     pub fn get(&self, id: &WorkloadId) -> Option<WorkloadBaselineDetail> {
         let now = unix(SystemTime::now());
         let workloads = self.lock();
-        let l = workloads.get(id)?;
-        let mut accesses: Vec<_> = l.entries.iter().cloned().collect();
+        let (_, l) = workloads.get(&hash(&[&id.namespace, &id.kind, &id.name]))?;
+        let mut accesses = l.entries.clone();
         accesses.sort();
         Some(WorkloadBaselineDetail {
             summary: summary(id, l, now),
@@ -330,7 +365,65 @@ impl Baseline {
 
     /// Forgets a workload's baseline: its next access starts a new window.
     pub fn reset(&self, id: &WorkloadId) -> bool {
-        self.lock().remove(id).is_some()
+        self.lock()
+            .remove(&hash(&[&id.namespace, &id.kind, &id.name]))
+            .is_some()
+    }
+}
+
+/// The fields of a learnable access: a successful read by the pod's own
+/// container, with pod metadata (foreign reads, kubelet writes and failed
+/// opens have their own signals).
+fn access_of(ev: &AccessEvent) -> Option<Access<'_>> {
+    if ev.event_type == KUBELET_WRITE || ev.result != "ok" || ev.foreign_read.is_some() {
+        return None;
+    }
+    let (kind, name) = match &ev.workload {
+        Some(w) => (&*w.kind, &*w.name),
+        None => ("Pod", ev.pod_name.as_deref()?),
+    };
+    let container = ev.container.as_ref()?;
+    let (object_kind, object_name, key) = match &ev.source {
+        Some(s) => (
+            s.kind.as_str(),
+            s.name.as_deref().or(ev.volume_name.as_deref()),
+            s.key.as_deref().or(ev.key.as_deref()),
+        ),
+        None => (
+            ev.volume_type.map_or("", |t| t.as_str()),
+            ev.volume_name.as_deref(),
+            ev.key.as_deref(),
+        ),
+    };
+    Some(Access {
+        namespace: ev.namespace.as_deref()?,
+        kind,
+        name,
+        container: container.name.as_deref().unwrap_or(&container.id),
+        image: container.image.as_deref(),
+        object_kind,
+        object_name: object_name.unwrap_or_default(),
+        key: key.unwrap_or_default(),
+    })
+}
+
+impl Access<'_> {
+    fn workload_id(&self) -> WorkloadId {
+        WorkloadId {
+            namespace: self.namespace.to_string(),
+            kind: self.kind.to_string(),
+            name: self.name.to_string(),
+        }
+    }
+
+    fn entry(&self, executable: String) -> BaselineEntry {
+        BaselineEntry {
+            container: self.container.to_string(),
+            executable,
+            object_kind: self.object_kind.to_string(),
+            object_name: self.object_name.to_string(),
+            key: self.key.to_string(),
+        }
     }
 }
 

@@ -157,10 +157,7 @@ fn startup_row(r: &StartupOnlyRead) -> [String; 6] {
 
 /// A source kind as the API spells it (`DownwardAPI`, ...).
 fn kind_name(kind: crate::model::pod::SourceKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    kind.as_str().to_string()
 }
 
 /// The unread volumes as a table, with a heading and a footer that says how sure it is.
