@@ -23,16 +23,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
+use common::helm::render;
 use common::receivers::tool;
 
 const CHART: &str = "charts/config-access-collector";
 /// The promtool unit tests, written for the release `cac` in `cac-system`.
 const UNIT_TESTS: &str = "tests/alerts/rules.test.yaml";
-const RELEASE: &str = "cac";
-const NAMESPACE: &str = "cac-system";
 /// The job the chart's ServiceMonitor gives the collectors of release `cac`
 /// (the metrics Service's name), which the rules select by default.
 const JOB: &str = "cac-config-access-collector-metrics";
@@ -69,33 +67,6 @@ fn tools(test: &str) -> Option<(PathBuf, PathBuf)> {
 }
 
 // ---------------------------------------------------------------- rendering
-
-/// `helm template cac CHART --namespace cac-system <args>`: the manifests as
-/// JSON values, or helm's error output.
-fn render(helm: &Path, args: &[&str]) -> Result<Vec<Value>, String> {
-    let home = tempfile::tempdir().unwrap();
-    let out = Command::new(helm)
-        .current_dir(root())
-        .args(["template", RELEASE, CHART, "--namespace", NAMESPACE])
-        .args(args)
-        .env("HELM_CACHE_HOME", home.path().join("cache"))
-        .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .output()
-        .expect("run helm");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut docs = Vec::new();
-    for de in serde_yaml_ng::Deserializer::from_str(&text) {
-        let v = Value::deserialize(de).expect("helm renders YAML");
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    Ok(docs)
-}
 
 /// The PrometheusRule rendered with `prometheusRule.enabled=true` and `args`.
 fn prometheus_rule(helm: &Path, args: &[&str]) -> Value {

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 mod common;
+use common::helm::render;
 use common::privileged;
 use common::receivers::tool;
 
@@ -62,33 +62,6 @@ fn helm(test: &str) -> Option<PathBuf> {
 }
 
 // ---------------------------------------------------------------- rendering
-
-/// `helm template` of the chart with `args`; the manifests as JSON values, or
-/// helm's error output.
-fn render(helm: &Path, args: &[&str]) -> Result<Vec<Value>, String> {
-    let home = tempfile::tempdir().unwrap();
-    let out = Command::new(helm)
-        .current_dir(root())
-        .args(["template", "cac", CHART, "--namespace", "cac-system"])
-        .args(args)
-        .env("HELM_CACHE_HOME", home.path().join("cache"))
-        .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .output()
-        .expect("run helm");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut docs = Vec::new();
-    for de in serde_yaml_ng::Deserializer::from_str(&text) {
-        let v = Value::deserialize(de).expect("helm renders YAML");
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    Ok(docs)
-}
 
 fn render_ok(helm: &Path, args: &[&str]) -> Vec<Value> {
     render(helm, args).unwrap_or_else(|e| panic!("helm template {args:?}: {e}"))
