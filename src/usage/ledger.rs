@@ -539,11 +539,12 @@ fn first_time(ev: &AccessEvent) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::event::{ContainerRef, ProcessInfo, Repeats};
 
-    fn event(key: &str, result: &str, command: &str, ts: &str) -> AccessEvent {
+    /// A read of `key` of volume `creds` of pod `pod-1` by container `app`.
+    pub(crate) fn event(key: &str, result: &str, command: &str, ts: &str) -> AccessEvent {
         AccessEvent {
             event_type: "secret_access".into(),
             timestamp: ts.into(),

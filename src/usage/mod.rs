@@ -88,12 +88,18 @@ pub struct Usage {
     saves: (AtomicU64, AtomicU64),
     /// Where a failed save is reported (`usage_state`, degraded).
     health: Option<Arc<HealthBoard>>,
+    /// The baseline's overflow count at the last tick, and when it last grew.
+    baseline_overflow: Mutex<(u64, Option<Instant>)>,
 }
 
 /// The health component of a failed save of the ledger.
 pub const STATE_COMPONENT: &str = "usage_state";
 /// The health component of a full ledger.
 pub const LEDGER_COMPONENT: &str = "usage_ledger";
+/// The health component of a full baseline.
+pub const BASELINE_COMPONENT: &str = "usage_baseline";
+/// How long a full baseline stays raised after its last lost access.
+pub const BASELINE_FULL_HOLD: Duration = Duration::from_secs(60);
 
 /// `GET /v1/usage/report`: every answer at once, as `report` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -152,6 +158,7 @@ impl Usage {
             state_file: settings.state_file,
             saves: (AtomicU64::new(0), AtomicU64::new(0)),
             health: None,
+            baseline_overflow: Mutex::new((0, None)),
         }
     }
 
@@ -352,6 +359,31 @@ impl Usage {
         } else {
             h.clear(LEDGER_COMPONENT);
         }
+        self.raise_full_baseline(h, Instant::now());
+    }
+
+    /// Raises a full baseline (degraded: accesses it could not learn are
+    /// neither learned nor flagged) while its overflow count grows, and for
+    /// [`BASELINE_FULL_HOLD`] after; then clears it.
+    fn raise_full_baseline(&self, h: &HealthBoard, now: Instant) {
+        let count = self.baseline.overflow();
+        let mut last = self
+            .baseline_overflow
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if count > last.0 {
+            *last = (count, Some(now));
+        }
+        match last.1 {
+            Some(at) if now.duration_since(at) < BASELINE_FULL_HOLD => h.raise(
+                BASELINE_COMPONENT,
+                Severity::Degraded,
+                format!("the workload baseline is full: {count} accesses were neither learned nor checked for first_seen (kernel_monitor_baseline_overflow_total), the last within {}s; DELETE /v1/baseline/{{namespace}}/{{kind}}/{{name}} forgets a workload's baseline", BASELINE_FULL_HOLD.as_secs()),
+            ),
+            _ => {
+                h.clear(BASELINE_COMPONENT);
+            }
+        }
     }
 }
 
@@ -399,4 +431,57 @@ pub fn spawn_ledger(
             usage.tick();
             usage.save();
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::pods::NoMetadata;
+
+    #[test]
+    fn a_full_baseline_degrades_health_while_it_loses_accesses() {
+        let settings = UsageSettings {
+            baseline: BaselineSettings {
+                max_workloads: 1,
+                ..BaselineSettings::default()
+            },
+            ..UsageSettings::default()
+        };
+        let usage = Usage::new(
+            settings,
+            Box::new(Vec::new),
+            Default::default(),
+            Arc::new(NoMetadata),
+        );
+        let board = HealthBoard::default();
+        let read_by = |pod: &str| {
+            let mut ev = ledger::tests::event("password", "ok", "cat", "t");
+            ev.namespace = Some("payments".into());
+            ev.pod_name = Some(pod.into());
+            usage.baseline().check(&mut ev);
+        };
+        let t0 = Instant::now();
+        // One workload fits: nothing is lost, nothing raised.
+        read_by("a");
+        usage.raise_full_baseline(&board, t0);
+        assert!(board.conditions().is_empty());
+        // A second one does not: its access is lost, and health says so.
+        read_by("b");
+        assert_eq!(usage.baseline().overflow(), 1);
+        usage.raise_full_baseline(&board, t0);
+        let c = board.conditions();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].component, BASELINE_COMPONENT);
+        assert_eq!(c[0].severity, Severity::Degraded);
+        assert!(c[0].reason.contains("1 accesses"), "{}", c[0].reason);
+        // Still raised within the hold, cleared after it without new losses.
+        usage.raise_full_baseline(&board, t0 + BASELINE_FULL_HOLD / 2);
+        assert_eq!(board.conditions().len(), 1);
+        usage.raise_full_baseline(&board, t0 + BASELINE_FULL_HOLD);
+        assert!(board.conditions().is_empty());
+        // A new loss raises it again.
+        read_by("c");
+        usage.raise_full_baseline(&board, t0 + BASELINE_FULL_HOLD * 2);
+        assert_eq!(board.conditions().len(), 1);
+    }
 }
