@@ -4,8 +4,22 @@
 #   docker build -t config-access-collector:0.1.0 .
 # charts/config-access-collector runs it as a DaemonSet. Package versions are
 # pinned to Debian 12; when a point release replaces one, bump it here.
+#
+# Build arguments (the defaults are the published build):
+#   BUILDER_IMAGE, RUNTIME_IMAGE  the two bases; a machine without a registry
+#       passes local ones (tests/container.rs: an mmdebstrap'd bookworm).
+#   BINARY=build     compile in the builder stage (default);
+#   BINARY=prebuilt  take target/release/config-access-collector from the
+#       context instead (built by `cargo build --release --locked` on Debian 12,
+#       as scripts/dev.sh does); the builder stage is then not built at all.
+ARG BUILDER_IMAGE=docker.io/library/rust:1.95.0-slim-bookworm
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
+ARG BINARY=build
 
-FROM rust:1.95.0-slim-bookworm AS builder
+# The OCI labels belong to the image, the runtime stage; not to the stages
+# that only make the binary.
+# hadolint ignore=DL3049
+FROM ${BUILDER_IMAGE} AS builder
 # clang-19 compiles the BPF programs (build.rs); libbpf links libelf and zlib.
 # The APT_PACKAGES of scripts/dev.sh minus clang-format (lint only).
 RUN apt-get update \
@@ -29,7 +43,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     CARGO_PROFILE_RELEASE_STRIP=debuginfo cargo build --release --locked \
     && install -D -m 0755 target/release/config-access-collector /out/config-access-collector
 
-FROM debian:bookworm-slim AS runtime
+# The binary, from one of the two stages BINARY names.
+# hadolint ignore=DL3049
+FROM builder AS binary-build
+# hadolint ignore=DL3049
+FROM scratch AS binary-prebuilt
+COPY target/release/config-access-collector /out/config-access-collector
+# hadolint ignore=DL3006
+FROM binary-${BINARY} AS binary
+
+# hadolint ignore=DL3006
+FROM ${RUNTIME_IMAGE} AS runtime
+ARG RUNTIME_IMAGE
 # The binary's shared libraries (readelf -d, DT_NEEDED): libelf.so.1 is
 # libelf1, installed here; libc.so.6, libm.so.6, ld-linux-x86-64.so.2,
 # libgcc_s.so.1 and libz.so.1 come with every Debian image (libc6, libgcc-s1
@@ -42,14 +67,14 @@ RUN apt-get update \
         libelf1=0.188-2.1 \
         ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=builder /out/config-access-collector /usr/local/bin/config-access-collector
+COPY --from=binary /out/config-access-collector /usr/local/bin/config-access-collector
 # Defaults for a standalone run; the chart mounts its ConfigMap over this directory.
 COPY config/config.yaml /etc/config-access-collector/config.yaml
 LABEL org.opencontainers.image.title="config-access-collector" \
       org.opencontainers.image.description="eBPF node agent: which pod, container and process read which Kubernetes Secret or ConfigMap" \
       org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+      org.opencontainers.image.base.name="${RUNTIME_IMAGE}"
 # No USER: the collector runs as uid 0, with only the capabilities the chart
 # grants (BPF, PERFMON, SYS_PTRACE, DAC_READ_SEARCH; every other one dropped).
 # A non-root user would get none of them at exec (Kubernetes sets no ambient

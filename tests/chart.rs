@@ -829,7 +829,10 @@ fn chart_capabilities_are_enough_to_run_the_collector() {
 /// One stage of the Dockerfile.
 #[derive(Debug, Default)]
 struct Stage {
+    /// The base, with the global `ARG` defaults substituted.
     from: String,
+    /// The name after `AS`.
+    name: String,
     /// Packages of `apt-get install` commands, without versions.
     apt_packages: BTreeSet<String>,
     /// File names copied into the stage (COPY / ADD sources).
@@ -868,14 +871,25 @@ impl Dockerfile {
 
     fn parse(text: &str) -> Self {
         let mut stages: Vec<Stage> = Vec::new();
+        // Global ARGs (before the first FROM) and their defaults.
+        let mut args: BTreeMap<String, String> = BTreeMap::new();
         for (op, rest) in Self::instructions(text) {
+            if op == "ARG" && stages.is_empty() {
+                let (k, v) = rest.split_once('=').unwrap_or((&rest, ""));
+                args.insert(k.to_string(), v.to_string());
+                continue;
+            }
             if op == "FROM" {
-                let image = rest
+                let words: Vec<&str> = rest
                     .split_whitespace()
-                    .find(|w| !w.starts_with("--"))
-                    .unwrap();
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                let from = args.iter().fold(words[0].to_string(), |f, (k, v)| {
+                    f.replace(&format!("${{{k}}}"), v)
+                });
                 stages.push(Stage {
-                    from: image.to_string(),
+                    from,
+                    name: words.get(2).unwrap_or(&"").to_string(),
                     ..Stage::default()
                 });
                 continue;
@@ -930,6 +944,13 @@ impl Dockerfile {
 
     fn runtime(&self) -> &Stage {
         self.stages.last().expect("a stage")
+    }
+
+    fn stage(&self, name: &str) -> &Stage {
+        self.stages
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no stage {name}"))
     }
 }
 
@@ -1078,14 +1099,17 @@ fn runtime_image_provides_the_release_binarys_shared_libraries() {
         "this test reads Debian 12's package data: {os}"
     );
     let dockerfile = Dockerfile::parse(&read("Dockerfile"));
-    assert_eq!(dockerfile.stages.len(), 2, "a builder and a runtime stage");
-    let (builder, runtime) = (&dockerfile.stages[0], dockerfile.runtime());
+    let (builder, runtime) = (dockerfile.stage("builder"), dockerfile.runtime());
+    assert_eq!(runtime.name, "runtime");
+    // The published build: BINARY=build takes the binary from the builder.
+    assert_eq!(dockerfile.stage("binary").from, "binary-build");
+    assert_eq!(dockerfile.stage("binary-build").from, "builder");
     assert!(
-        builder.from.starts_with("rust:") && builder.from.ends_with("-bookworm"),
+        builder.from.starts_with("docker.io/library/rust:") && builder.from.ends_with("-bookworm"),
         "builder on Debian 12 (the runtime's glibc): {}",
         builder.from
     );
-    assert_eq!(runtime.from, "debian:bookworm-slim");
+    assert_eq!(runtime.from, "docker.io/library/debian:bookworm-slim");
 
     // The release binary's needs: DT_NEEDED entries and the ELF interpreter.
     let needed: Vec<String> = dynamic

@@ -5,9 +5,12 @@
 
 pub mod fake_apiserver;
 pub mod helm;
+pub mod oci;
+pub mod podspec;
 pub mod receivers;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -283,4 +286,87 @@ fn dechunk(mut s: &str) -> String {
         s = &rest[n + 2..];
     }
     out
+}
+
+/// Opens `path` `n` times from a process of its own; returns its pid.
+pub fn open_n_times(path: &Path, n: usize) -> u32 {
+    let args = ExecArgs {
+        steps: vec![format!("open:{}", path.display()); n],
+        ..Default::default()
+    };
+    let mut p = ContainerProc::spawn(Path::new(EXE), &args).unwrap();
+    for _ in 0..n {
+        assert_eq!(p.next_result().unwrap().1, "ok");
+    }
+    let pid = p.pid;
+    assert_eq!(p.finish().unwrap(), 0);
+    pid
+}
+
+/// One HTTP/1.1 connection kept open across requests, so it still works
+/// when the collector can no longer accept new ones.
+pub struct KeepAlive {
+    stream: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        Self {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    /// GET `path`: status and body.
+    pub fn get(&mut self, path: &str) -> (u16, String) {
+        write!(
+            self.stream.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: collector\r\n\r\n"
+        )
+        .unwrap();
+        let mut line = String::new();
+        self.stream.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let mut len = 0;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).unwrap();
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    pub fn json(&mut self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.get(path);
+        (status, serde_json::from_str(&body).unwrap())
+    }
+}
+
+/// Value of the Prometheus sample of metric `name` that has every label of `labels`.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        let matches = metric == name
+            && labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        matches.then(|| value.parse().ok()).flatten()
+    })
 }
