@@ -40,9 +40,29 @@ struct Agent {
 impl Agent {
     /// Starts `run` on `sb` with `config` (YAML) and extra flags; waits until it started.
     fn start(sb: &Sandbox, config: &str, extra: &[&str], stdout: Stdio) -> Self {
+        Self::start_under(&[], sb, config, extra, stdout)
+    }
+
+    /// Like [`Agent::start`], with the collector run by `wrapper` (a command
+    /// and its flags, e.g. `unshare`).
+    fn start_under(
+        wrapper: &[&str],
+        sb: &Sandbox,
+        config: &str,
+        extra: &[&str],
+        stdout: Stdio,
+    ) -> Self {
         let path = sb.scratch().join("config.yaml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(EXE)
+        let mut command = match wrapper.split_first() {
+            Some((prog, flags)) => {
+                let mut c = Command::new(prog);
+                c.args(flags).arg(EXE);
+                c
+            }
+            None => Command::new(EXE),
+        };
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(&path)
@@ -472,4 +492,60 @@ fn the_collectors_own_opens_are_not_matched() {
     assert!(events.iter().all(|e| e.process.pid != own), "{events:#?}");
     let kernel = h.collector().stats().kernel;
     assert!(kernel.own >= 2, "own opens are counted: {kernel:?}");
+}
+
+/// Runs a collector in a mount namespace of its own whose mounts have
+/// `propagation` (unshare's word), on a kubelet root that is a shared mount
+/// on the host; mounts a new Secret volume after it started and reads it.
+/// Returns its health and how many events that read gave.
+fn later_volume_under(propagation: &str) -> (serde_json::Value, usize) {
+    let mut sb = Sandbox::new().unwrap();
+    let root = sb.kubelet_root();
+    sb.bind(&root, &root).unwrap();
+    nix::mount::mount(
+        None::<&str>,
+        &root,
+        None::<&str>,
+        nix::mount::MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let flag = format!("--propagation={propagation}");
+    let mut agent =
+        Agent::start_under(&["unshare", "--mount", &flag], &sb, "", &[], Stdio::piped());
+    let events = collect_stdout(&mut agent.child);
+    let health = KeepAlive::connect(agent.health).json("/healthz").1;
+    let dir = sb
+        .add_volume(POD, VolumeType::Secret, "later", true)
+        .unwrap();
+    sb.write_atomic(&dir, &[("password", b"x", 0o644)]).unwrap();
+    // The collector's watch has its chance to index the new volume.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = open_n_times(&dir.join("password"), 1);
+    std::thread::sleep(Duration::from_millis(1000));
+    let n = events_of(&events, pid);
+    let (ok, log) = agent.terminate();
+    assert!(ok, "{log:#?}");
+    (health, n)
+}
+
+#[test]
+fn a_kubelet_root_without_propagation_degrades_health_and_one_with_it_sees_later_volumes() {
+    if !privileged(
+        "a_kubelet_root_without_propagation_degrades_health_and_one_with_it_sees_later_volumes",
+    ) {
+        return;
+    }
+    let (health, n) = later_volume_under("private");
+    assert_eq!(health["status"], "degraded", "{health:#}");
+    let c = health["conditions"].as_array().unwrap();
+    assert!(
+        c.iter().any(|c| c["component"] == "mount_propagation"
+            && c["reason"].as_str().unwrap().contains("HostToContainer")),
+        "{health:#}"
+    );
+    assert_eq!(n, 0, "a private kubelet root does not see the later volume");
+    let (health, n) = later_volume_under("slave");
+    assert_eq!(health["status"], "healthy", "{health:#}");
+    assert_eq!(n, 1, "HostToContainer (slave) sees the later volume's read");
 }

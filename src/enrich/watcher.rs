@@ -13,6 +13,9 @@
 //! interval; the first clean scan clears the condition. Entries the scan
 //! leaves out (symlinks, directories deeper than the kernel walk) are logged
 //! once each and counted in [`WatchStats`].
+//!
+//! At start it also checks that the kubelet root receives the host's later
+//! mounts ([`propagation`]); a private one raises `mount_propagation`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -28,6 +31,7 @@ use nix::sys::eventfd::EventFd;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::correlation::{CorrelationMaps, MountInfo};
+use super::volumes::propagation::{self, Propagation};
 use super::volumes::{scan, Changes, IgnoreReason, Ignored, VolumeError, VolumeRegistry};
 use crate::kernel::maps::KernelDirs;
 use crate::model::health::{HealthBoard, Severity};
@@ -35,6 +39,8 @@ use crate::model::volume::VolumeType;
 
 /// Health component of the volume watch.
 pub const COMPONENT: &str = "volume_scan";
+/// Health component of a kubelet root that does not receive the host's mounts.
+pub const PROPAGATION_COMPONENT: &str = "mount_propagation";
 /// First retry delay after a failed scan.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
@@ -263,6 +269,7 @@ impl VolumeWatcher {
             inotify,
             warned: HashSet::new(),
         };
+        report_propagation(&state.config.kubelet_root, &state.shared.health);
         let ok = state.rescan();
         let stop_thread = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -287,6 +294,34 @@ impl VolumeWatcher {
 impl Drop for VolumeWatcher {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Logs how the kubelet's later mounts reach this process, and raises a
+/// kubelet root that does not receive them (degraded, for good: it is how
+/// the collector was started).
+fn report_propagation(root: &Path, health: &HealthBoard) {
+    match propagation::check(root) {
+        Propagation::HostNamespace => {
+            tracing::debug!("in the host's mount namespace: every volume mount is seen");
+        }
+        Propagation::Received { mount_point } => tracing::debug!(
+            mount_point = %mount_point.display(),
+            "the kubelet root receives the host's mounts"
+        ),
+        Propagation::Private { mount_point } => {
+            let reason = format!(
+                "the kubelet root {} is on a mount ({}) that does not receive the host's mounts: volumes the kubelet mounts from now on are not seen and their reads not reported; mount it with mountPropagation: HostToContainer (the chart does), from a shared mount on the host",
+                root.display(),
+                mount_point.display()
+            );
+            tracing::error!("{reason}");
+            health.raise(PROPAGATION_COMPONENT, Severity::Degraded, reason);
+        }
+        Propagation::Unknown { reason } => tracing::warn!(
+            %reason,
+            "could not tell whether the kubelet's later mounts reach the collector"
+        ),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::kernel::maps::{KernelDirs, MapError};
 use crate::model::volume::{FileId, VolumeType};
 
 pub mod path;
+pub mod propagation;
 pub mod registry;
 pub mod scan;
 
