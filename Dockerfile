@@ -27,7 +27,7 @@ RUN apt-get update \
         clang-19=1:19.1.7-3~deb12u1 \
         llvm-19=1:19.1.7-3~deb12u1 \
         libelf-dev=0.188-2.1 \
-        zlib1g-dev=1:1.2.13.dfsg-1 \
+        zlib1g-dev=1:1.2.13.dfsg-1+deb12u1 \
         pkg-config=1.8.1-1 \
         make=4.3-4.1 \
     && rm -rf /var/lib/apt/lists/*

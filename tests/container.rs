@@ -803,3 +803,75 @@ fn the_hardening_holds_in_the_chart_pod_under_its_limits() {
     let rss = agent.status("VmRSS");
     eprintln!("agent VmRSS after 2,500 events with a stalled stdout: {rss}");
 }
+
+/// `package=version` pins of each stage's `apt-get install` lines.
+fn pinned_packages(dockerfile: &str) -> Vec<(String, Vec<String>)> {
+    let mut stages: Vec<(String, Vec<String>)> = Vec::new();
+    for line in dockerfile.lines() {
+        let t = line.trim().trim_end_matches('\\').trim();
+        if let Some(from) = t.strip_prefix("FROM ") {
+            stages.push((from.to_string(), Vec::new()));
+            continue;
+        }
+        let Some((_, pins)) = stages.last_mut() else {
+            continue;
+        };
+        for word in t.split_whitespace() {
+            let pinned = word.split_once('=').is_some_and(|(name, version)| {
+                name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+                    && version.starts_with(|c: char| c.is_ascii_digit())
+            });
+            if pinned {
+                pins.push(word.to_string());
+            }
+        }
+    }
+    stages.retain(|(_, pins)| !pins.is_empty());
+    stages
+}
+
+#[test]
+fn the_dockerfiles_pinned_packages_install_on_debian_12() {
+    if !privileged("the_dockerfiles_pinned_packages_install_on_debian_12") {
+        return;
+    }
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let stages = pinned_packages(&text);
+    let names: Vec<&str> = stages.iter().map(|(from, _)| from.as_str()).collect();
+    assert_eq!(
+        names,
+        ["${BUILDER_IMAGE} AS builder", "${RUNTIME_IMAGE} AS runtime"]
+    );
+    assert!(
+        stages[0].1.iter().any(|p| p.starts_with("clang-19=")),
+        "{stages:?}"
+    );
+    oci::base();
+    // A point release replaces a pinned version on the mirror: apt, resolving
+    // each stage's pins together (a simulated install), says so here before
+    // a published build fails.
+    for (stage, pins) in &stages {
+        let out = Command::new(oci::need("podman", "podman"))
+            .args(["run", "--rm", "--network=host", "--runtime", "runc"])
+            .args(node_ulimits())
+            .arg(oci::BASE_IMAGE)
+            .args([
+                "sh",
+                "-c",
+                "apt-get update -qq && apt-get install --simulate --no-install-recommends \"$@\"",
+                "sh",
+            ])
+            .args(pins)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{stage}: {pins:?} do not install on Debian 12 today (bump the Dockerfile's pins):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
