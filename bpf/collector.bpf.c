@@ -196,7 +196,7 @@ struct {
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct cac_pod_info);
-} pod_info SEC(".maps");
+} pod_info_map SEC(".maps");
 
 /* tgid -> container of the process (user space, and fork inheritance here). */
 struct {
@@ -777,31 +777,31 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, enum ca
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat")
-int exit_openat(struct trace_event_raw_sys_exit *ctx)
+int trace_config_access_openat(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_exit(ctx, CAC_SYS_OPENAT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
-int exit_openat2(struct trace_event_raw_sys_exit *ctx)
+int trace_config_access_openat2(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_exit(ctx, CAC_SYS_OPENAT2);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open")
-int exit_open(struct trace_event_raw_sys_exit *ctx)
+int trace_config_access_open(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_exit(ctx, CAC_SYS_OPEN);
 }
 
 SEC("tracepoint/syscalls/sys_exit_creat")
-int exit_creat(struct trace_event_raw_sys_exit *ctx)
+int trace_config_access_creat(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_exit(ctx, CAC_SYS_CREAT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
-int exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
+int trace_config_access_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_exit(ctx, CAC_SYS_OPEN_BY_HANDLE_AT);
 }
@@ -895,7 +895,7 @@ int BPF_PROG(forget_process, struct task_struct *task)
 }
 
 SEC("tp_btf/sys_enter")
-int BPF_PROG(sample_syscall, struct pt_regs *regs, long id)
+int BPF_PROG(trace_pod_syscalls, struct pt_regs *regs, long id)
 {
 	struct cac_cgroup_key key = {};
 	struct task_struct *task;

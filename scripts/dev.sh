@@ -14,8 +14,9 @@ APT_PACKAGES=(clang-19 llvm-19 clang-format libelf-dev zlib1g-dev pkg-config mak
 # podman, buildah, runc, mmdebstrap, iproute2: tests/container.rs builds the image
 # on a locally bootstrapped Debian 12 base, runs the chart's pod spec on runc
 # in a network namespace of its own, and starts workloads with runc.
+# bpftool: the troubleshooting commands of docs/troubleshooting.md (tests/correlation.rs).
 TEST_APT_PACKAGES=(prometheus python3 python3-venv binutils unzip
-	podman buildah runc mmdebstrap iproute2)
+	podman buildah runc mmdebstrap iproute2 bpftool)
 # The OTLP receiver (tests/otlp_receiver.py) runs on the official protobuf definitions;
 # rotel (a Rust OTLP collector) is the fast black-hole receiver of benches/resources.rs.
 # The chart and image checks (scripts/check-chart.sh): kubernetes-validate (offline

@@ -355,3 +355,62 @@ fn library_api_round_trips_and_forgets_deleted_cgroups() {
     corr.sync(&resolver, &NoMetadata);
     assert_eq!(corr.pod_by_cgroup(cgroup_id), None);
 }
+
+/// Runs `script` with `sh -c`; returns its stdout, failing with its stderr.
+fn sh(script: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_troubleshooting_commands_find_the_programs_and_correlation_maps() {
+    if !privileged("the_troubleshooting_commands_find_the_programs_and_correlation_maps") {
+        return;
+    }
+    assert!(
+        Path::new("/usr/sbin/bpftool").exists(),
+        "bpftool is missing: install Debian's bpftool (scripts/dev.sh test does)"
+    );
+    let (mut h, _api, _rt) = Harness::with_fake_api(CID, |_| {});
+    let corr = h.collector().correlation().clone();
+    let cg = h.sb.make_cgroup(&pod_cgroup("besteffort", CID)).unwrap();
+    let mut proc = Shell::run(
+        "echo $$ > \"$CG/cgroup.procs\" && echo in && exec sleep 60",
+        &cg,
+    );
+    assert_eq!(proc.line(), "in");
+    let cgroup_id = std::fs::metadata(&cg).unwrap().ino();
+    wait("the process and its pod in the maps", || {
+        corr.container_of_pid(proc.pid()) == entry(&cg, CID)
+            && corr
+                .pod_by_cgroup(cgroup_id)
+                .is_some_and(|i| i.pod_name == "payments-api-0")
+    });
+
+    // The commands of docs/troubleshooting.md, as written there.
+    let progs = sh("bpftool prog list | grep trace_config_access");
+    for name in ["openat", "openat2", "open", "creat", "open_by_handle_at"] {
+        assert!(
+            progs.contains(&format!("name trace_config_access_{name} ")),
+            "{name}: {progs}"
+        );
+    }
+    let pids = sh("bpftool map dump name container_pids");
+    let want = format!(
+        "\"key\": {},\n        \"value\": {{\n            \"cgroup_id\": {cgroup_id},\n            \"container_id\": \"{CID}\"",
+        proc.pid()
+    );
+    assert!(pids.contains(&want), "{want}\nnot in:\n{pids}");
+    let pods = sh("bpftool map dump name pod_info_map");
+    let want = format!(
+        "\"key\": {cgroup_id},\n        \"value\": {{\n            \"pod_uid\": \"{POD}\",\n            \"namespace\": \"payments\",\n            \"pod_name\": \"payments-api-0\","
+    );
+    assert!(pods.contains(&want), "{want}\nnot in:\n{pods}");
+    drop(proc);
+}

@@ -108,7 +108,7 @@ fn sampler_records_pid_to_cgroup() {
         },
     )
     .unwrap();
-    assert!(probe.attached_programs().contains(&"sample_syscall"));
+    assert!(probe.attached_programs().contains(&"trace_pod_syscalls"));
     let mut sb = Sandbox::new().unwrap();
     let cg = sb
         .make_cgroup(&format!("kubepods/besteffort/pod{POD}/{}", "cd".repeat(32)))
@@ -147,7 +147,7 @@ fn sampler_records_pid_to_cgroup() {
     )
     .unwrap();
     assert!(
-        !off.attached_programs().contains(&"sample_syscall"),
+        !off.attached_programs().contains(&"trace_pod_syscalls"),
         "sampling rate 0 must not attach the sampler"
     );
     for lifecycle in ["inherit_container", "note_cgroup_move", "forget_process"] {

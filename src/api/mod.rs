@@ -839,7 +839,7 @@ async fn add_container_pid(
 #[utoipa::path(post, path = "/v1/pod-info", request_body = AddPodInfo,
     security(("bearer" = [])),
     responses((status = 201, body = PodInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "the kernel's pod_info table is full"),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "the kernel's pod_info_map table is full"),
               (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn add_pod_info(
     State(ctx): State<Ctx>,

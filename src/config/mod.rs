@@ -74,7 +74,7 @@ pub struct Config {
     pub monitor_configmaps: bool,
     pub monitor_projected: bool,
     pub monitor_downward_api: bool,
-    /// Keep the correlation maps (`pod_info`, `container_pids`) filled from
+    /// Keep the correlation maps (`pod_info_map`, `container_pids`) filled from
     /// the process lifecycle (fork, exit, cgroup moves) and a /proc scan.
     pub pod_correlation: bool,
     /// Also record 1 in N syscalls for pid -> cgroup correlation (a program

@@ -292,7 +292,7 @@ impl CorrelationMaps {
         self.kernel()?.put_pod_info(cgroup_id, &info).map_err(|e| {
             if e.is_full() {
                 CorrelationError::Full {
-                    map: "pod_info",
+                    map: "pod_info_map",
                     entries: POD_INFO_ENTRIES,
                 }
             } else {

@@ -183,7 +183,7 @@ impl KernelMaps {
                 bytes_of(&encode_pod_info(info)),
                 MapFlags::ANY,
             )
-            .map_err(map_err("pod_info"))
+            .map_err(map_err("pod_info_map"))
     }
 
     /// The pod of a cgroup.
@@ -199,7 +199,7 @@ impl KernelMaps {
     pub fn delete_pod_info(&self, cgroup_id: u64) -> Result<(), MapError> {
         self.pod_info
             .delete(&cgroup_id.to_ne_bytes())
-            .map_err(map_err("pod_info"))
+            .map_err(map_err("pod_info_map"))
     }
 
     /// The cgroup ids `pod_info` holds.

@@ -170,7 +170,7 @@ impl<'obj> Probe<'obj> {
         // runs on every syscall, the lifecycle programs on forks and exits.
         let correlation = options.correlation;
         open.progs
-            .sample_syscall
+            .trace_pod_syscalls
             .set_autoload(correlation && options.sample_every > 0);
         open.progs.inherit_container.set_autoload(correlation);
         open.progs.note_cgroup_move.set_autoload(correlation);
@@ -232,12 +232,27 @@ impl<'obj> Probe<'obj> {
     pub fn attached_programs(&self) -> Vec<&'static str> {
         let l = &self.skel.links;
         [
-            ("exit_openat", l.exit_openat.is_some()),
-            ("exit_openat2", l.exit_openat2.is_some()),
-            ("exit_open", l.exit_open.is_some()),
-            ("exit_creat", l.exit_creat.is_some()),
-            ("exit_open_by_handle_at", l.exit_open_by_handle_at.is_some()),
-            ("sample_syscall", l.sample_syscall.is_some()),
+            (
+                "trace_config_access_openat",
+                l.trace_config_access_openat.is_some(),
+            ),
+            (
+                "trace_config_access_openat2",
+                l.trace_config_access_openat2.is_some(),
+            ),
+            (
+                "trace_config_access_open",
+                l.trace_config_access_open.is_some(),
+            ),
+            (
+                "trace_config_access_creat",
+                l.trace_config_access_creat.is_some(),
+            ),
+            (
+                "trace_config_access_open_by_handle_at",
+                l.trace_config_access_open_by_handle_at.is_some(),
+            ),
+            ("trace_pod_syscalls", l.trace_pod_syscalls.is_some()),
             ("inherit_container", l.inherit_container.is_some()),
             ("note_cgroup_move", l.note_cgroup_move.is_some()),
             ("forget_process", l.forget_process.is_some()),
@@ -274,7 +289,7 @@ impl<'obj> Probe<'obj> {
     /// The correlation maps: cgroup id -> pod, tgid -> container, and the process records.
     pub fn correlation_maps(&self) -> Result<KernelMaps, ProbeError> {
         Ok(KernelMaps {
-            pod_info: Self::handle(&self.skel.maps.pod_info, "pod_info")?,
+            pod_info: Self::handle(&self.skel.maps.pod_info_map, "pod_info_map")?,
             container_pids: Self::handle(&self.skel.maps.container_pids, "container_pids")?,
             pid_samples: Self::handle(&self.skel.maps.pid_samples, "pid_samples")?,
             cgroup_classes: Self::handle(&self.skel.maps.cgroup_classes, "cgroup_classes")?,

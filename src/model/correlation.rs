@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The pod a cgroup belongs to, as kept in the `pod_info` map.
+/// The pod a cgroup belongs to, as kept in the `pod_info_map` map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PodInfo {
     pub pod_uid: String,
