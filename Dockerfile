@@ -2,6 +2,9 @@
 # The config-access-collector image: built on Debian 12 (bookworm) with the
 # toolchain scripts/dev.sh installs, run on debian:bookworm-slim (same glibc).
 #   docker build -t config-access-collector:0.1.0 .
+# One build per platform (x86_64 and arm64: the builder compiles the BPF
+# programs for the architecture it runs on), e.g.
+#   docker buildx build --platform linux/amd64,linux/arm64 -t ... --push .
 # charts/config-access-collector runs it as a DaemonSet. Package versions are
 # pinned to Debian 12; when a point release replaces one, bump it here.
 #
@@ -56,7 +59,7 @@ FROM binary-${BINARY} AS binary
 FROM ${RUNTIME_IMAGE} AS runtime
 ARG RUNTIME_IMAGE
 # The binary's shared libraries (readelf -d, DT_NEEDED): libelf.so.1 is
-# libelf1, installed here; libc.so.6, libm.so.6, ld-linux-x86-64.so.2,
+# libelf1, installed here; libc.so.6, libm.so.6, ld-linux-x86-64.so.2 (on arm64: ld-linux-aarch64.so.1),
 # libgcc_s.so.1 and libz.so.1 come with every Debian image (libc6, libgcc-s1
 # and zlib1g belong to its essential set). tests/chart.rs checks this against
 # the binary. ca-certificates: the trust store for OTLP over https; it is not

@@ -377,7 +377,10 @@ static __always_inline void fill_task(struct cac_event *ev, struct task_struct *
 
 /*
  * Copy the path argument and the open flags from the syscall's saved user
- * registers (x86_64 syscall ABI: di, si, dx, r10).
+ * registers.  PT_REGS_PARMn_SYSCALL (bpf_tracing.h) names each argument's
+ * register for the target architecture; each is a direct load with a CO-RE
+ * relocation, no helper call.  At exit the first argument's register may
+ * hold the return value (arm64's x0): the macro reads where it was saved.
  */
 static __always_inline void fill_args(struct cac_event *ev, struct task_struct *task, enum cac_syscall sc)
 {
@@ -389,31 +392,31 @@ static __always_inline void fill_args(struct cac_event *ev, struct task_struct *
 	ev->open_flags = 0;
 	switch (sc) {
 	case CAC_SYS_OPENAT:
-		ev->dirfd = (__s32)regs->di;
-		path = (const char *)regs->si;
-		ev->open_flags = (__u32)regs->dx;
+		ev->dirfd = (__s32)PT_REGS_PARM1_SYSCALL(regs);
+		path = (const char *)PT_REGS_PARM2_SYSCALL(regs);
+		ev->open_flags = (__u32)PT_REGS_PARM3_SYSCALL(regs);
 		break;
 	case CAC_SYS_OPENAT2: {
 		__u64 flags = 0;
 
-		ev->dirfd = (__s32)regs->di;
-		path = (const char *)regs->si;
+		ev->dirfd = (__s32)PT_REGS_PARM1_SYSCALL(regs);
+		path = (const char *)PT_REGS_PARM2_SYSCALL(regs);
 		/* struct open_how starts with __u64 flags. */
-		bpf_probe_read_user(&flags, sizeof(flags), (const void *)regs->dx);
+		bpf_probe_read_user(&flags, sizeof(flags), (const void *)PT_REGS_PARM3_SYSCALL(regs));
 		ev->open_flags = (__u32)flags;
 		break;
 	}
 	case CAC_SYS_OPEN:
-		path = (const char *)regs->di;
-		ev->open_flags = (__u32)regs->si;
+		path = (const char *)PT_REGS_PARM1_SYSCALL(regs);
+		ev->open_flags = (__u32)PT_REGS_PARM2_SYSCALL(regs);
 		break;
 	case CAC_SYS_CREAT:
-		path = (const char *)regs->di;
+		path = (const char *)PT_REGS_PARM1_SYSCALL(regs);
 		ev->open_flags = O_CREAT | O_WRONLY | O_TRUNC;
 		break;
 	case CAC_SYS_OPEN_BY_HANDLE_AT:
-		ev->dirfd = (__s32)regs->di;
-		ev->open_flags = (__u32)regs->dx;
+		ev->dirfd = (__s32)PT_REGS_PARM1_SYSCALL(regs);
+		ev->open_flags = (__u32)PT_REGS_PARM3_SYSCALL(regs);
 		break;
 	}
 	ev->path_len = 0;

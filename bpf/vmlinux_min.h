@@ -9,9 +9,11 @@
  */
 #ifndef __VMLINUX_MIN_H__
 #define __VMLINUX_MIN_H__
+/* It stands in for vmlinux.h: bpf_tracing.h then names registers as the kernel does. */
+#define __VMLINUX_H__
 
-#if !defined(__TARGET_ARCH_x86)
-#error "vmlinux_min.h pins x86_64 pt_regs; add the target architecture's registers first"
+#if !defined(__TARGET_ARCH_x86) && !defined(__TARGET_ARCH_arm64)
+#error "vmlinux_min.h pins the saved registers of x86_64 and arm64 only; add the target's first"
 #endif
 
 typedef unsigned char __u8;
@@ -66,6 +68,12 @@ enum {
 	BPF_RB_AVAIL_DATA = 0,
 };
 
+/*
+ * The saved user registers, per architecture: bpf_tracing.h's
+ * PT_REGS_PARMn_SYSCALL() read syscall arguments from them (x86_64: di, si,
+ * dx, r10; arm64: orig_x0, then regs[1..]).
+ */
+#if defined(__TARGET_ARCH_x86)
 struct pt_regs {
 	long unsigned int r15;
 	long unsigned int r14;
@@ -89,6 +97,28 @@ struct pt_regs {
 	long unsigned int sp;
 	long unsigned int ss;
 } __attribute__((preserve_access_index));
+#elif defined(__TARGET_ARCH_arm64)
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+} __attribute__((preserve_access_index));
+
+struct pt_regs {
+	union {
+		struct user_pt_regs user_regs;
+		struct {
+			__u64 regs[31];
+			__u64 sp;
+			__u64 pc;
+			__u64 pstate;
+		};
+	};
+	__u64 orig_x0;
+	__s32 syscallno;
+} __attribute__((preserve_access_index));
+#endif
 
 struct trace_entry {
 	unsigned short type;

@@ -178,6 +178,14 @@ impl<'obj> Probe<'obj> {
         open.progs
             .learn_self
             .set_autoload(options.ignore_own_process);
+        // arm64 has no open(2) or creat(2) (nor their tracepoints): openat covers them.
+        let legacy_opens = cfg!(target_arch = "x86_64");
+        open.progs
+            .trace_config_access_open
+            .set_autoload(legacy_opens);
+        open.progs
+            .trace_config_access_creat
+            .set_autoload(legacy_opens);
 
         let mut skel = open.load().map_err(ProbeError::Load)?;
         if options.ignore_own_process {
