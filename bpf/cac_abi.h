@@ -23,6 +23,8 @@ enum cac_limits {
 	CAC_PATH_LEN = 256,
 	/* Bytes of the opened file's own name copied into an event (with the NUL). */
 	CAC_NAME_LEN = 256,
+	/* Longest cgroup directory name kept: a runtime's scope ("cri-containerd-<64 hex>.scope") fits. */
+	CAC_CGROUP_NAME_LEN = 128,
 	/* Bytes of the task command name (TASK_COMM_LEN). */
 	CAC_COMM_LEN = 16,
 	/* Ancestors of an opened file checked against the watched volume directories. */
@@ -86,6 +88,8 @@ enum cac_syscall {
 	CAC_SYS_OPEN = 3,
 	CAC_SYS_CREAT = 4,
 	CAC_SYS_OPEN_BY_HANDLE_AT = 5,
+	/* IORING_OP_OPENAT or IORING_OP_OPENAT2, at its completion. */
+	CAC_SYS_IO_URING = 6,
 };
 
 /* Indexes of the per-CPU counters in the `stats` map. */
@@ -108,7 +112,12 @@ enum cac_stat {
 	CAC_STAT_REPEAT_FULL = 7,
 	/* Process records the kernel could not write: `pid_samples` was full. */
 	CAC_STAT_RECORDS_FULL = 8,
-	CAC_STAT_MAX = 9,
+	/*
+	 * io_uring opens submitted with IOSQE_CQE_SKIP_SUCCESS: a success posts
+	 * no completion, so which file they opened is not seen.
+	 */
+	CAC_STAT_URING_UNOBSERVED = 9,
+	CAC_STAT_MAX = 10,
 };
 
 /* Kubelet volume plugin of a watched directory. */
@@ -319,7 +328,8 @@ struct cac_failed_repeat {
 /*
  * One record of the `events` ring buffer.  Records are variable-length: a
  * record ends right after its strings, so it is
- * offsetof(struct cac_event, strings) + path_len + name_len bytes long.
+ * offsetof(struct cac_event, strings) + path_len + name_len + cgroup_name_len
+ * bytes long.
  */
 struct cac_event {
 	/// CLOCK_MONOTONIC time at syscall exit, nanoseconds.
@@ -328,6 +338,8 @@ struct cac_event {
 	cac_u64 cgroup_id;
 	/// Kernfs id of the task's cgroup in the configured cgroup v1 hierarchy; 0 when none.
 	cac_u64 cgroup_v1_id;
+	/// cgroup v2 id of the parent of the task's cgroup; 0 for the root.
+	cac_u64 cgroup_parent_id;
 	/// Inode of the opened file; 0 when the open failed.
 	cac_u64 file_ino;
 	/// Inode of the matched volume directory; 0 unless kind is CAC_KIND_VOLUME_OPEN.
@@ -366,14 +378,19 @@ struct cac_event {
 	cac_u8 depth;
 	/// enum cac_session of the opening process.
 	cac_u8 session;
+	/// Bytes of the task's cgroup v2 directory name in `strings` after the file name, with the
+	/// NUL; 0 when not read.
+	cac_u16 cgroup_name_len;
 	/// Always zero.
-	cac_u32 _reserved;
+	cac_u16 _reserved;
 	/// Task command name, NUL-padded.
 	char comm[CAC_COMM_LEN];
 	/// The path argument as the process passed it (path_len bytes with its NUL, at most
 	/// CAC_PATH_LEN), then the name of the opened file's dentry, the last path component inside
-	/// the volume (name_len bytes with its NUL, at most CAC_NAME_LEN).
-	char strings[CAC_PATH_LEN + CAC_NAME_LEN];
+	/// the volume (name_len bytes with its NUL, at most CAC_NAME_LEN), then the name of the
+	/// task's cgroup v2 directory (cgroup_name_len bytes with its NUL, at most
+	/// CAC_CGROUP_NAME_LEN).
+	char strings[CAC_PATH_LEN + CAC_NAME_LEN + CAC_CGROUP_NAME_LEN];
 };
 
 _Static_assert(sizeof(struct cac_dir_key) == 16, "cac_dir_key layout");
@@ -387,7 +404,8 @@ _Static_assert(sizeof(struct cac_repeat_key) == 32, "cac_repeat_key layout");
 _Static_assert(sizeof(struct cac_repeat) == 104, "cac_repeat layout");
 _Static_assert(sizeof(struct cac_failed_key) == 32, "cac_failed_key layout");
 _Static_assert(sizeof(struct cac_failed_repeat) == 104 + 16 + CAC_PATH_LEN, "cac_failed_repeat layout");
-_Static_assert(sizeof(struct cac_event) == 96 + CAC_COMM_LEN + CAC_PATH_LEN + CAC_NAME_LEN,
+_Static_assert(sizeof(struct cac_event) ==
+		   104 + CAC_COMM_LEN + CAC_PATH_LEN + CAC_NAME_LEN + CAC_CGROUP_NAME_LEN,
 	       "cac_event layout");
 
 #endif /* CAC_ABI_H */

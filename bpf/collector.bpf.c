@@ -100,6 +100,16 @@
  *    enters a container) for an exec session and its descendants.  Direct
  *    loads only, and only on emitted records: an unmatched open never pays
  *    for it.  Host processes (the initial pid namespace) are left undecided.
+ * 8. io_uring opens (IORING_OP_OPENAT/OPENAT2) make no open syscall.  The
+ *    submission (tp_btf/io_uring_submit_req) keeps the request's path,
+ *    dirfd and flags in `uring_opens`, keyed by the request's address: the
+ *    kernel frees its copy of the path before the completion.  The
+ *    completion (tp_btf/io_uring_complete) takes the file from the fd
+ *    table, or from the ring's fixed-file table, and goes on as for an
+ *    open syscall's exit, with CAC_SYS_IO_URING.  A request that asks for
+ *    no completion on success (REQ_F_CQE_SKIP) cannot be seen: it is
+ *    counted (CAC_STAT_URING_UNOBSERVED).  Both run only for io_uring
+ *    requests: no other syscall pays for them.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -263,6 +273,37 @@ struct {
 	__type(value, struct cac_event);
 } scratch SEC(".maps");
 
+/*
+ * An io_uring open in flight, from its submission to its completion: the
+ * kernel frees the request's copy of the path before it posts the
+ * completion, so the submission keeps what the event needs.
+ */
+struct uring_open {
+	__s32 dirfd;
+	__u32 open_flags;
+	char path[CAC_PATH_LEN];
+};
+
+/*
+ * io_kiocb address -> its open's arguments, from submission to completion.
+ * An LRU: an entry whose completion never comes (a torn-down ring) ages out;
+ * an open whose entry is gone is reported without its path.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct uring_open);
+} uring_opens SEC(".maps");
+
+/* Per-CPU scratch value of `uring_opens` (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct uring_open);
+} uring_scratch SEC(".maps");
+
 /* Keep the ABI enums in BTF so the Rust skeleton gets them. */
 enum cac_limits cac_btf_limits __attribute__((unused));
 enum cac_event_kind cac_btf_kind __attribute__((unused));
@@ -372,7 +413,11 @@ static __always_inline void fill_task(struct cac_event *ev, struct task_struct *
 	ev->kind = kind;
 	ev->syscall = sc;
 	ev->session = session_of(task);
-	__builtin_memcpy(ev->comm, task->comm, sizeof(ev->comm));
+	/* An io_uring worker ("iou-wrk-<pid>") opens for its process: name that. */
+	if (sc == CAC_SYS_IO_URING && (task->flags & PF_IO_WORKER))
+		__builtin_memcpy(ev->comm, task->group_leader->comm, sizeof(ev->comm));
+	else
+		__builtin_memcpy(ev->comm, task->comm, sizeof(ev->comm));
 }
 
 /*
@@ -382,14 +427,28 @@ static __always_inline void fill_task(struct cac_event *ev, struct task_struct *
  * relocation, no helper call.  At exit the first argument's register may
  * hold the return value (arm64's x0): the macro reads where it was saved.
  */
-static __always_inline void fill_args(struct cac_event *ev, struct task_struct *task, enum cac_syscall sc)
+static __always_inline void fill_args(struct cac_event *ev, struct task_struct *task, enum cac_syscall sc,
+				      const struct uring_open *uring)
 {
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct pt_regs *regs;
 	const char *path = NULL;
 	long n;
 
 	ev->dirfd = CAC_NO_DIRFD;
 	ev->open_flags = 0;
+	ev->path_len = 0;
+	ev->strings[0] = '\0';
+	if (sc == CAC_SYS_IO_URING) {
+		/* From the submission (uring_opens), when its entry was there. */
+		if (uring) {
+			ev->dirfd = uring->dirfd;
+			ev->open_flags = uring->open_flags;
+			n = bpf_probe_read_kernel_str(ev->strings, CAC_PATH_LEN, uring->path);
+			ev->path_len = n > 0 ? n : 0;
+		}
+		return;
+	}
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	switch (sc) {
 	case CAC_SYS_OPENAT:
 		ev->dirfd = (__s32)PT_REGS_PARM1_SYSCALL(regs);
@@ -418,13 +477,47 @@ static __always_inline void fill_args(struct cac_event *ev, struct task_struct *
 		ev->dirfd = (__s32)PT_REGS_PARM1_SYSCALL(regs);
 		ev->open_flags = (__u32)PT_REGS_PARM3_SYSCALL(regs);
 		break;
+	case CAC_SYS_IO_URING: /* above */
+		break;
 	}
-	ev->path_len = 0;
-	ev->strings[0] = '\0';
 	if (path) {
 		n = bpf_probe_read_user_str(ev->strings, CAC_PATH_LEN, path);
 		ev->path_len = n > 0 ? n : 0;
 	}
+}
+
+/* Id of a cgroup's parent (its kernfs node's); 0 for the root. */
+static __always_inline __u64 kernfs_parent_id(struct kernfs_node *kn)
+{
+	struct kernfs_node *parent;
+
+	if (bpf_core_field_exists(kn->__parent))
+		parent = kn->__parent;
+	else
+		parent = ((struct kernfs_node___pre_6_15 *)kn)->parent;
+	return parent ? parent->id : 0;
+}
+
+/*
+ * The emitting task's cgroup v2 parent and directory name, after the other
+ * strings: user space places a cgroup deleted before it looked it up (a
+ * container whose only process exited at once) by its parent's path and
+ * this name.  Events are emitted in their task's context.
+ */
+static __always_inline void fill_cgroup_name(struct cac_event *ev)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kernfs_node *kn = task->cgroups->dfl_cgrp->kn;
+	__u32 off = ev->path_len, name = ev->name_len;
+	long n;
+
+	ev->cgroup_parent_id = kernfs_parent_id(kn);
+	if (off > CAC_PATH_LEN)
+		off = CAC_PATH_LEN;
+	if (name > CAC_NAME_LEN)
+		name = CAC_NAME_LEN;
+	n = bpf_probe_read_kernel_str(&ev->strings[off + name], CAC_CGROUP_NAME_LEN, kn->name);
+	ev->cgroup_name_len = n > 0 ? n : 0;
 }
 
 /* Copy the event into the ring buffer and count the outcome. */
@@ -433,6 +526,7 @@ static __always_inline void emit(struct cac_event *ev, bool urgent)
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u64 pending, size;
 
+	fill_cgroup_name(ev);
 	/*
 	 * Wake the reader for the first record after a quiet spell, when the
 	 * backlog crosses the threshold, and for urgent records; waking on
@@ -440,7 +534,8 @@ static __always_inline void emit(struct cac_event *ev, bool urgent)
 	 * see an old last_wakeup_ns: that costs one extra wakeup, nothing else.
 	 */
 	/* Only the strings' used bytes travel: most records are ~150 bytes. */
-	size = __builtin_offsetof(struct cac_event, strings) + ev->path_len + ev->name_len;
+	size =
+	    __builtin_offsetof(struct cac_event, strings) + ev->path_len + ev->name_len + ev->cgroup_name_len;
 	if (size > sizeof(*ev))
 		size = sizeof(*ev);
 	/* The backlog is queried only when no other reason wakes the reader. */
@@ -616,7 +711,27 @@ static __always_inline struct cac_event *scratch_event(void)
 	return bpf_map_lookup_elem(&scratch, &zero);
 }
 
-static __always_inline int on_open_ok(struct task_struct *task, long fd, enum cac_syscall sc)
+/* The file at `fd` in the task's table, or NULL. */
+static __always_inline struct file *file_of_fd(struct task_struct *task, long fd)
+{
+	struct fdtable *fdt = task->files->fdt;
+	struct file **slot;
+	struct file *raw = NULL;
+
+	if (fd >= fdt->max_fds)
+		return NULL;
+	slot = fdt->fd;
+	if (bpf_probe_read_kernel(&raw, sizeof(raw), &slot[fd]))
+		return NULL;
+	return raw;
+}
+
+/*
+ * `raw`, just opened by `task` (ret: the new fd, or what the io_uring open
+ * returned), if it is a file of a watched volume.
+ */
+static __always_inline int on_file_opened(struct task_struct *task, struct file *raw, long ret,
+					  enum cac_syscall sc, const struct uring_open *uring)
 {
 	/* Set field by field once needed: no stores on the reject path. */
 	struct cac_dir_key key;
@@ -625,19 +740,12 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 	struct cac_dir_info *info = NULL;
 	struct dentry *cur, *parent;
 	struct cac_event *ev;
-	struct fdtable *fdt;
-	struct file **slot;
-	struct file *raw = NULL;
 	struct file *file;
 	struct inode *inode;
 	__u32 dev, depth;
 	__u64 now;
 
-	fdt = task->files->fdt;
-	if (fd >= fdt->max_fds)
-		return 0;
-	slot = fdt->fd;
-	if (bpf_probe_read_kernel(&raw, sizeof(raw), &slot[fd]) || !raw)
+	if (!raw)
 		return 0;
 	file = bpf_core_cast(raw, struct file);
 	/* Most opens are on filesystems without volumes: that test first. */
@@ -684,8 +792,8 @@ static __always_inline int on_open_ok(struct task_struct *task, long fd, enum ca
 	ev = scratch_event();
 	if (!ev)
 		return 0;
-	fill_task(ev, task, now, fd, sc, CAC_KIND_VOLUME_OPEN);
-	fill_args(ev, task, sc);
+	fill_task(ev, task, now, ret, sc, CAC_KIND_VOLUME_OPEN);
+	fill_args(ev, task, sc, uring);
 	ev->file_ino = inode->i_ino;
 	ev->file_dev = dev;
 	ev->vol_ino = key.ino;
@@ -732,7 +840,8 @@ static __always_inline bool names_volume_tree(const char *path)
 	return false;
 }
 
-static __always_inline int on_open_failed(struct task_struct *task, long ret, enum cac_syscall sc)
+static __always_inline int on_open_failed(struct task_struct *task, long ret, enum cac_syscall sc,
+					  const struct uring_open *uring)
 {
 	bool denied = ret == -EACCES || ret == -EPERM;
 	struct cac_repeat *rep = NULL;
@@ -744,7 +853,7 @@ static __always_inline int on_open_failed(struct task_struct *task, long ret, en
 	ev = scratch_event();
 	if (!ev)
 		return 0;
-	fill_args(ev, task, sc);
+	fill_args(ev, task, sc, uring);
 	if (!denied && !names_volume_tree(ev->strings))
 		return 0;
 	if (own_access(task))
@@ -775,8 +884,8 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, enum ca
 	long ret = ctx->ret;
 
 	if (ret >= 0)
-		return on_open_ok(task, ret, sc);
-	return on_open_failed(task, ret, sc);
+		return on_file_opened(task, file_of_fd(task, ret), ret, sc, NULL);
+	return on_open_failed(task, ret, sc, NULL);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat")
@@ -807,6 +916,98 @@ SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
 int trace_config_access_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_exit(ctx, CAC_SYS_OPEN_BY_HANDLE_AT);
+}
+
+/*
+ * io_uring opens (IORING_OP_OPENAT, IORING_OP_OPENAT2) make no open
+ * syscall: the request is issued by the submitting thread or one of its
+ * io_uring workers, and its result posted as a completion.  The submission
+ * keeps the path and flags (uring_opens); the completion looks at the file
+ * exactly as an open syscall's exit does: from the fd table, or from the
+ * ring's fixed-file table for an open into a fixed slot.  Both programs run
+ * only for io_uring requests, never on other syscalls.
+ */
+static __always_inline struct io_open *uring_open_of(struct io_kiocb *req)
+{
+	__u8 op = req->opcode;
+
+	if (op != IORING_OP_OPENAT && op != IORING_OP_OPENAT2)
+		return NULL;
+	return bpf_core_cast(&req->cmd, struct io_open);
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(trace_config_access_io_uring_submit, struct io_kiocb *req)
+{
+	struct io_open *open = uring_open_of(req);
+	__u64 key = (__u64)(unsigned long)req;
+	struct uring_open *u;
+	__u32 zero = 0;
+
+	if (!open)
+		return 0;
+	if (req->flags & REQ_F_CQE_SKIP) {
+		stat_inc(CAC_STAT_URING_UNOBSERVED);
+		return 0;
+	}
+	u = bpf_map_lookup_elem(&uring_scratch, &zero);
+	if (!u)
+		return 0;
+	u->dirfd = open->dfd;
+	u->open_flags = (__u32)open->how.flags;
+	u->path[0] = '\0';
+	bpf_probe_read_kernel_str(u->path, sizeof(u->path), open->filename->name);
+	bpf_map_update_elem(&uring_opens, &key, u, BPF_ANY);
+	return 0;
+}
+
+/* The file an io_uring open put into a fixed slot (res: 0, or the slot it chose). */
+static __always_inline struct file *uring_fixed_file(struct io_kiocb *req, struct io_open *open, long res)
+{
+	__u32 slot = open->file_slot == IORING_FILE_INDEX_ALLOC ? (__u32)res : open->file_slot - 1;
+	struct io_rsrc_data *table = &req->ctx->file_table.data;
+	struct io_rsrc_node *node = NULL;
+
+	if (slot >= table->nr)
+		return NULL;
+	if (bpf_probe_read_kernel(&node, sizeof(node), &table->nodes[slot]) || !node)
+		return NULL;
+	node = bpf_core_cast(node, struct io_rsrc_node);
+	/* The low bits of file_ptr are flags (FFS_NOWAIT, FFS_ISREG). */
+	return (struct file *)(node->file_ptr & ~3UL);
+}
+
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(trace_config_access_io_uring, struct io_ring_ctx *ring, void *req_ptr, struct io_uring_cqe *cqe)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 key = (__u64)(unsigned long)req_ptr;
+	struct uring_open *u;
+	struct io_kiocb *req;
+	struct io_open *open;
+	struct file *file;
+	long res;
+
+	if (!req_ptr || !cqe)
+		return 0;
+	req = bpf_core_cast(req_ptr, struct io_kiocb);
+	open = uring_open_of(req);
+	if (!open)
+		return 0;
+	res = cqe->res;
+	u = bpf_map_lookup_elem(&uring_opens, &key);
+	if (res < 0)
+		on_open_failed(task, res, CAC_SYS_IO_URING, u);
+	else {
+		if (open->file_slot)
+			file = uring_fixed_file(req, open, res);
+		else
+			file = file_of_fd(task, res);
+		on_file_opened(task, file, res, CAC_SYS_IO_URING, u);
+	}
+	if (u)
+		bpf_map_delete_elem(&uring_opens, &key);
+	return 0;
 }
 
 /* The cgroups of `task`, as `cgroup_classes` keys them. */

@@ -188,7 +188,14 @@ struct nsproxy {
 } __attribute__((preserve_access_index));
 
 struct kernfs_node {
+	struct kernfs_node *__parent;
+	const char *name;
 	u64 id;
+} __attribute__((preserve_access_index));
+
+/* Before Linux 6.15 the parent was `parent`. */
+struct kernfs_node___pre_6_15 {
+	struct kernfs_node *parent;
 } __attribute__((preserve_access_index));
 
 struct cgroup {
@@ -231,6 +238,7 @@ struct pid {
 } __attribute__((preserve_access_index));
 
 struct task_struct {
+	unsigned int flags;
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *real_parent;
@@ -244,5 +252,76 @@ struct task_struct {
 	u64 start_time;
 	u64 self_exec_id;
 } __attribute__((preserve_access_index));
+
+/* task_struct.flags: an io_uring worker or SQ-poll thread. */
+#define PF_IO_WORKER 0x00000010
+
+/* io_uring (io_uring/openclose.c, io_uring/rsrc.h). */
+struct open_how {
+	u64 flags;
+	u64 mode;
+	u64 resolve;
+} __attribute__((preserve_access_index));
+
+struct filename {
+	const char *name;
+} __attribute__((preserve_access_index));
+
+struct io_cmd_data {
+	struct file *file;
+	u8 data[56];
+} __attribute__((preserve_access_index));
+
+/* The request's command data (io_kiocb.cmd) of an IORING_OP_OPENAT(2). */
+struct io_open {
+	struct file *file;
+	int dfd;
+	u32 file_slot;
+	struct filename *filename;
+	struct open_how how;
+} __attribute__((preserve_access_index));
+
+struct io_rsrc_node {
+	unsigned long file_ptr;
+} __attribute__((preserve_access_index));
+
+struct io_rsrc_data {
+	unsigned int nr;
+	struct io_rsrc_node **nodes;
+} __attribute__((preserve_access_index));
+
+struct io_file_table {
+	struct io_rsrc_data data;
+} __attribute__((preserve_access_index));
+
+struct io_ring_ctx {
+	struct io_file_table file_table;
+} __attribute__((preserve_access_index));
+
+struct io_kiocb {
+	union {
+		struct file *file;
+		struct io_cmd_data cmd;
+	};
+	u8 opcode;
+	u64 flags;
+	struct io_ring_ctx *ctx;
+} __attribute__((preserve_access_index));
+
+/* io_kiocb.flags: no completion is posted for a success (IOSQE_CQE_SKIP_SUCCESS). */
+#define REQ_F_CQE_SKIP (1ULL << 6)
+
+struct io_uring_cqe {
+	u64 user_data;
+	s32 res;
+	u32 flags;
+} __attribute__((preserve_access_index));
+
+/* UAPI (include/uapi/linux/io_uring.h): stable numbers. */
+enum {
+	IORING_OP_OPENAT = 18,
+	IORING_OP_OPENAT2 = 28,
+};
+#define IORING_FILE_INDEX_ALLOC (~0U)
 
 #endif /* __VMLINUX_MIN_H__ */

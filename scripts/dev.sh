@@ -165,7 +165,7 @@ test)
 	# A fresh clone builds once: incremental state would only add gigabytes to target/.
 	export CARGO_INCREMENTAL=0
 	cargo fmt --all -- --check
-	clang-format --dry-run --Werror bpf/*.c bpf/*.h
+	clang-format --dry-run --Werror bpf/*.c bpf/*.h tests/*.c
 	bash scripts/check-chart.sh
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo build --release --locked

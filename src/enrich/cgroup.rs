@@ -395,6 +395,22 @@ impl CgroupResolver {
         }
     }
 
+    /// A v2 cgroup deleted before its event was handled (a container whose
+    /// only process exited at once), placed by its parent's path, which
+    /// outlives it, and its directory `name` as the kernel read it.
+    pub fn resolve_gone(&self, parent_id: u64, name: &str) -> Option<Arc<CgroupInfo>> {
+        if parent_id == 0 || name.is_empty() || name.contains('/') || name == ".." {
+            return None;
+        }
+        let parent = if parent_id == 1 {
+            "/".to_string()
+        } else {
+            Self::lookup(&self.v2, parent_id)?.path.clone()
+        };
+        let path = format!("{}/{name}", parent.trim_end_matches('/'));
+        Some(Arc::new(parse_cgroup_path(&path)))
+    }
+
     /// Re-walks both hierarchies now, dropping cgroups that were deleted.
     /// (Ids are not reused soon, so a stale entry costs memory, not accuracy;
     /// the collector calls this periodically.)
@@ -598,5 +614,25 @@ devices\t5\t41\t1\nfreezer\t6\t1\t1\npids\t8\t1\t1\n";
         assert_eq!(v1_subsys_index(HYBRID, "none"), None);
         assert_eq!(v1_subsys_index(UNIFIED, "auto"), None);
         assert_eq!(v1_subsys_index(UNIFIED, "memory"), None);
+    }
+
+    #[test]
+    fn a_deleted_cgroup_is_placed_by_its_parent_and_name() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let pod = root.path().join(format!("kubepods/besteffort/pod{UID}"));
+        std::fs::create_dir_all(&pod).unwrap();
+        let r = CgroupResolver::new(Some(root.path().to_path_buf()), None);
+        let parent = std::fs::metadata(&pod).unwrap().ino();
+        let info = r.resolve_gone(parent, ID).unwrap();
+        assert_eq!(info.path, format!("/kubepods/besteffort/pod{UID}/{ID}"));
+        assert_eq!(info.pod_uid.as_deref(), Some(UID));
+        assert_eq!(info.container_id.as_deref(), Some(ID));
+        // Under the root, an unknown parent, or a name that is not one.
+        assert_eq!(r.resolve_gone(1, "init.scope").unwrap().path, "/init.scope");
+        assert!(r.resolve_gone(parent + 1_000_000, ID).is_none());
+        for bad in ["", "..", "a/b"] {
+            assert!(r.resolve_gone(parent, bad).is_none(), "{bad}");
+        }
     }
 }

@@ -104,6 +104,9 @@ pub enum CorrelationOp {
     CgroupLookup,
     /// An event's cgroup could not be resolved.
     CgroupLookupMiss,
+    /// An event's cgroup was deleted before it was resolved: placed by its
+    /// parent's path and its name from the kernel.
+    CgroupLookupGone,
     /// API reads.
     PodByCgroup,
     PodByPid,
@@ -128,9 +131,10 @@ pub enum CorrelationOp {
 
 impl CorrelationOp {
     /// Every operation.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::CgroupLookup,
         Self::CgroupLookupMiss,
+        Self::CgroupLookupGone,
         Self::PodByCgroup,
         Self::PodByPid,
         Self::PodByUid,
@@ -153,6 +157,7 @@ impl CorrelationOp {
         match self {
             Self::CgroupLookup => "cgroup_lookup",
             Self::CgroupLookupMiss => "cgroup_lookup_miss",
+            Self::CgroupLookupGone => "cgroup_lookup_gone",
             Self::PodByCgroup => "pod_by_cgroup",
             Self::PodByPid => "pod_by_pid",
             Self::PodByUid => "pod_by_uid",

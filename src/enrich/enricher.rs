@@ -221,8 +221,16 @@ impl Enricher {
                 Some(info)
             }
             Resolution::Unknown => {
-                self.correlation.ops.bump(CorrelationOp::CgroupLookupMiss);
-                None
+                let gone = ev
+                    .cgroup_name
+                    .as_deref()
+                    .and_then(|name| self.cgroups.resolve_gone(ev.cgroup_parent_id, name));
+                let op = match gone {
+                    Some(_) => CorrelationOp::CgroupLookupGone,
+                    None => CorrelationOp::CgroupLookupMiss,
+                };
+                self.correlation.ops.bump(op);
+                gone
             }
         }
     }
@@ -270,8 +278,11 @@ impl Enricher {
     /// Maps a denied path through the volume mounts of the reader's container.
     fn resolve_by_spec(&self, ev: &KernelEvent) -> Option<denied::Resolved> {
         let path = ev.path.as_deref()?;
-        let Resolution::Found(reader) = self.cgroups.resolve(ev.cgroup_id, ev.cgroup_v1_id) else {
-            return None;
+        let reader = match self.cgroups.resolve(ev.cgroup_id, ev.cgroup_v1_id) {
+            Resolution::Found(reader) => reader,
+            Resolution::Unknown => self
+                .cgroups
+                .resolve_gone(ev.cgroup_parent_id, ev.cgroup_name.as_deref()?)?,
         };
         let pod_uid = reader.pod_uid.as_deref()?;
         let pod = self.pods.pod(pod_uid)?;

@@ -68,6 +68,8 @@ pub enum Syscall {
     Open,
     Creat,
     OpenByHandleAt,
+    /// IORING_OP_OPENAT or IORING_OP_OPENAT2, at its completion.
+    IoUring,
 }
 
 impl Syscall {
@@ -79,6 +81,7 @@ impl Syscall {
             Syscall::Open => "open",
             Syscall::Creat => "creat",
             Syscall::OpenByHandleAt => "open_by_handle_at",
+            Syscall::IoUring => "io_uring",
         }
     }
 }
@@ -104,6 +107,11 @@ pub struct KernelEvent {
     pub cgroup_id: u64,
     /// 0 when no cgroup v1 hierarchy is used.
     pub cgroup_v1_id: u64,
+    /// cgroup v2 id of the parent of the task's cgroup (0: none, or a summary).
+    pub cgroup_parent_id: u64,
+    /// Name of the task's cgroup v2 directory (`None` on summaries): with
+    /// the parent, it places a cgroup deleted before user space looked.
+    pub cgroup_name: Option<String>,
     /// The opened file; `None` for failed opens.
     pub file: Option<FileId>,
     /// The matched volume (id given by user space, directory identity).
@@ -141,6 +149,7 @@ fn syscall_of(value: u32) -> Result<Syscall, DecodeError> {
         s if s == cac_syscall::CAC_SYS_OPEN.0 => Syscall::Open,
         s if s == cac_syscall::CAC_SYS_CREAT.0 => Syscall::Creat,
         s if s == cac_syscall::CAC_SYS_OPEN_BY_HANDLE_AT.0 => Syscall::OpenByHandleAt,
+        s if s == cac_syscall::CAC_SYS_IO_URING.0 => Syscall::IoUring,
         value => {
             return Err(DecodeError::Unknown {
                 field: "syscall",
@@ -178,9 +187,15 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
     let mut raw: cac_event = bytemuck::Zeroable::zeroed();
     bytemuck::bytes_of_mut(&mut raw)[..record.len()].copy_from_slice(record);
     let (path_len, name_len) = (usize::from(raw.path_len), usize::from(raw.name_len));
+    let cgroup_name_len = usize::from(raw.cgroup_name_len);
     for (field, len, max) in [
         ("path_len", raw.path_len, cac_limits::CAC_PATH_LEN.0),
         ("name_len", raw.name_len, cac_limits::CAC_NAME_LEN.0),
+        (
+            "cgroup_name_len",
+            raw.cgroup_name_len,
+            cac_limits::CAC_CGROUP_NAME_LEN.0,
+        ),
     ] {
         if i32::from(len) > max {
             return Err(DecodeError::Unknown {
@@ -189,18 +204,23 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
             });
         }
     }
-    if EVENT_HEADER + path_len + name_len != record.len() {
+    let want = EVENT_HEADER + path_len + name_len + cgroup_name_len;
+    if want != record.len() {
         return Err(DecodeError::Size {
             got: record.len(),
-            want: EVENT_HEADER + path_len + name_len,
+            want,
         });
     }
     let kind = kind_of(u32::from(raw.kind))?;
     let syscall = syscall_of(u32::from(raw.syscall))?;
-    let (path_bytes, name_bytes) = raw.strings.split_at(path_len);
+    let (path_bytes, rest) = raw.strings.split_at(path_len);
+    let (name_bytes, cgroup_bytes) = rest.split_at(name_len);
     let path = path_of(path_bytes, raw.path_len);
-    let name = (name_len > 0)
-        .then(|| String::from_utf8_lossy(c_bytes(name_bytes, raw.name_len)).into_owned());
+    let text = |bytes: &[i8], len: u16| {
+        (len > 0).then(|| String::from_utf8_lossy(c_bytes(bytes, len)).into_owned())
+    };
+    let name = text(name_bytes, raw.name_len);
+    let cgroup_name = text(cgroup_bytes, raw.cgroup_name_len).filter(|n| !n.is_empty());
     let opened = kind == EventKind::VolumeOpen;
     Ok(KernelEvent {
         kind,
@@ -208,6 +228,8 @@ pub fn decode_event(record: &[u8]) -> Result<KernelEvent, DecodeError> {
         ts_ns: raw.ts_ns,
         cgroup_id: raw.cgroup_id,
         cgroup_v1_id: raw.cgroup_v1_id,
+        cgroup_parent_id: raw.cgroup_parent_id,
+        cgroup_name,
         file: opened.then_some(FileId {
             dev: raw.file_dev,
             ino: raw.file_ino,
@@ -274,6 +296,8 @@ pub fn decode_failed_repeat(key: &[u8], value: &[u8], repeats: Repeats) -> Optio
         ts_ns: head.last_ns.max(repeats.since_ns),
         cgroup_id: head.cgroup_id,
         cgroup_v1_id: head.cgroup_v1_id,
+        cgroup_parent_id: 0,
+        cgroup_name: None,
         file: None,
         volume: None,
         tgid: k.tgid,
@@ -308,6 +332,8 @@ pub fn decode_repeat(key: &[u8], value: &[u8], repeats: Repeats) -> Option<Kerne
         ts_ns: v.last_ns.max(repeats.since_ns),
         cgroup_id: v.cgroup_id,
         cgroup_v1_id: v.cgroup_v1_id,
+        cgroup_parent_id: 0,
+        cgroup_name: None,
         file: Some(FileId {
             dev: k.dev,
             ino: k.ino,
@@ -483,7 +509,10 @@ mod tests {
         ev.kind = 1;
         ev.syscall = 1;
         edit(&mut ev);
-        let len = EVENT_HEADER + usize::from(ev.path_len) + usize::from(ev.name_len);
+        let len = EVENT_HEADER
+            + usize::from(ev.path_len)
+            + usize::from(ev.name_len)
+            + usize::from(ev.cgroup_name_len);
         bytemuck::bytes_of(&ev)[..len].to_vec()
     }
 
@@ -504,12 +533,16 @@ mod tests {
             for (d, s) in ev.comm.iter_mut().zip(b"cat\0") {
                 *d = *s as i8;
             }
-            put(&mut ev.strings, b"/etc/db/password\0password\0");
+            put(&mut ev.strings, b"/etc/db/password\0password\0c0ffee\0");
             ev.path_len = 17;
             ev.name_len = 9;
+            ev.cgroup_name_len = 7;
+            ev.cgroup_parent_id = 99;
         });
-        assert_eq!(bytes.len(), EVENT_HEADER + 26, "a short record");
+        assert_eq!(bytes.len(), EVENT_HEADER + 33, "a short record");
         let ev = decode_event(&bytes).unwrap();
+        assert_eq!(ev.cgroup_name.as_deref(), Some("c0ffee"));
+        assert_eq!(ev.cgroup_parent_id, 99);
         assert_eq!(ev.kind, EventKind::VolumeOpen);
         assert_eq!(ev.syscall, Syscall::Openat);
         assert_eq!(ev.comm, "cat");

@@ -325,6 +325,7 @@ impl StatsReader {
             repeated: get(cac_stat::CAC_STAT_REPEATED)?,
             repeat_full: get(cac_stat::CAC_STAT_REPEAT_FULL)?,
             records_full: get(cac_stat::CAC_STAT_RECORDS_FULL)?,
+            uring_unobserved: get(cac_stat::CAC_STAT_URING_UNOBSERVED)?,
         })
     }
 }

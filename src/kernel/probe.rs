@@ -178,6 +178,14 @@ impl<'obj> Probe<'obj> {
         open.progs
             .learn_self
             .set_autoload(options.ignore_own_process);
+        // io_uring opens: on kernels built with io_uring (its tracepoints exist).
+        let io_uring = io_uring_traced();
+        open.progs
+            .trace_config_access_io_uring_submit
+            .set_autoload(io_uring);
+        open.progs
+            .trace_config_access_io_uring
+            .set_autoload(io_uring);
         // arm64 has no open(2) or creat(2) (nor their tracepoints): openat covers them.
         let legacy_opens = cfg!(target_arch = "x86_64");
         open.progs
@@ -260,6 +268,14 @@ impl<'obj> Probe<'obj> {
                 "trace_config_access_open_by_handle_at",
                 l.trace_config_access_open_by_handle_at.is_some(),
             ),
+            (
+                "trace_config_access_io_uring_submit",
+                l.trace_config_access_io_uring_submit.is_some(),
+            ),
+            (
+                "trace_config_access_io_uring",
+                l.trace_config_access_io_uring.is_some(),
+            ),
             ("trace_pod_syscalls", l.trace_pod_syscalls.is_some()),
             ("inherit_container", l.inherit_container.is_some()),
             ("note_cgroup_move", l.note_cgroup_move.is_some()),
@@ -337,4 +353,15 @@ pub fn route_libbpf_output() {
     ONCE.call_once(|| {
         libbpf_rs::set_print(Some((PrintLevel::Debug, libbpf_print)));
     });
+}
+
+/// Whether the kernel has io_uring's tracepoints (it is built with io_uring).
+fn io_uring_traced() -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|t| {
+            std::path::Path::new(t)
+                .join("events/io_uring/io_uring_complete")
+                .exists()
+        })
 }

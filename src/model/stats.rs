@@ -30,6 +30,8 @@ pub struct KernelStats {
     pub repeat_full: u64,
     /// Process records the kernel could not write (`pid_samples` was full); each makes user space rescan /proc.
     pub records_full: u64,
+    /// io_uring opens submitted with IOSQE_CQE_SKIP_SUCCESS: a success posts no completion, unseen.
+    pub uring_unobserved: u64,
 }
 
 /// User-space counters of the event path.

@@ -426,7 +426,7 @@ fn observe_ledger(meter: &Meter, s: &Sources) {
 
 /// The kernel programs' counters, exported as they are.
 fn observe_kernel(meter: &Meter, s: &Sources) {
-    let kernel_counters: [KernelCounter; 7] = [
+    let kernel_counters: [KernelCounter; 8] = [
         (
             "kernel_monitor_opens_seen",
             "Successful opens on a filesystem that holds a watched volume, which the kernel programs examined past the device filter",
@@ -456,6 +456,11 @@ fn observe_kernel(meter: &Meter, s: &Sources) {
             "kernel_monitor_process_records_full",
             "Process records the kernel could not write because its pid_samples map was full (each makes the collector rescan /proc)",
             |k| k.records_full,
+        ),
+        (
+            "kernel_monitor_io_uring_unobserved",
+            "io_uring open requests submitted with IOSQE_CQE_SKIP_SUCCESS: a successful one posts no completion, so which file it opened is not seen",
+            |k| k.uring_unobserved,
         ),
         (
             "kernel_monitor_sampler_hits",

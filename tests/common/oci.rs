@@ -206,6 +206,8 @@ impl Workload {
         let bundle = dir.join(&spec.id[..12]);
         fs::create_dir_all(&bundle).unwrap();
         let runc = need("runc", "runc");
+        // A container id may run again once its last run was deleted.
+        let _ = fs::remove_file(bundle.join("config.json"));
         run(Command::new(&runc).arg("spec").arg("--bundle").arg(&bundle));
         let path = bundle.join("config.json");
         let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
