@@ -247,40 +247,25 @@ impl<'obj> Probe<'obj> {
     /// Names of the attached programs.
     pub fn attached_programs(&self) -> Vec<&'static str> {
         let l = &self.skel.links;
-        [
-            (
-                "trace_config_access_openat",
-                l.trace_config_access_openat.is_some(),
-            ),
-            (
-                "trace_config_access_openat2",
-                l.trace_config_access_openat2.is_some(),
-            ),
-            (
-                "trace_config_access_open",
-                l.trace_config_access_open.is_some(),
-            ),
-            (
-                "trace_config_access_creat",
-                l.trace_config_access_creat.is_some(),
-            ),
-            (
-                "trace_config_access_open_by_handle_at",
-                l.trace_config_access_open_by_handle_at.is_some(),
-            ),
-            (
-                "trace_config_access_io_uring_submit",
-                l.trace_config_access_io_uring_submit.is_some(),
-            ),
-            (
-                "trace_config_access_io_uring",
-                l.trace_config_access_io_uring.is_some(),
-            ),
-            ("trace_pod_syscalls", l.trace_pod_syscalls.is_some()),
-            ("inherit_container", l.inherit_container.is_some()),
-            ("note_cgroup_move", l.note_cgroup_move.is_some()),
-            ("forget_process", l.forget_process.is_some()),
-        ]
+        /// (name, whether its link exists) of each program named.
+        macro_rules! attached {
+            ($($prog:ident),* $(,)?) => {
+                [$((stringify!($prog), l.$prog.is_some())),*]
+            };
+        }
+        attached!(
+            trace_config_access_openat,
+            trace_config_access_openat2,
+            trace_config_access_open,
+            trace_config_access_creat,
+            trace_config_access_open_by_handle_at,
+            trace_config_access_io_uring_submit,
+            trace_config_access_io_uring,
+            trace_pod_syscalls,
+            inherit_container,
+            note_cgroup_move,
+            forget_process,
+        )
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
         .collect()

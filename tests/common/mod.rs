@@ -370,3 +370,11 @@ pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64>
         matches.then(|| value.parse().ok()).flatten()
     })
 }
+
+/// Asserts, from /metrics `text`, that stdout has failed and the file output
+/// has not.
+pub fn assert_stdout_failed_file_ok(text: &str) {
+    let failed = |output| sample(text, "kernel_monitor_output_failed", &[("output", output)]);
+    assert_eq!(failed("stdout"), Some(1.0), "{text}");
+    assert_eq!(failed("file"), Some(0.0), "{text}");
+}
