@@ -55,7 +55,8 @@
  *    sampling is off.
  * 4. Delivery: events are built in a per-CPU scratch record and copied into
  *    the `events` ring buffer only as far as their strings go: records are
- *    variable-length, ~150 bytes for a usual path instead of 624.  The task
+ *    variable-length, ~220 bytes for a usual path and a container's cgroup
+ *    name instead of 760.  The task
  *    fields are direct loads (no helper call but the clock).  Wakeups are
  *    adaptive: a record wakes the reader when no record did in the last
  *    cfg_wakeup_gap_ns (so the first event after a quiet spell is
@@ -533,7 +534,7 @@ static __always_inline void emit(struct cac_event *ev, bool urgent)
 	 * every record would cost an irq_work per event.  Two CPUs may both
 	 * see an old last_wakeup_ns: that costs one extra wakeup, nothing else.
 	 */
-	/* Only the strings' used bytes travel: most records are ~150 bytes. */
+	/* Only the strings' used bytes travel: most records are ~220 bytes. */
 	size =
 	    __builtin_offsetof(struct cac_event, strings) + ev->path_len + ev->name_len + ev->cgroup_name_len;
 	if (size > sizeof(*ev))
