@@ -343,12 +343,16 @@ fn api_get(node: &Node, path: &str) -> (u16, Value) {
     common::exchange(s, "GET", path, &[], b"")
 }
 
-/// A Pod as the API server returns it, with named containers and ids.
+/// A Pod as the API server returns it, with named containers and ids, each
+/// mounting the volumes at `mounts` ((volume, path) pairs, read-only) as the
+/// runc bundles do: the collector maps a denied path of a process already
+/// gone through them.
 fn pod_object(
     uid: &str,
     name: &str,
     owner: &str,
     volumes: Value,
+    mounts: &[(&str, &str)],
     containers: &[(&str, &str)],
 ) -> Value {
     let mut pod = fake_apiserver::pod(uid, name, "payments", NODE_NAME, volumes, containers[0].1);
@@ -360,9 +364,13 @@ fn pod_object(
     } else {
         "apps/v1"
     });
+    let mounts: Vec<Value> = mounts
+        .iter()
+        .map(|(v, at)| json!({"name": v, "mountPath": at, "readOnly": true}))
+        .collect();
     pod["spec"]["containers"] = json!(containers
         .iter()
-        .map(|(n, _)| json!({"name": n, "image": format!("registry.example/{n}:1.0")}))
+        .map(|(n, _)| json!({"name": n, "image": format!("registry.example/{n}:1.0"), "volumeMounts": mounts}))
         .collect::<Vec<_>>());
     pod["status"]["containerStatuses"] = json!(containers
         .iter()
@@ -432,6 +440,7 @@ fn the_chart_pod_on_podman_sees_workloads_started_by_runc() {
         "StatefulSet",
         json!([{"name": "db-creds", "secret": {"secretName": "db-credentials"}},
                {"name": "app-config", "configMap": {"name": "app-settings"}}]),
+        &[("db-creds", "/etc/db"), ("app-config", "/etc/config")],
         &[("app", &app), ("sidecar", &sidecar)],
     ));
 
@@ -517,6 +526,7 @@ fn the_chart_pod_on_podman_sees_workloads_started_by_runc() {
         "migrate-x7k2p",
         "Job",
         json!([{"name": "job-token", "secret": {"secretName": "migrate-token"}}]),
+        &[("job-token", "/var/run/job")],
         &[("migrate", &migrate), ("check", &check_c)],
     ));
     wait_up_to(
