@@ -1,8 +1,8 @@
 //! Enrichment: what turns a kernel event into an access event. Volumes
-//! (scan, watcher, registry), cgroups, pods (store, kube watch), denied-open
-//! resolution, the correlation maps, and the [`enricher`] itself: a
-//! function from a decoded kernel event to an access event or a counted
-//! reason it was dropped.
+//! (scan, watcher, registry), cgroups, pods (store, kube watch), the
+//! Service endpoint map (store, kube watch), denied-open resolution, the
+//! correlation maps, and the [`enricher`] itself: a function from a decoded
+//! kernel event to an access event or a counted reason it was dropped.
 //!
 //! It may use `model` and `kernel`; outputs and the API read its stores.
 
@@ -11,6 +11,7 @@ pub mod correlation;
 pub mod denied;
 pub mod enricher;
 pub mod pods;
+pub mod services;
 pub mod signals;
 pub mod volumes;
 pub mod watcher;
