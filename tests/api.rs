@@ -82,6 +82,7 @@ fn unhealthy_when_the_reader_stalls_or_programs_are_gone() {
         cgroups: std::sync::Arc::new(CgroupResolver::for_host(None)),
         health: Default::default(),
         outputs: Vec::new(),
+        services: None,
         usage: std::sync::Arc::new(config_access_collector::usage::Usage::new(
             Default::default(),
             Box::new(Vec::new),

@@ -1,7 +1,7 @@
 //! The agent: wires the layers into a running collector. It builds each
 //! component's own settings from the [`Config`] ([`settings`]), starts the
 //! threads ([`workers`]: one way to start and stop them all), and stops
-//! them in order: the API, the volume watch, the pod watch, the
+//! them in order: the API, the volume watch, the pod and service watch, the
 //! correlator, the reader (detach, drain), the outputs, the exporters.
 
 use std::os::unix::fs::MetadataExt;
@@ -15,6 +15,7 @@ use crate::enrich::cgroup::{detect_v1_subsys, CgroupResolver};
 use crate::enrich::correlation::CorrelationMaps;
 use crate::enrich::enricher::Enricher;
 use crate::enrich::pods::{NoMetadata, PodMetadata, PodStore};
+use crate::enrich::services::ServiceMap;
 use crate::enrich::volumes::VolumeRegistry;
 use crate::enrich::watcher::{VolumeWatcher, WatchShared, WatchStats};
 use crate::kernel::clock::WallClock;
@@ -51,6 +52,7 @@ pub struct Collector {
     registry: Arc<VolumeRegistry>,
     correlation: Arc<CorrelationMaps>,
     pods: Option<Arc<PodStore>>,
+    services: Option<Arc<ServiceMap>>,
     outputs: Vec<Arc<OutputStats>>,
     health: Arc<HealthBoard>,
     watch_stats: Arc<WatchStats>,
@@ -96,6 +98,8 @@ struct Stores {
     /// The kube store, in kube mode.
     kube: Option<Arc<PodStore>>,
     pods: Arc<dyn PodMetadata>,
+    /// The Service endpoint map, fed with the kube store (`None`: off).
+    services: Option<Arc<ServiceMap>>,
 }
 
 /// The loaded probe's handles, and its reader waiting for the pipeline.
@@ -159,16 +163,22 @@ impl Collector {
         let options = settings::probe_options(config, v1.as_ref().map(|(i, _)| *i));
         let flush = Duration::from_millis(config.flush_interval_ms);
         let (reader, loaded) = workers::spawn_reader(options, flush)?;
+        let health = Arc::new(HealthBoard::default());
+        let services = kube
+            .as_ref()
+            .and(settings::service_map(config))
+            .map(|s| Arc::new(ServiceMap::new(s).with_health(Arc::clone(&health))));
         let stores = Stores {
             registry: Arc::new(VolumeRegistry::new()),
             correlation: Arc::new(CorrelationMaps::with_kernel(loaded.correlation)),
-            health: Arc::new(HealthBoard::default()),
+            health,
             user_stats: Arc::new(UserStats::default()),
             cgroups: Arc::new(CgroupResolver::for_host(
                 v1.map(|(_, name)| name).as_deref(),
             )),
             kube,
             pods,
+            services,
         };
         let started = Started {
             reader,
@@ -218,6 +228,7 @@ impl Collector {
             watch: Arc::clone(&watch.stats),
             listeners: Arc::clone(&listener_stats),
             usage: Arc::clone(&usage),
+            services: s.services.clone(),
         };
         crate::output::metrics::observe(&meter, &sources);
         let heartbeat = Arc::new(Heartbeat::default());
@@ -248,6 +259,7 @@ impl Collector {
             health: Arc::clone(&s.health),
             outputs: output_stats.clone(),
             usage: Arc::clone(&usage),
+            services: s.services.clone(),
         };
         let listeners = settings::listeners(config)?;
         let api = ApiServer::start_with_stats(&listeners, Arc::new(api_state), listener_stats)?;
@@ -267,6 +279,7 @@ impl Collector {
             registry: s.registry,
             correlation: s.correlation,
             pods: s.kube,
+            services: s.services,
             outputs: output_stats,
             health: s.health,
             watch_stats: watch.stats,
@@ -313,6 +326,12 @@ impl Collector {
     /// The pod store fed from the API server (`None` in standalone mode).
     pub fn pods(&self) -> Option<&Arc<PodStore>> {
         self.pods.as_ref()
+    }
+
+    /// The Service endpoint map (`None` when off): what the API serves, and
+    /// what a kernel map mirrors ([`ServiceMap::entries`], [`ServiceMap::changes_since`]).
+    pub fn services(&self) -> Option<&Arc<ServiceMap>> {
+        self.services.as_ref()
     }
 
     /// The watched volumes.
@@ -445,7 +464,10 @@ impl Watches {
             Some(store) => Some(workers::spawn_kube(
                 config.kube_api_url.clone(),
                 settings::pod_watch(config),
-                Arc::clone(store),
+                workers::KubeFeeds {
+                    pods: Arc::clone(store),
+                    services: s.services.clone(),
+                },
             )?),
             None if s.pods.pods() == 0 => {
                 tracing::info!("standalone mode (kube: off): namespace and pod names stay null");

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use crate::api::{Limits, Listeners};
+use crate::config::KubeMode;
 use crate::config::{Config, ConfigError};
 use crate::enrich::pods::{LabelFilter, WatchSettings};
+use crate::enrich::services::MapSettings;
 use crate::enrich::watcher::WatchConfig;
 use crate::kernel::probe::{ProbeOptions, WAKEUP_GAP};
 use crate::output::telemetry::{OtlpSettings, ResourceSettings, TelemetrySettings};
@@ -46,6 +48,14 @@ pub fn pod_watch(config: &Config) -> WatchSettings {
         node_name: config.node_name.clone(),
         labels: LabelFilter(config.pod_labels.clone()),
     }
+}
+
+/// The Service endpoint map's settings; `None` when it is off
+/// (`service_endpoints: false`, or no Kubernetes API with `kube: off`).
+pub fn service_map(config: &Config) -> Option<MapSettings> {
+    (config.service_endpoints && config.kube == KubeMode::Auto).then_some(MapSettings {
+        max_entries: config.service_endpoints_max_entries,
+    })
 }
 
 /// Where JSON events are written.

@@ -8,7 +8,9 @@
 //!   fan-out. Stopped, it detaches the programs, drains the ring and drops
 //!   the probe.
 //! * `correlator` fills the kernel correlation maps every second.
-//! * `kube-watcher` runs the pod watcher on a current-thread runtime.
+//! * `kube-watcher` runs the pod watcher, and the Service and EndpointSlice
+//!   watchers of the Service endpoint map when it is on, on one
+//!   current-thread runtime with one API client.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
@@ -20,6 +22,7 @@ use crate::enrich::cgroup::CgroupResolver;
 use crate::enrich::correlation::{CorrelationMaps, UnresolvedHealth};
 use crate::enrich::enricher::Enricher;
 use crate::enrich::pods::{PodMetadata, PodStore, WatchSettings};
+use crate::enrich::services::ServiceMap;
 use crate::kernel::clock::{monotonic_ns, WallClock};
 use crate::kernel::maps::KernelDirs;
 use crate::kernel::maps::{KernelMaps, StatsReader};
@@ -302,11 +305,20 @@ pub fn spawn_correlator(
     )
 }
 
-/// Runs the pod watcher on its own thread and runtime until stopped.
+/// What the `kube-watcher` thread feeds from the API server.
+#[derive(Debug)]
+pub struct KubeFeeds {
+    pub pods: Arc<PodStore>,
+    /// The Service endpoint map (`None`: off).
+    pub services: Option<Arc<ServiceMap>>,
+}
+
+/// Runs the pod watcher (and the service map's) on its own thread and
+/// runtime until stopped.
 pub fn spawn_kube(
     url: Option<String>,
     settings: WatchSettings,
-    store: Arc<PodStore>,
+    feeds: KubeFeeds,
 ) -> crate::Result<Worker> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     Worker::spawn(
@@ -325,7 +337,7 @@ pub fn spawn_kube(
                     return;
                 }
             };
-            runtime.block_on(watch_or_stand_alone(url, settings, store, async move {
+            runtime.block_on(watch_or_stand_alone(url, settings, feeds, async move {
                 let _ = stop_rx.await;
             }));
         },
@@ -335,15 +347,29 @@ pub fn spawn_kube(
 async fn watch_or_stand_alone(
     url: Option<String>,
     settings: WatchSettings,
-    store: Arc<PodStore>,
+    feeds: KubeFeeds,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    match crate::enrich::pods::client(url.as_deref()).await {
-        Ok(client) => crate::enrich::pods::watch_pods(client, settings, store, stop).await,
+    use futures::FutureExt;
+    let client = match crate::enrich::pods::client(url.as_deref()).await {
+        Ok(client) => client,
         Err(e) => {
             tracing::warn!("{e}: running standalone; namespace and pod names stay null");
-            store.set_standalone();
+            feeds.pods.set_standalone();
+            if let Some(services) = &feeds.services {
+                services.set_standalone();
+            }
             stop.await;
+            return;
         }
+    };
+    let stop = stop.shared();
+    let pods = crate::enrich::pods::watch_pods(client.clone(), settings, feeds.pods, stop.clone());
+    match feeds.services {
+        Some(services) => {
+            let services = crate::enrich::services::watch_service_map(client, services, stop);
+            tokio::join!(pods, services);
+        }
+        None => pods.await,
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod client;
 mod listen;
+mod services;
 
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
@@ -37,6 +38,7 @@ use crate::enrich::correlation::{
     RemovedMount,
 };
 use crate::enrich::pods::{MetadataStatus, PodMetadata};
+use crate::enrich::services::{Protocol, Role, ServiceMap};
 use crate::kernel::maps::StatsReader;
 use crate::kernel::probe::Attachment;
 pub use crate::model::health::Heartbeat;
@@ -51,6 +53,10 @@ use crate::usage::objects::{BlastRadius, ObjectMount, ObjectUsage};
 use crate::usage::rotation::{RotatedReader, RotatedVolume, RotationReport};
 use crate::usage::startup::{StartupOnlyRead, StartupOnlyReport};
 use crate::usage::{KeyReport, Usage, UsageReport};
+
+pub use services::{
+    router as services_router, BackingPod, PodEndpoint, PodServices, ServiceEndpoint, ServiceTarget,
+};
 
 pub use listen::{raise_fd_limit, Limits, SocketFileError, LINGER_BYTES, LINGER_TIME, MAX_HEAD};
 
@@ -104,6 +110,8 @@ pub struct ApiState {
     pub outputs: Vec<Arc<OutputStats>>,
     /// The usage ledger and its answers.
     pub usage: Arc<Usage>,
+    /// The Service endpoint map (`None`: off; `/v1/services/*` answer 501).
+    pub services: Option<Arc<ServiceMap>>,
 }
 
 /// Who may write through a listener.
@@ -983,7 +991,7 @@ impl utoipa::Modify for BearerAuth {
     info(
         title = "config-access-collector correlation API",
         version = "1",
-        description = "Pod and container attribution for sibling collectors. Writes are accepted on the Unix socket, and on TCP with a bearer token."
+        description = "Pod and container attribution, and the Service endpoint map, for sibling collectors. Writes are accepted on the Unix socket, and on TCP with a bearer token."
     ),
     paths(
         pod_by_cgroup,
@@ -1005,7 +1013,9 @@ impl utoipa::Modify for BearerAuth {
         usage_of_object,
         baselines,
         baseline_of,
-        reset_baseline
+        reset_baseline,
+        services::by_endpoint,
+        services::by_pod
     ),
     modifiers(&BearerAuth),
     components(schemas(
@@ -1044,7 +1054,14 @@ impl utoipa::Modify for BearerAuth {
         WorkloadBaseline,
         WorkloadBaselineDetail,
         WorkloadId,
-        BaselineEntry
+        BaselineEntry,
+        ServiceEndpoint,
+        ServiceTarget,
+        BackingPod,
+        PodServices,
+        PodEndpoint,
+        Protocol,
+        Role
     ))
 )]
 pub struct ApiDoc;
@@ -1076,6 +1093,7 @@ async fn fallback_405() -> Response {
 }
 
 fn api_router(ctx: Ctx) -> Router {
+    let services = services::router(ctx.state.services.clone());
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/pods/by-cgroup/{cgroup_id}", get(pod_by_cgroup))
@@ -1108,6 +1126,7 @@ fn api_router(ctx: Ctx) -> Router {
         .method_not_allowed_fallback(fallback_405)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx)
+        .merge(services)
 }
 
 /// `GET /metrics`: every metric in the Prometheus text format.

@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub node_name: Option<String>,
     pub pod_labels: Option<Vec<String>>,
     pub deleted_pod_grace_ms: Option<u64>,
+    pub service_endpoints: Option<bool>,
+    pub service_endpoints_max_entries: Option<usize>,
     pub health_listen: Option<String>,
     pub api_socket: Option<String>,
     pub api_socket_mode: Option<String>,

@@ -130,6 +130,11 @@ pub struct Config {
     pub pod_labels: Vec<String>,
     /// How long a deleted pod's metadata still serves late events, in ms.
     pub deleted_pod_grace_ms: u64,
+    /// Keep the Service endpoint map ((IP, port, protocol) -> Service and
+    /// pod) from every Service and EndpointSlice of the cluster (with `kube: auto`).
+    pub service_endpoints: bool,
+    /// Most (address, target) entries the Service endpoint map holds.
+    pub service_endpoints_max_entries: usize,
     /// Address of the health endpoints (`/healthz`, `/readyz`), or `off`.
     pub health_listen: String,
     /// Unix socket of the correlation API (reads and writes), or `off`.
@@ -237,6 +242,8 @@ impl Default for Config {
             node_name: None,
             pod_labels: vec!["app".into(), "app.kubernetes.io/*".into()],
             deleted_pod_grace_ms: 60_000,
+            service_endpoints: true,
+            service_endpoints_max_entries: 500_000,
             health_listen: "0.0.0.0:9890".into(),
             api_socket: "/run/config-access-collector/api.sock".into(),
             api_socket_mode: "0660".into(),
@@ -437,6 +444,15 @@ mod tests {
         assert_eq!(key("health_max_connections: 0\n"), "health_max_connections");
         assert_eq!(key("http_timeout_ms: 50\n"), "http_timeout_ms");
         assert_eq!(key("api_max_mounts: 0\n"), "api_max_mounts");
+        assert_eq!(
+            key("service_endpoints_max_entries: 0\n"),
+            "service_endpoints_max_entries"
+        );
+        assert_eq!(key("service_endpoints: sometimes\n"), "service_endpoints");
+        let off =
+            load_str("service_endpoints: false\nservice_endpoints_max_entries: 10\n").unwrap();
+        assert!(!off.service_endpoints);
+        assert_eq!(off.service_endpoints_max_entries, 10);
         assert_eq!(
             key("metrics_access_labels: [pid]\n"),
             "metrics_access_labels[0]"

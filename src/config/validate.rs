@@ -222,6 +222,11 @@ impl Config {
             ),
             ("http_timeout_ms", self.http_timeout_ms, 100),
             ("api_max_mounts", self.api_max_mounts as u64, 1),
+            (
+                "service_endpoints_max_entries",
+                self.service_endpoints_max_entries as u64,
+                1,
+            ),
         ] {
             if v < min {
                 return Err(invalid(key, format!("must be at least {min}, got {v}")));

@@ -21,6 +21,7 @@ use super::telemetry::ExportCounters;
 use super::OutputStats;
 use crate::enrich::correlation::{CorrelationMaps, CorrelationOp};
 use crate::enrich::pods::PodMetadata;
+use crate::enrich::services::ServiceMap;
 use crate::enrich::volumes::{IgnoreReason, VolumeRegistry};
 use crate::enrich::watcher::WatchStats;
 use crate::kernel::maps::StatsReader;
@@ -290,6 +291,8 @@ pub struct Sources {
     pub listeners: Arc<ListenerStats>,
     /// The usage ledger's answers.
     pub usage: Arc<Usage>,
+    /// The Service endpoint map (`None`: off).
+    pub services: Option<Arc<ServiceMap>>,
 }
 
 fn get(a: &AtomicU64) -> u64 {
@@ -311,6 +314,24 @@ pub fn observe(meter: &Meter, s: &Sources) {
     observe_listeners(meter, s);
     observe_correlation(meter, s);
     observe_usage(meter, s);
+    observe_service_map(meter, s);
+}
+
+/// The Service endpoint map's size, and what it left out (when it is on).
+fn observe_service_map(meter: &Meter, s: &Sources) {
+    let Some(services) = &s.services else { return };
+    let map = Arc::clone(services);
+    meter
+        .u64_observable_gauge("kernel_monitor_service_map_entries")
+        .with_description("(address, target) entries the Service endpoint map holds: cluster IPs and endpoints, per port")
+        .with_callback(move |o| o.observe(map.entry_count() as u64, &[]))
+        .build();
+    let map = Arc::clone(services);
+    meter
+        .u64_observable_counter("kernel_monitor_service_map_overflow")
+        .with_description("Entries the Service endpoint map left out because it held service_endpoints_max_entries; while objects are left out /healthz is degraded (component service_map)")
+        .with_callback(move |o| o.observe(map.overflow(), &[]))
+        .build();
 }
 
 /// A per-object gauge: name, description, field.

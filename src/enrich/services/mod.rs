@@ -21,7 +21,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::model::pod::Name;
 
@@ -55,7 +56,9 @@ pub enum SkippedObject {
 }
 
 /// Transport protocol of a Service or endpoint port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 pub enum Protocol {
     #[serde(rename = "TCP")]
     Tcp,
@@ -107,13 +110,21 @@ pub struct EndpointKey {
 }
 
 impl EndpointKey {
+    /// The key of `ip` (an IPv4-mapped IPv6 address, `::ffff:a.b.c.d`, as
+    /// the IPv4 address it maps: the form Kubernetes writes), `port`, `protocol`.
     pub fn new(ip: IpAddr, port: u16, protocol: Protocol) -> Self {
-        Self { ip, port, protocol }
+        Self {
+            ip: ip.to_canonical(),
+            port,
+            protocol,
+        }
     }
 }
 
 /// What the address is of a Service's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// One of the Service's cluster IPs, with a Service port.
