@@ -38,6 +38,8 @@ pub struct ObjectId {
 #[derive(Debug, Clone)]
 pub struct Contribution {
     pub id: ObjectId,
+    /// Every Service port the entries point to, made for this object alone.
+    pub ports: Vec<Arc<ServicePort>>,
     pub entries: Vec<(EndpointKey, Target)>,
     pub dropped: u64,
 }
@@ -46,6 +48,7 @@ impl Contribution {
     fn new(id: ObjectId) -> Self {
         Self {
             id,
+            ports: Vec::new(),
             entries: Vec::new(),
             dropped: 0,
         }
@@ -123,6 +126,7 @@ pub fn service_entries(
             port_name: port_name(port.name.as_deref(), names),
             role: Role::ClusterIp,
         });
+        out.ports.push(Arc::clone(&service));
         for ip in &ips {
             let target = Target {
                 service: Arc::clone(&service),
@@ -190,6 +194,7 @@ pub fn slice_entries(
         })
         .collect();
     let mut out = Contribution::new(id);
+    out.ports = ports.iter().map(|(_, _, s)| Arc::clone(s)).collect();
     for endpoint in &slice.endpoints {
         let Some(ip) = address_of(endpoint) else {
             continue;

@@ -160,16 +160,6 @@ pub struct Target {
 }
 
 impl Target {
-    /// The same contribution (the very same shared values), not just equal ones.
-    fn same(&self, other: &Target) -> bool {
-        Arc::ptr_eq(&self.service, &other.service)
-            && match (&self.pod, &other.pod) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            }
-    }
-
     /// Order of preference when a key has several targets (the kernel map
     /// holds one): by role, namespace, Service, port name, then pod.
     fn rank(&self) -> (&ServicePort, Option<&PodRef>) {

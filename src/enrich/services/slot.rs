@@ -22,27 +22,29 @@ impl Slot {
         *self = Slot::Many(all.into_boxed_slice());
     }
 
-    /// Removes one occurrence of exactly `target`; returns whether the slot is empty now.
-    pub fn remove(&mut self, target: &Target) -> bool {
-        let Slot::Many(all) = self else {
-            return matches!(self, Slot::One(t) if t.same(target));
+    /// Removes one target `owned` picks; returns it, and whether the slot
+    /// is empty now.
+    pub fn take(&mut self, owned: impl Fn(&Target) -> bool) -> (Option<Target>, bool) {
+        let mut v = match std::mem::replace(self, Slot::Many(Box::new([]))) {
+            Slot::One(t) => vec![t],
+            Slot::Many(all) => all.into_vec(),
         };
-        let mut v = std::mem::take(all).into_vec();
-        if let Some(i) = v.iter().position(|t| t.same(target)) {
-            v.swap_remove(i);
-        }
-        match (v.pop(), v.is_empty()) {
-            (None, _) => true,
-            (Some(last), true) => {
-                *self = Slot::One(last);
-                false
-            }
+        let taken = v.iter().position(owned).map(|i| v.swap_remove(i));
+        let empty = v.is_empty();
+        *self = match (v.pop(), v.is_empty()) {
+            (Some(last), true) => Slot::One(last),
             (Some(last), false) => {
                 v.push(last);
-                *self = Slot::Many(v.into_boxed_slice());
-                false
+                Slot::Many(v.into_boxed_slice())
             }
-        }
+            (None, _) => Slot::Many(Box::new([])),
+        };
+        (taken, empty)
+    }
+
+    /// The target `owned` picks.
+    pub fn find(&self, owned: impl Fn(&Target) -> bool) -> Option<&Target> {
+        self.iter().find(|t| owned(t))
     }
 
     /// Every target.

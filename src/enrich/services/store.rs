@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::convert::{Contribution, ObjectId, ObjectKind};
 use super::slot::Slot;
-use super::{EndpointKey, MapSettings, Target, HEALTH_COMPONENT};
+use super::{EndpointKey, MapSettings, ServicePort, Target, HEALTH_COMPONENT};
 use crate::enrich::pods::{Interner, MetadataStatus};
 use crate::model::health::{HealthBoard, Severity};
 use crate::model::pod::Name;
@@ -23,32 +23,45 @@ pub const CHANGE_LOG: usize = 16_384;
 /// Removals of objects between two sweeps of the interned names.
 const SWEEP_EVERY: usize = 1024;
 
-/// What one object holds in the map.
+/// What one object holds in the map: its keys, and the Service ports its
+/// targets point to. A target is this object's when its `service` is one of
+/// them (the very value, not an equal one): the conversion makes them for
+/// this object alone, so the targets need not be stored twice.
 #[derive(Debug)]
 struct Record {
-    entries: Box<[(EndpointKey, Target)]>,
+    ports: Box<[Arc<ServicePort>]>,
+    keys: Box<[EndpointKey]>,
     /// Some of its entries did not fit.
     truncated: bool,
 }
 
 impl Record {
-    /// Whether `entries` are the same keys to equal targets.
-    fn same_as(&self, entries: &[(EndpointKey, Target)]) -> bool {
-        self.entries.len() == entries.len()
-            && self
-                .entries
-                .iter()
-                .zip(entries)
-                .all(|((k1, t1), (k2, t2))| k1 == k2 && t1 == t2)
+    fn owns(&self, t: &Target) -> bool {
+        self.ports.iter().any(|p| Arc::ptr_eq(p, &t.service))
+    }
+
+    /// Whether `entries` are this record's keys, to equal targets.
+    fn same_as(&self, index: &Index, entries: &[(EndpointKey, Target)]) -> bool {
+        self.keys.len() == entries.len()
+            && self.keys.iter().zip(entries).all(|(k, (k2, t2))| {
+                k == k2
+                    && index
+                        .get(k)
+                        .and_then(|s| s.find(|t| self.owns(t)))
+                        .is_some_and(|t| t == t2)
+            })
     }
 }
 
+type Index = HashMap<EndpointKey, Slot, Fast>;
+
 #[derive(Debug, Default)]
 struct Inner {
-    index: HashMap<EndpointKey, Slot, Fast>,
+    index: Index,
     records: HashMap<ObjectId, Record, Fast>,
-    /// Keys with a target backed by each pod (a key once per target).
-    by_pod: HashMap<Name, Vec<EndpointKey>, Fast>,
+    /// Keys with a target backed by each pod (a key once per target; a
+    /// boxed slice, not a vector: no spare capacity for 100,000 pods).
+    by_pod: HashMap<Name, Box<[EndpointKey]>, Fast>,
     /// (key, target) pairs held: the sum of the records' entries.
     entries: usize,
     /// Records with entries left out.
@@ -66,10 +79,8 @@ struct Inner {
 impl Inner {
     fn add(&mut self, key: EndpointKey, target: Target) {
         if let Some(pod) = &target.pod {
-            self.by_pod
-                .entry(Arc::clone(&pod.uid))
-                .or_default()
-                .push(key);
+            let keys = self.by_pod.entry(Arc::clone(&pod.uid)).or_default();
+            *keys = keys.iter().copied().chain([key]).collect();
         }
         match self.index.get_mut(&key) {
             Some(slot) => slot.push(target),
@@ -79,19 +90,29 @@ impl Inner {
         }
     }
 
-    fn take_back(&mut self, key: &EndpointKey, target: &Target) {
-        if let Some(pod) = &target.pod {
-            if let Some(keys) = self.by_pod.get_mut(&pod.uid) {
-                if let Some(i) = keys.iter().position(|k| k == key) {
-                    keys.swap_remove(i);
-                }
-                if keys.is_empty() {
-                    self.by_pod.remove(&pod.uid);
-                }
-            }
-        }
-        if self.index.get_mut(key).is_some_and(|s| s.remove(target)) {
+    /// Removes `record`'s target at `key`.
+    fn take_back(&mut self, key: &EndpointKey, record: &Record) {
+        let Some(slot) = self.index.get_mut(key) else {
+            return;
+        };
+        let (taken, empty) = slot.take(|t| record.owns(t));
+        if empty {
             self.index.remove(key);
+        }
+        let Some(uid) = taken.and_then(|t| t.pod).map(|p| Arc::clone(&p.uid)) else {
+            return;
+        };
+        let Some(keys) = self.by_pod.get_mut(&uid) else {
+            return;
+        };
+        let mut left: Vec<EndpointKey> = keys.to_vec();
+        if let Some(i) = left.iter().position(|k| k == key) {
+            left.swap_remove(i);
+        }
+        if left.is_empty() {
+            self.by_pod.remove(&uid);
+        } else {
+            *keys = left.into_boxed_slice();
         }
     }
 
@@ -100,10 +121,10 @@ impl Inner {
         let Some(record) = self.records.remove(id) else {
             return false;
         };
-        self.entries -= record.entries.len();
+        self.entries -= record.keys.len();
         self.truncated -= usize::from(record.truncated);
-        for (key, target) in record.entries.iter() {
-            self.take_back(key, target);
+        for key in record.keys.iter() {
+            self.take_back(key, &record);
             self.log_change(generation, *key);
         }
         self.removed_since_sweep += 1;
@@ -123,7 +144,8 @@ impl Inner {
         self.truncated += usize::from(dropped > 0);
         if !entries.is_empty() || dropped > 0 {
             let record = Record {
-                entries: entries.into_boxed_slice(),
+                ports: c.ports.into_boxed_slice(),
+                keys: entries.into_iter().map(|(k, _)| k).collect(),
                 truncated: dropped > 0,
             };
             self.records.insert(c.id, record);
@@ -233,7 +255,7 @@ impl ServiceMap {
         let mut inner = self.write();
         inner.seen(&c.id);
         let unchanged = match inner.records.get(&c.id) {
-            Some(r) => !r.truncated && c.dropped == 0 && r.same_as(&c.entries),
+            Some(r) => !r.truncated && c.dropped == 0 && r.same_as(&inner.index, &c.entries),
             None => c.entries.is_empty() && c.dropped == 0,
         };
         if unchanged {

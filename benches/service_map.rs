@@ -1,0 +1,224 @@
+//! Memory and lookup cost of the Service endpoint map.
+//!
+//! `cargo bench --bench service_map` loads 10,000 Services (one in ten
+//! dual-stack; two ports each) and their EndpointSlices with 100,000
+//! endpoints in all (10 per Service, each a pod; a dual-stack Service's
+//! endpoints split between an IPv4 and an IPv6 slice; two ports per slice),
+//! converting and dropping each object as the watchers do. It prints the
+//! heap the map holds and the resident memory it added, the load and relist
+//! times, and the mean time of a lookup by address (hit and miss), by pod,
+//! of a full snapshot and of a change-log read. No BPF, no root.
+//! `SERVICE_MAP_SERVICES` and `SERVICE_MAP_ENDPOINTS_PER_SERVICE` change the
+//! sizes.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
+
+use config_access_collector::enrich::services::{
+    service_entries, slice_entries, EndpointKey, MapSettings, ObjectKind, Protocol, ServiceMap,
+};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+
+mod common;
+
+use common::{live_heap, rss_kib};
+
+#[global_allocator]
+static ALLOC: common::Counting = common::Counting;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Service `i`'s IPv4 cluster IP (10.96.0.0/12).
+fn cluster_v4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a60_0000 + i as u32)
+}
+
+fn cluster_v6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, (i >> 16) as u16, i as u16)
+}
+
+/// Endpoint `n`'s pod IP (10.0.0.0/8 from 10.1.0.0).
+fn pod_v4(n: usize) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a01_0000 + n as u32)
+}
+
+fn pod_v6(n: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x1, 0, 0, 0, 0, (n >> 16) as u16, n as u16)
+}
+
+fn pod_uid(n: usize) -> String {
+    format!("{:08x}-1b2c-4d3e-8f40-{:012x}", n, n * 7919)
+}
+
+fn dual(i: usize) -> bool {
+    i % 10 == 0
+}
+
+fn service(i: usize) -> Service {
+    let mut ips = vec![cluster_v4(i).to_string()];
+    if dual(i) {
+        ips.push(cluster_v6(i).to_string());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("checkout-{i}"), "namespace": format!("team-{}", i % 50),
+            "uid": format!("svc-{i}"), "resourceVersion": "123456", "labels": {"app": "checkout"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\"}"}},
+        "spec": {"type": "ClusterIP", "clusterIP": ips[0], "clusterIPs": ips, "selector": {"app": format!("checkout-{i}")},
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
+                      {"name": "metrics", "port": 9090, "protocol": "TCP", "targetPort": 9090}]}
+    }))
+    .unwrap()
+}
+
+/// Service `i`'s slice of `family` with endpoints `first..first + n`.
+fn slice(i: usize, family: &str, first: usize, n: usize) -> EndpointSlice {
+    let endpoints: Vec<_> = (first..first + n)
+        .map(|e| {
+            let addr = if family == "IPv6" { pod_v6(e).to_string() } else { pod_v4(e).to_string() };
+            json!({"addresses": [addr], "conditions": {"ready": true, "serving": true, "terminating": false},
+                "nodeName": format!("node-{}", e % 100), "zone": "zone-a",
+                "targetRef": {"kind": "Pod", "namespace": format!("team-{}", i % 50),
+                    "name": format!("checkout-{i}-7d9f8b6c5d-{e:06}"), "uid": pod_uid(e)}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": family,
+        "metadata": {"name": format!("checkout-{i}-{}", family.to_lowercase()), "namespace": format!("team-{}", i % 50),
+            "labels": {"kubernetes.io/service-name": format!("checkout-{i}"),
+                       "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "metrics", "port": 9090, "protocol": "TCP"}]
+    }))
+    .unwrap()
+}
+
+/// Loads (or relists) every object into `map`, each converted and dropped at once.
+fn load(map: &ServiceMap, services: usize, per: usize) {
+    for kind in [ObjectKind::Service, ObjectKind::EndpointSlice] {
+        map.begin_relist(kind);
+    }
+    let limit = map.max_entries();
+    for i in 0..services {
+        map.apply(service_entries(&service(i), map.names(), limit).unwrap());
+        let first = i * per;
+        let slices = if dual(i) {
+            vec![
+                slice(i, "IPv4", first, per / 2),
+                slice(i, "IPv6", first + per / 2, per - per / 2),
+            ]
+        } else {
+            vec![slice(i, "IPv4", first, per)]
+        };
+        for s in slices {
+            map.apply(slice_entries(&s, map.names(), limit).unwrap());
+        }
+    }
+    for kind in [ObjectKind::Service, ObjectKind::EndpointSlice] {
+        map.end_relist(kind);
+    }
+}
+
+/// Mean ns of `f` over `keys`, `rounds` times.
+fn mean_ns<T>(keys: &[T], rounds: usize, mut f: impl FnMut(&T)) -> f64 {
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for k in keys {
+            f(k);
+        }
+    }
+    t.elapsed().as_nanos() as f64 / (rounds * keys.len()) as f64
+}
+
+fn main() {
+    let services = env("SERVICE_MAP_SERVICES", 10_000);
+    let per = env("SERVICE_MAP_ENDPOINTS_PER_SERVICE", 10);
+    let map = ServiceMap::new(MapSettings::default());
+    // Warm the allocator and the code paths on a small map first.
+    load(&ServiceMap::new(MapSettings::default()), 10, per);
+    let (rss_before, heap_before) = (rss_kib(), live_heap());
+    let t = Instant::now();
+    load(&map, services, per);
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let (rss_after, heap) = (rss_kib(), live_heap() - heap_before);
+    let t = Instant::now();
+    load(&map, services, per);
+    let relist_ms = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(
+        live_heap() - heap_before,
+        heap,
+        "a relist of the same objects holds nothing more"
+    );
+
+    let endpoints = services * per;
+    let mut hits: Vec<EndpointKey> = (0..endpoints)
+        .step_by(7)
+        .map(|n| {
+            let ip = if dual(n / per) && n % per >= per / 2 {
+                IpAddr::V6(pod_v6(n))
+            } else {
+                IpAddr::V4(pod_v4(n))
+            };
+            EndpointKey::new(ip, 8080, Protocol::Tcp)
+        })
+        .collect();
+    hits.extend(
+        (0..services).map(|i| EndpointKey::new(IpAddr::V4(cluster_v4(i)), 80, Protocol::Tcp)),
+    );
+    let misses: Vec<EndpointKey> = hits
+        .iter()
+        .map(|k| EndpointKey::new(k.ip, 81, Protocol::Tcp))
+        .collect();
+    assert!(
+        hits.iter().all(|k| !map.lookup(k).is_empty()),
+        "every hit is in the map"
+    );
+    let uids: Vec<String> = (0..endpoints).step_by(7).map(pod_uid).collect();
+    let rounds = 20;
+    let hit_ns = mean_ns(&hits, rounds, |k| {
+        black_box(map.lookup(k));
+    });
+    let miss_ns = mean_ns(&misses, rounds, |k| {
+        black_box(map.lookup(k));
+    });
+    let pod_ns = mean_ns(&uids, rounds, |u| {
+        black_box(map.by_pod(u));
+    });
+    let t = Instant::now();
+    let snapshot = map.entries();
+    let snapshot_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    black_box(map.changes_since(snapshot.generation.saturating_sub(100)));
+    let changes_us = t.elapsed().as_secs_f64() * 1e6;
+
+    let entries = map.entry_count();
+    println!(
+        "{services} Services ({} dual-stack), {endpoints} endpoints, 2 ports each:",
+        services.div_ceil(10)
+    );
+    println!(
+        "  keys {} / entries {entries} / objects {}",
+        map.len(),
+        map.objects()
+    );
+    println!(
+        "  heap held by the map: {:.1} MiB ({:.0} bytes per entry), RSS added {:.1} MiB",
+        heap as f64 / (1024.0 * 1024.0),
+        heap as f64 / entries as f64,
+        rss_after.saturating_sub(rss_before) as f64 / 1024.0
+    );
+    println!(
+        "  load (convert + apply): {load_ms:.0} ms; relist of the same objects: {relist_ms:.0} ms"
+    );
+    println!("  lookup by IP:port, hit: {hit_ns:.0} ns; miss: {miss_ns:.0} ns");
+    println!("  lookup by pod UID: {pod_ns:.0} ns");
+    println!("  full snapshot (entries()): {snapshot_ms:.1} ms for {} keys; changes_since (last 100 generations): {changes_us:.0} us", snapshot.entries.len());
+}
