@@ -59,7 +59,7 @@ fn pod_uid(n: usize) -> String {
 }
 
 fn dual(i: usize) -> bool {
-    i % 10 == 0
+    i.is_multiple_of(10)
 }
 
 fn service(i: usize) -> Service {
