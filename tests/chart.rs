@@ -43,6 +43,7 @@ const CHART_MANAGED_KEYS: &[&str] = &[
     "otlp_headers",
     "otlp_metrics",
     "otlp_logs",
+    "service_endpoints",
     "node_name",
 ];
 
@@ -362,11 +363,14 @@ fn daemonset_mounts_exactly_the_documented_host_paths_and_capabilities() {
     let socket = Path::new(cfg["api_socket"].as_str().unwrap());
     assert!(mounted(socket.parent().unwrap().to_str().unwrap()));
 
-    // The API access: pods, read-only, nothing else.
+    // The API access: pods, and for the Service endpoint map services and
+    // endpointslices, read-only, nothing else (the_cluster_role_... has both settings).
     let role = one(&docs, "ClusterRole");
     assert_eq!(
         role["rules"],
-        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}])
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+               {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+               {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}])
     );
     let sa = one(&docs, "ServiceAccount")["metadata"]["name"].clone();
     assert_eq!(pod["serviceAccountName"], sa);
@@ -568,6 +572,68 @@ fn collector_rejects_a_rendered_config_the_schema_cannot_catch() {
         err.contains("config.kubelet_writes") && err.contains("must be one of the following"),
         "{err}"
     );
+}
+
+/// The ClusterRole's rules as (API group, resource, verbs).
+fn rbac_rules(docs: &[Value]) -> Vec<(String, String, Vec<String>)> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    one(docs, "ClusterRole")["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| {
+            let verbs = strings(&rule["verbs"]);
+            let groups = strings(&rule["apiGroups"]);
+            strings(&rule["resources"]).into_iter().flat_map(move |r| {
+                let verbs = verbs.clone();
+                groups
+                    .clone()
+                    .into_iter()
+                    .map(move |g| (g, r.clone(), verbs.clone()))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_cluster_role_reads_pods_and_what_the_service_map_needs_only() {
+    let test = "the_cluster_role_reads_pods_and_what_the_service_map_needs_only";
+    let Some(helm) = helm(test) else { return };
+    let read = || vec!["get".to_string(), "list".into(), "watch".into()];
+    let rule = |group: &str, resource: &str| (group.to_string(), resource.to_string(), read());
+
+    // On by default: services (core) and endpointslices (discovery.k8s.io), read only.
+    let docs = render_ok(&helm, &[]);
+    assert_eq!(
+        rbac_rules(&docs),
+        [
+            rule("", "pods"),
+            rule("", "services"),
+            rule("discovery.k8s.io", "endpointslices")
+        ]
+    );
+    assert_eq!(
+        resolved(&config_text(&docs))["service_endpoints"],
+        json!(true)
+    );
+
+    // Off: pods only, and the collector does not watch what it may not read.
+    let docs = render_ok(&helm, &["--set", "serviceEndpoints.enabled=false"]);
+    assert_eq!(rbac_rules(&docs), [rule("", "pods")]);
+    assert_eq!(
+        resolved(&config_text(&docs))["service_endpoints"],
+        json!(false)
+    );
+
+    // The chart owns the key: `config` cannot turn it on behind the role's back.
+    let err = render(&helm, &["--set", "config.service_endpoints=true"]).unwrap_err();
+    assert!(err.contains("service_endpoints"), "{err}");
 }
 
 #[test]

@@ -68,6 +68,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "otlp_protocol" $v.otlp.protocol
   "otlp_metrics" $v.otlp.metrics
   "otlp_logs" $v.otlp.logs
+  "service_endpoints" $v.serviceEndpoints.enabled
 }}
 {{- if $v.apiTcp.enabled }}
 {{- $_ := set $c "api_listen" (include "cac.listen" (dict "host" $v.listenHost "port" $v.apiTcp.port)) }}
