@@ -110,7 +110,7 @@ pub struct ApiState {
     pub outputs: Vec<Arc<OutputStats>>,
     /// The usage ledger and its answers.
     pub usage: Arc<Usage>,
-    /// The Service endpoint map (`None`: off; `/v1/services/*` answer 501).
+    /// The Service endpoint map (`None`: off; `/v1/services/*` answer 404 saying so).
     pub services: Option<Arc<ServiceMap>>,
 }
 
