@@ -53,6 +53,16 @@ fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
     exchange(TcpStream::connect(addr).unwrap(), "GET", path, &[], b"")
 }
 
+/// Asserts that `path` is answered `status` with a JSON `error` containing `reason`.
+fn refused(addr: SocketAddr, path: &str, status: u16, reason: &str) {
+    let (got, body) = get(addr, path);
+    assert_eq!(got, status, "{path}: {body}");
+    let error = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{path}: {body}"));
+    assert!(error.contains(reason), "{path}: {error}");
+}
+
 /// A listed map: Service `shop/web` (dual-stack, http 80 TCP and dns 53
 /// UDP), its IPv4 slice (web-0, web-1) and IPv6 slice (web-0).
 fn shop() -> Arc<ServiceMap> {
@@ -131,15 +141,7 @@ fn lookups_by_address_and_port() {
         "/v1/services/by-endpoint?ip=10.96.0.10&port=53",
         "/v1/services/by-endpoint?ip=10.9.9.9&port=80&protocol=SCTP",
     ] {
-        let (status, body) = get(addr, path);
-        assert_eq!(status, 404, "{path}: {body}");
-        assert!(
-            body["error"]
-                .as_str()
-                .unwrap()
-                .starts_with("no Service has"),
-            "{body}"
-        );
+        refused(addr, path, 404, "no Service has");
     }
 }
 
@@ -172,14 +174,11 @@ fn lookups_by_pod() {
             r#""fd00:1::5" 8080 "TCP" "shop"/"web":"http""#,
         ]
     );
-    let (status, body) = get(addr, "/v1/services/by-pod/uid-unknown");
-    assert_eq!(status, 404, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("backs no Service endpoint"),
-        "{body}"
+    refused(
+        addr,
+        "/v1/services/by-pod/uid-unknown",
+        404,
+        "backs no Service endpoint",
     );
 }
 
@@ -210,12 +209,12 @@ fn bad_requests_are_400_with_a_reason() {
             "protocol must be TCP, UDP or SCTP",
         ),
     ] {
-        let (status, body) = get(addr, &format!("/v1/services/by-endpoint?{query}"));
-        assert_eq!(status, 400, "{query}: {body}");
-        let error = body["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{query}: {body}"));
-        assert!(error.contains(reason), "{query}: {error}");
+        refused(
+            addr,
+            &format!("/v1/services/by-endpoint?{query}"),
+            400,
+            reason,
+        );
     }
     let (status, body) = exchange(
         TcpStream::connect(addr).unwrap(),
@@ -235,28 +234,17 @@ fn off_standalone_and_not_yet_listed_say_so() {
         "/v1/services/by-endpoint?ip=10.96.0.10&port=80",
         "/v1/services/by-pod/u",
     ] {
-        let (status, body) = get(addr, path);
-        assert_eq!(status, 404, "{path}: {body}");
-        assert!(
-            body["error"]
-                .as_str()
-                .unwrap()
-                .contains("map is off (service_endpoints: false"),
-            "{body}"
-        );
+        refused(addr, path, 404, "map is off (service_endpoints: false");
     }
 
     let standalone = Arc::new(ServiceMap::new(MapSettings::default()));
     standalone.set_standalone();
     let (addr, _rt2) = serve(Some(standalone));
-    let (status, body) = get(addr, "/v1/services/by-endpoint?ip=10.96.0.10&port=80");
-    assert_eq!(status, 404, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("no Kubernetes API server"),
-        "{body}"
+    refused(
+        addr,
+        "/v1/services/by-endpoint?ip=10.96.0.10&port=80",
+        404,
+        "no Kubernetes API server",
     );
 
     // Not listed yet: what it holds is answered, a miss is 503 (retry), not 404.

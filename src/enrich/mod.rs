@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod correlation;
 pub mod denied;
 pub mod enricher;
+pub mod follow;
 pub mod pods;
 pub mod services;
 pub mod signals;

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::meta::{LabelFilter, PodMeta};
 use super::store::PodStore;
 use super::PodsError;
+use crate::enrich::follow::{follow, Reachability};
 
 /// Settings of the pod watcher.
 #[derive(Debug, Clone)]
@@ -24,61 +25,38 @@ pub async fn watch_pods(
     store: Arc<PodStore>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    use futures::StreamExt;
     use kube::runtime::watcher::{self, Event};
-    use kube::runtime::WatchStreamExt;
 
     let api: kube::Api<Pod> = kube::Api::all(client);
     let mut config = watcher::Config::default();
     if let Some(node) = &settings.node_name {
         config = config.fields(&format!("spec.nodeName={node}"));
     }
-    let stream = watcher::watcher(api, config).default_backoff();
-    futures::pin_mut!(stream);
-    futures::pin_mut!(stop);
-    let mut healthy = true;
-    loop {
-        let next = tokio::select! {
-            _ = &mut stop => return,
-            n = stream.next() => n,
-        };
-        let Some(item) = next else { return };
-        match item {
-            Ok(event) => {
-                match event {
-                    Event::Init => store.begin_relist(),
-                    Event::InitApply(p) | Event::Apply(p) => {
-                        if let Some(meta) = PodMeta::from_pod(&p, &settings.labels, store.names()) {
-                            store.apply(meta);
-                        }
-                    }
-                    Event::InitDone => {
-                        store.end_relist();
-                        tracing::info!(
-                            pods = store.len(),
-                            "pod metadata synced from the API server"
-                        );
-                    }
-                    Event::Delete(p) => {
-                        if let Some(uid) = &p.metadata.uid {
-                            store.delete(uid);
-                        }
-                    }
-                }
-                if !healthy {
-                    healthy = true;
-                    tracing::info!("Kubernetes API server reachable again; enrichment resumes");
-                }
-            }
-            Err(e) => {
-                if healthy {
-                    healthy = false;
-                    tracing::warn!("Kubernetes API server unavailable ({e}); events keep flowing without pod names until it is back");
-                }
+    let log = Reachability {
+        lost: "events keep flowing without pod names until it is back",
+        back: "enrichment resumes",
+    };
+    let on_event = |event| match event {
+        Event::Init => store.begin_relist(),
+        Event::InitApply(p) | Event::Apply(p) => {
+            if let Some(meta) = PodMeta::from_pod(&p, &settings.labels, store.names()) {
+                store.apply(meta);
             }
         }
-        store.purge();
-    }
+        Event::InitDone => {
+            store.end_relist();
+            tracing::info!(
+                pods = store.len(),
+                "pod metadata synced from the API server"
+            );
+        }
+        Event::Delete(p) => {
+            if let Some(uid) = &p.metadata.uid {
+                store.delete(uid);
+            }
+        }
+    };
+    follow(api, config, stop, log, on_event, || store.purge()).await;
 }
 
 /// A client for the API server at `url` (no credentials), or from the

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher::Event;
+use kube::runtime::watcher::{self, Event};
 
 use super::convert::{object_id, service_entries, slice_entries, Contribution, ObjectKind};
 use super::store::ServiceMap;
 use super::SkippedObject;
+use crate::enrich::follow::{follow, Reachability};
 use crate::enrich::pods::Interner;
 
 /// Turns an object into its contribution (at most `limit` entries).
@@ -64,35 +65,14 @@ async fn watch_kind<K>(
 ) where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    use futures::StreamExt;
-    use kube::runtime::{watcher, WatchStreamExt};
-
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-    futures::pin_mut!(stream);
-    futures::pin_mut!(stop);
-    let mut healthy = true;
-    loop {
-        let next = tokio::select! {
-            _ = &mut stop => return,
-            n = stream.next() => n,
-        };
-        match next {
-            None => return,
-            Some(Ok(event)) => {
-                handle(event, kind, convert, &map);
-                if !healthy {
-                    healthy = true;
-                    tracing::info!(?kind, "Kubernetes API server reachable again; the service endpoint map follows it");
-                }
-            }
-            Some(Err(e)) => {
-                if healthy {
-                    healthy = false;
-                    tracing::warn!(?kind, "Kubernetes API server unavailable ({e}); the service endpoint map keeps what it has until it is back");
-                }
-            }
-        }
-    }
+    let lost = format!("the service endpoint map keeps its {kind:?} entries until it is back");
+    let back = format!("the service endpoint map follows its {kind:?}s again");
+    let log = Reachability {
+        lost: &lost,
+        back: &back,
+    };
+    let on_event = |event| handle(event, kind, convert, &map);
+    follow(api, watcher::Config::default(), stop, log, on_event, || {}).await;
 }
 
 fn handle<K: kube::Resource>(
