@@ -7,7 +7,10 @@
 //! converting and dropping each object as the watchers do. It prints the
 //! heap the map holds and the resident memory it added, the load and relist
 //! times, and the mean time of a lookup by address (hit and miss), by pod,
-//! of a full snapshot and of a change-log read. No BPF, no root.
+//! of a full snapshot and of a change-log read. As root, it also loads the
+//! BPF object and writes the map's snapshot into the kernel's
+//! `svc_endpoints`: the time that takes (a rebuild) and the kernel memory
+//! the map then uses (`bpftool map show`: the map's own accounting).
 //! `SERVICE_MAP_SERVICES` and `SERVICE_MAP_ENDPOINTS_PER_SERVICE` change the
 //! sizes.
 
@@ -16,7 +19,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use config_access_collector::enrich::services::{
-    service_entries, slice_entries, EndpointKey, MapSettings, ObjectKind, Protocol, ServiceMap,
+    service_entries, slice_entries, EndpointKey, MapSettings, ObjectKind, Protocol, Role,
+    ServiceMap,
+};
+use config_access_collector::kernel::decode::{EndpointAddr, ServiceEndpoint};
+use config_access_collector::kernel::probe::{
+    Probe, ProbeOptions, ProbeStorage, ServiceEndpointsMap,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -221,4 +229,77 @@ fn main() {
     println!("  lookup by IP:port, hit: {hit_ns:.0} ns; miss: {miss_ns:.0} ns");
     println!("  lookup by pod UID: {pod_ns:.0} ns");
     println!("  full snapshot (entries()): {snapshot_ms:.1} ms for {} keys; changes_since (last 100 generations): {changes_us:.0} us", snapshot.entries.len());
+    if nix::unistd::geteuid().is_root() {
+        kernel_map(&map);
+    } else {
+        println!("  (not root: the kernel map svc_endpoints is not measured)");
+    }
+}
+
+/// Writes `map`'s snapshot into a freshly loaded `svc_endpoints` (bound:
+/// the default 500,000), and prints the time and the kernel's memory.
+fn kernel_map(map: &ServiceMap) {
+    let options = ProbeOptions {
+        correlation: false,
+        service_endpoints: Some(ServiceEndpointsMap {
+            max_entries: u32::try_from(map.max_entries()).unwrap(),
+            pin: None,
+        }),
+        ..ProbeOptions::default()
+    };
+    let mut storage = ProbeStorage::uninit();
+    let probe = Probe::load(&mut storage, &options).expect("the BPF object loads");
+    let kernel = probe.service_endpoints().unwrap().expect("svc_endpoints");
+    let empty = memlock(&probe);
+    let snapshot = map.entries();
+    let t = Instant::now();
+    for (key, target) in &snapshot.entries {
+        let addr = EndpointAddr {
+            ip: key.ip,
+            port: key.port,
+            protocol: key.protocol.number(),
+        };
+        let value = ServiceEndpoint {
+            namespace: &target.service.namespace,
+            service: &target.service.name,
+            port_name: target.service.port_name.as_deref().unwrap_or(""),
+            pod_uid: target.pod.as_ref().map_or("", |p| &p.uid),
+            backend: target.service.role == Role::Endpoint,
+        };
+        kernel
+            .put(addr, &value)
+            .expect("the kernel map takes every key");
+    }
+    let write_ms = t.elapsed().as_secs_f64() * 1e3;
+    let full = memlock(&probe);
+    let n = snapshot.entries.len();
+    println!(
+        "  kernel map svc_endpoints: {n} keys written in {write_ms:.0} ms ({:.2} us each); memory {:.1} MiB ({:.0} bytes per key), {:.2} MiB when empty",
+        write_ms * 1e3 / n as f64,
+        full as f64 / (1024.0 * 1024.0),
+        (full - empty) as f64 / n as f64,
+        empty as f64 / (1024.0 * 1024.0)
+    );
+}
+
+/// The kernel's memory accounting of the probe's `svc_endpoints` (bytes).
+fn memlock(probe: &Probe<'_>) -> u64 {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show", "name", "svc_endpoints"])
+        .output()
+        .expect("bpftool runs");
+    let maps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool -j");
+    let ids = probe.object_ids().1;
+    // One match is printed as an object, several as an array.
+    let maps = match maps {
+        serde_json::Value::Array(all) => all,
+        one => vec![one],
+    };
+    let ours = maps.iter().find(|m| {
+        m["id"]
+            .as_u64()
+            .is_some_and(|id| ids.contains(&(id as u32)))
+    });
+    ours.and_then(|m| m["bytes_memlock"].as_u64())
+        .expect("bpftool shows the probe's svc_endpoints")
 }

@@ -47,6 +47,12 @@ enum cac_limits {
 	CAC_POD_NAME_LEN = 128,
 	/* Bytes of a container id field (64 hex digits and the NUL, padded). */
 	CAC_CONTAINER_ID_LEN = 72,
+	/* Bytes of a Service name field (a DNS-1035 label: 63 characters and the NUL). */
+	CAC_SERVICE_NAME_LEN = 64,
+	/* Bytes of a port name field (an IANA service name: 15 characters and the NUL). */
+	CAC_PORT_NAME_LEN = 16,
+	/* Bytes of an address in `svc_endpoints` keys (IPv6; IPv4 as ::ffff:a.b.c.d). */
+	CAC_ADDR_LEN = 16,
 	/*
 	 * Bits of each of the two open-path filters, `dev_filter` and
 	 * `dir_filter` (arrays of CAC_FILTER_BITS / 64 u64 words; bit b is bit
@@ -393,6 +399,55 @@ struct cac_event {
 	char strings[CAC_PATH_LEN + CAC_NAME_LEN + CAC_CGROUP_NAME_LEN];
 };
 
+/* What an address of `svc_endpoints` is of its Service. */
+enum cac_endpoint_role {
+	/* One of the Service's cluster IPs, with a Service port. */
+	CAC_ENDPOINT_CLUSTER_IP = 1,
+	/* An endpoint of the Service (usually a pod IP), with a target port. */
+	CAC_ENDPOINT_BACKEND = 2,
+};
+
+/*
+ * Key of `svc_endpoints` (hash, written by user space, read by anyone): an
+ * address of the cluster as a socket carries it.  Other collectors' BPF
+ * programs build it from a socket or a sockaddr and look it up.  Zero the
+ * whole key first: `_pad` is part of it.
+ */
+struct cac_endpoint_key {
+	/// IPv6 address in network byte order; an IPv4 address as its IPv4-mapped form
+	/// ::ffff:a.b.c.d (ten zero bytes, two 0xff bytes, then the four IPv4 bytes).
+	cac_u8 addr[CAC_ADDR_LEN];
+	/// Port in network byte order (as sin_port, sin6_port and skc_dport hold it).
+	cac_u16 port;
+	/// IANA protocol number: 6 TCP, 17 UDP, 132 SCTP.
+	cac_u8 protocol;
+	/// Always zero.
+	cac_u8 _pad;
+};
+
+/*
+ * Value of `svc_endpoints`: the Service port an address belongs to, and for
+ * an endpoint the pod behind it.  When Services share an address and port
+ * (rare: one pod behind two Services), the map holds one of them, the first
+ * by role (cluster IP first), namespace, name and port name; the correlation
+ * API lists them all.
+ */
+struct cac_service_endpoint {
+	/// The Service's namespace, NUL-terminated.
+	char namespace[CAC_NAMESPACE_LEN];
+	/// The Service's name, NUL-terminated.
+	char service[CAC_SERVICE_NAME_LEN];
+	/// The port's name, NUL-terminated; empty for a Service's only, unnamed port.
+	char port_name[CAC_PORT_NAME_LEN];
+	/// UID of the pod behind an endpoint, NUL-terminated; empty for a cluster IP and for
+	/// an endpoint that names no pod.
+	char pod_uid[CAC_POD_UID_LEN];
+	/// enum cac_endpoint_role.
+	cac_u8 role;
+	/// Always zero.
+	cac_u8 _pad[7];
+};
+
 _Static_assert(sizeof(struct cac_dir_key) == 16, "cac_dir_key layout");
 _Static_assert(sizeof(struct cac_dir_info) == 8, "cac_dir_info layout");
 _Static_assert(sizeof(struct cac_sample) == 32, "cac_sample layout");
@@ -404,6 +459,8 @@ _Static_assert(sizeof(struct cac_repeat_key) == 32, "cac_repeat_key layout");
 _Static_assert(sizeof(struct cac_repeat) == 104, "cac_repeat layout");
 _Static_assert(sizeof(struct cac_failed_key) == 32, "cac_failed_key layout");
 _Static_assert(sizeof(struct cac_failed_repeat) == 104 + 16 + CAC_PATH_LEN, "cac_failed_repeat layout");
+_Static_assert(sizeof(struct cac_endpoint_key) == 20, "cac_endpoint_key layout");
+_Static_assert(sizeof(struct cac_service_endpoint) == 192, "cac_service_endpoint layout");
 _Static_assert(sizeof(struct cac_event) ==
 		   104 + CAC_COMM_LEN + CAC_PATH_LEN + CAC_NAME_LEN + CAC_CGROUP_NAME_LEN,
 	       "cac_event layout");

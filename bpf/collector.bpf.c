@@ -111,6 +111,12 @@
  *    no completion on success (REQ_F_CQE_SKIP) cannot be seen: it is
  *    counted (CAC_STAT_URING_UNOBSERVED).  Both run only for io_uring
  *    requests: no other syscall pays for them.
+ * 9. Service endpoints for sibling programs: `svc_endpoints` maps an address
+ *    of the cluster ((IP, port, protocol) as a socket holds them) to its
+ *    Service port and, for an endpoint, its pod.  User space mirrors its
+ *    Service endpoint map into it (and may pin it); no program here reads
+ *    it.  It is not preallocated: an empty map costs nothing, and a full
+ *    one its entries only.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -208,6 +214,19 @@ struct {
 	__type(key, __u64);
 	__type(value, struct cac_pod_info);
 } pod_info_map SEC(".maps");
+
+/*
+ * (IP, port, protocol) -> Service port and pod: for other collectors' BPF
+ * programs (written by user space, read by nobody here).  User space sets
+ * max_entries to its own map's bound.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct cac_endpoint_key);
+	__type(value, struct cac_service_endpoint);
+} svc_endpoints SEC(".maps");
 
 /* tgid -> container of the process (user space, and fork inheritance here). */
 struct {
@@ -313,6 +332,7 @@ enum cac_stat cac_btf_stat __attribute__((unused));
 enum cac_volume_type cac_btf_volume_type __attribute__((unused));
 enum cac_sample_source cac_btf_sample_source __attribute__((unused));
 enum cac_session cac_btf_session __attribute__((unused));
+enum cac_endpoint_role cac_btf_endpoint_role __attribute__((unused));
 
 /* Is bit `bit` of filter `filter` set? */
 static __always_inline bool filter_has(void *filter, __u32 bit)

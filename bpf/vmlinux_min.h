@@ -59,6 +59,11 @@ enum {
 	BPF_EXIST = 2,
 };
 
+/* Map flags (uapi linux/bpf.h). */
+enum {
+	BPF_F_NO_PREALLOC = 1,
+};
+
 enum {
 	BPF_RB_NO_WAKEUP = 1,
 	BPF_RB_FORCE_WAKEUP = 2,

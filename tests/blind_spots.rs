@@ -2,7 +2,9 @@
 //! reproduced with real processes, mounts, namespaces and sockets: a volume
 //! scan that fails for lack of file descriptors, a volume directory that is a
 //! symlink, a stdout that stalls then closes, denied reads from mount
-//! namespaces that die at once, and the collector's own opens.
+//! namespaces that die at once, the collector's own opens, a kubelet root
+//! without mount propagation, and a kernel Service endpoint map that
+//! refuses writes.
 
 mod common;
 
@@ -10,15 +12,27 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{open_n_times, pod_cgroup, privileged, sample, Harness, KeepAlive, EXE, POD};
+use common::{
+    fake_apiserver, open_n_times, pod_cgroup, privileged, sample, Harness, KeepAlive, EXE, POD,
+};
 use config_access_collector::config::KubeMode;
 use config_access_collector::demo::container::ExecArgs;
 use config_access_collector::demo::sandbox::Sandbox;
+use config_access_collector::enrich::services::{
+    mirror_to_kernel, object_id, service_entries, KernelMirror, MapSettings, MirrorStats,
+    ObjectKind, ServiceMap,
+};
 use config_access_collector::enrich::volumes::IgnoreReason;
+use config_access_collector::kernel::probe::{
+    Probe, ProbeOptions, ProbeStorage, ServiceEndpointsMap,
+};
+use config_access_collector::model::health::HealthBoard;
 use config_access_collector::model::volume::VolumeType;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Waits up to `limit` for `cond`, failing with `what` otherwise.
 fn wait_up_to(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
@@ -536,4 +550,103 @@ fn a_kubelet_root_without_propagation_degrades_health_and_one_with_it_sees_later
     let (health, n) = later_volume_under("slave");
     assert_eq!(health["status"], "healthy", "{health:#}");
     assert_eq!(n, 1, "HostToContainer (slave) sees the later volume's read");
+}
+
+/// A listed Service endpoint map with Services `shop/svc-0` … `shop/svc-{n-1}`,
+/// each one cluster IP (10.96.9.i) and port 80.
+fn listed_services(n: usize) -> Arc<ServiceMap> {
+    let map = ServiceMap::new(MapSettings::default());
+    for kind in [ObjectKind::Service, ObjectKind::EndpointSlice] {
+        map.begin_relist(kind);
+    }
+    for i in 0..n {
+        let svc = fake_apiserver::service(
+            "shop",
+            &format!("svc-{i}"),
+            &[&format!("10.96.9.{i}")],
+            serde_json::json!([{"port": 80, "protocol": "TCP", "targetPort": 80}]),
+        );
+        let svc = serde_json::from_value(svc).unwrap();
+        map.apply(service_entries(&svc, map.names(), map.max_entries()).unwrap());
+    }
+    for kind in [ObjectKind::Service, ObjectKind::EndpointSlice] {
+        map.end_relist(kind);
+    }
+    Arc::new(map)
+}
+
+#[test]
+fn a_kernel_service_map_that_refuses_writes_is_counted_degrades_health_and_recovers() {
+    if !privileged(
+        "a_kernel_service_map_that_refuses_writes_is_counted_degrades_health_and_recovers",
+    ) {
+        return;
+    }
+    // A kernel map smaller than what it mirrors: its writes fail with E2BIG.
+    let options = ProbeOptions {
+        correlation: false,
+        service_endpoints: Some(ServiceEndpointsMap {
+            max_entries: 3,
+            pin: None,
+        }),
+        ..ProbeOptions::default()
+    };
+    let mut storage = ProbeStorage::uninit();
+    let probe = Probe::load(&mut storage, &options).expect("BPF loads");
+    let kernel = probe.service_endpoints().unwrap().expect("svc_endpoints");
+    let map = listed_services(5);
+    let stats = Arc::new(MirrorStats::default());
+    let health = Arc::new(HealthBoard::default());
+    let mirror = KernelMirror {
+        kernel,
+        stats: Arc::clone(&stats),
+        health: Some(Arc::clone(&health)),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = rt.spawn(mirror_to_kernel(Arc::clone(&map), mirror, async {
+        let _ = stopped.await;
+    }));
+    let degraded = || {
+        health
+            .conditions()
+            .iter()
+            .find(|c| c.component == "service_map_kernel")
+            .map(|c| c.reason.clone())
+    };
+    wait_up_to(Duration::from_secs(10), "the failed writes counted", || {
+        stats.failures.load(Ordering::Relaxed) >= 2 && degraded().is_some()
+    });
+    let reason = degraded().unwrap();
+    assert!(
+        reason.contains("2 writes to the kernel map svc_endpoints failed"),
+        "{reason}"
+    );
+    assert_eq!(stats.entries.load(Ordering::Relaxed), 3);
+
+    // Two Services go: the next rebuild (5 s later) fits and clears it.
+    for i in [3, 4] {
+        let id = object_id(
+            ObjectKind::Service,
+            &ObjectMeta {
+                namespace: Some("shop".into()),
+                name: Some(format!("svc-{i}")),
+                ..ObjectMeta::default()
+            },
+            map.names(),
+        )
+        .unwrap();
+        map.delete(&id);
+    }
+    wait_up_to(Duration::from_secs(15), "the rebuild to clear it", || {
+        degraded().is_none()
+    });
+    assert_eq!(stats.failures.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.entries.load(Ordering::Relaxed), 3);
+    let _ = stop.send(());
+    rt.block_on(task).unwrap();
 }

@@ -44,6 +44,7 @@ const CHART_MANAGED_KEYS: &[&str] = &[
     "otlp_metrics",
     "otlp_logs",
     "service_endpoints",
+    "service_endpoints_pin",
     "node_name",
 ];
 
@@ -487,12 +488,14 @@ fn rendered_config_is_accepted_by_the_collector() {
     let Some(helm) = helm(test) else { return };
     let defaults = resolved("");
 
-    // The default values change none of the collector's defaults but one:
-    // the chart saves the usage ledger on a host path, while the binary
-    // keeps it in memory unless told (so a run by hand writes nothing).
+    // The default values change none of the collector's defaults but two:
+    // the chart saves the usage ledger on a host path and pins the kernel
+    // Service endpoint map in the host's bpf filesystem, while the binary
+    // does neither unless told (so a run by hand leaves nothing behind).
     let docs = render_ok(&helm, &[]);
     let mut expected = defaults.clone();
     expected["state_dir"] = json!("/var/lib/config-access-collector");
+    expected["service_endpoints_pin"] = json!("/run/config-access-collector-bpf/svc_endpoints");
     assert_eq!(resolved(&config_text(&docs)), expected);
 
     // Every non-default value set resolves.
@@ -623,13 +626,44 @@ fn the_cluster_role_reads_pods_and_what_the_service_map_needs_only() {
         json!(true)
     );
 
-    // Off: pods only, and the collector does not watch what it may not read.
+    // The kernel map's pin: the collector's key and the one bpffs mount agree.
+    let pin_mount = |docs: &[Value]| {
+        rendered_mounts(one(docs, "DaemonSet"))
+            .into_iter()
+            .find(|m| m.host_path.starts_with("/sys/fs/bpf"))
+    };
+    let mount = pin_mount(&docs).expect("the pin directory is mounted");
+    assert_eq!(
+        (
+            mount.host_path.as_str(),
+            mount.container_path.as_str(),
+            mount.read_only
+        ),
+        (
+            "/sys/fs/bpf/config-access-collector",
+            "/run/config-access-collector-bpf",
+            false
+        )
+    );
+    assert_eq!(
+        resolved(&config_text(&docs))["service_endpoints_pin"],
+        json!("/run/config-access-collector-bpf/svc_endpoints")
+    );
+    let unpinned = render_ok(&helm, &["--set", "serviceEndpoints.pinDir="]);
+    assert_eq!(pin_mount(&unpinned), None);
+    assert_eq!(
+        resolved(&config_text(&unpinned))["service_endpoints_pin"],
+        json!("off")
+    );
+
+    // Off: pods only, and the collector does not watch what it may not read
+    // (nor pins a map, nor mounts any of /sys/fs/bpf).
     let docs = render_ok(&helm, &["--set", "serviceEndpoints.enabled=false"]);
     assert_eq!(rbac_rules(&docs), [rule("", "pods")]);
-    assert_eq!(
-        resolved(&config_text(&docs))["service_endpoints"],
-        json!(false)
-    );
+    let cfg = resolved(&config_text(&docs));
+    assert_eq!(cfg["service_endpoints"], json!(false));
+    assert_eq!(cfg["service_endpoints_pin"], json!("off"));
+    assert_eq!(pin_mount(&docs), None);
 
     // The chart owns the key: `config` cannot turn it on behind the role's back.
     let err = render(&helm, &["--set", "config.service_endpoints=true"]).unwrap_err();

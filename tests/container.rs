@@ -20,9 +20,10 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::fake_apiserver::{self, FakeApiServer};
+use common::fake_apiserver::{self, FakeApiServer, Resource};
 use common::oci::{self, Spec, Workload};
 use common::podspec::{self, PodmanRun};
+use common::svc_endpoints::kernel_lookup;
 use common::{privileged, sample, KeepAlive};
 use config_access_collector::demo::sandbox::Sandbox;
 use config_access_collector::model::volume::VolumeType;
@@ -111,6 +112,8 @@ impl Drop for PodNet {
 /// directories, and a fake API server on the node's end of the pod network.
 struct Node {
     sb: Sandbox,
+    /// The node's `serviceEndpoints.pinDir`, on the host's bpf filesystem.
+    pin_dir: PathBuf,
     net: PodNet,
     api: FakeApiServer,
     _rt: tokio::runtime::Runtime,
@@ -131,8 +134,11 @@ impl Node {
         .unwrap();
         let net = PodNet::new(netns, subnet);
         let (api, rt) = fake_apiserver::start_blocking(SocketAddr::from((net.host_ip, 0)));
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/cac-test-{netns}"));
+        let _ = std::fs::remove_dir_all(&pin_dir);
         Self {
             sb,
+            pin_dir,
             net,
             api,
             _rt: rt,
@@ -161,12 +167,23 @@ impl Node {
             ("image.repository", oci::IMAGE_REPOSITORY.to_string()),
             ("image.tag", oci::IMAGE_TAG.to_string()),
             ("config.kube_api_url", self.api.url()),
+            (
+                "serviceEndpoints.pinDir",
+                self.pin_dir.display().to_string(),
+            ),
         ] {
             args.extend(["--set".into(), format!("{k}={v}")]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         common::helm::render(&helm, &args).unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The pin outlives the agent, as on a node: the test removes it.
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
 }
 
@@ -460,6 +477,28 @@ fn the_chart_pod_on_podman_sees_workloads_started_by_runc() {
     assert_eq!(cap_eff, want, "CapEff {cap_eff:#x}");
     let (_, health) = agent.get(agent.health_port(), "/healthz").unwrap();
     assert_eq!(health["status"], "healthy", "{health:#}");
+
+    // The agent pins the kernel Service endpoint map in the host directory
+    // the chart mounts, where a program on the host finds its Services.
+    node.api.add_to(
+        Resource::Services,
+        fake_apiserver::service(
+            "shop",
+            "web",
+            &["10.96.3.3"],
+            json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]),
+        ),
+    );
+    let pin = node.pin_dir.join("svc_endpoints");
+    wait_up_to(
+        Duration::from_secs(20),
+        "the Service in the pinned svc_endpoints",
+        || pin.exists() && kernel_lookup(&pin, "10.96.3.3", 80, 6).is_some(),
+    );
+    assert_eq!(
+        kernel_lookup(&pin, "10.96.3.3", 80, 6),
+        Some(("shop/web:http@".to_string(), 1))
+    );
 
     let pod_a_volumes: Vec<(PathBuf, &str)> =
         vec![(secret.clone(), "/etc/db"), (config.clone(), "/etc/config")];

@@ -1,6 +1,8 @@
 //! Correlation maps in the kernel: kept exact by the process lifecycle (no
 //! program on every syscall), or from the optional sampler; inherited at
-//! fork, removed at exit and when the cgroup goes; and the library API.
+//! fork, removed at exit and when the cgroup goes; the library API; the
+//! troubleshooting commands; and the Service endpoint map `svc_endpoints`
+//! as other collectors' programs find it, pinned.
 
 mod common;
 
@@ -12,7 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::fake_apiserver::{endpoint_slice, service, Resource};
+use common::svc_endpoints::kernel_lookup;
 use common::{pod_cgroup, privileged, wait, Harness, POD};
+use config_access_collector::config::Config;
 use config_access_collector::demo::container::{ContainerProc, ExecArgs};
 use config_access_collector::demo::sandbox::Sandbox;
 use config_access_collector::enrich::cgroup::CgroupResolver;
@@ -21,6 +26,7 @@ use config_access_collector::enrich::correlation::{
 };
 use config_access_collector::enrich::pods::NoMetadata;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use serde_json::{json, Value};
 
 const CID: &str = "77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa77aa";
 const CID_EARLY: &str = "88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb88bb";
@@ -401,16 +407,129 @@ fn the_troubleshooting_commands_find_the_programs_and_correlation_maps() {
             "{name}: {progs}"
         );
     }
+    // Compared without whitespace: with several collectors running (other
+    // tests), bpftool prints each map's elements one level deeper.
+    let squash = |s: &str| s.split_whitespace().collect::<String>();
     let pids = sh("bpftool map dump name container_pids");
     let want = format!(
-        "\"key\": {},\n        \"value\": {{\n            \"cgroup_id\": {cgroup_id},\n            \"container_id\": \"{CID}\"",
+        "\"key\": {}, \"value\": {{ \"cgroup_id\": {cgroup_id}, \"container_id\": \"{CID}\"",
         proc.pid()
     );
-    assert!(pids.contains(&want), "{want}\nnot in:\n{pids}");
+    assert!(
+        squash(&pids).contains(&squash(&want)),
+        "{want}\nnot in:\n{pids}"
+    );
     let pods = sh("bpftool map dump name pod_info_map");
     let want = format!(
-        "\"key\": {cgroup_id},\n        \"value\": {{\n            \"pod_uid\": \"{POD}\",\n            \"namespace\": \"payments\",\n            \"pod_name\": \"payments-api-0\","
+        "\"key\": {cgroup_id}, \"value\": {{ \"pod_uid\": \"{POD}\", \"namespace\": \"payments\", \"pod_name\": \"payments-api-0\","
     );
-    assert!(pods.contains(&want), "{want}\nnot in:\n{pods}");
+    assert!(
+        squash(&pods).contains(&squash(&want)),
+        "{want}\nnot in:\n{pods}"
+    );
     drop(proc);
+}
+
+/// The kernel id of the map pinned at `pin`.
+fn pinned_id(pin: &Path) -> u64 {
+    let out = sh(&format!("bpftool -j map show pinned {}", pin.display()));
+    serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn the_service_endpoint_map_is_in_the_kernel_for_other_programs() {
+    if !privileged("the_service_endpoint_map_is_in_the_kernel_for_other_programs") {
+        return;
+    }
+    let dir = Path::new("/sys/fs/bpf/cac-test-svc");
+    let _ = std::fs::remove_dir_all(dir);
+    let pin = dir.join("svc_endpoints");
+    let pinned = |c: &mut Config| c.service_endpoints_pin = pin.display().to_string();
+    let (h, api, _rt) = Harness::with_fake_api(CID, pinned);
+    let grpc = json!([{"name": "grpc", "port": 9090, "protocol": "TCP", "targetPort": 9090}]);
+    api.add_to(
+        Resource::Services,
+        service(
+            "payments",
+            "ledger",
+            &["10.96.7.7", "fd00:96::7"],
+            grpc.clone(),
+        ),
+    );
+    let slice = |name: &str, ip: &str, pod: &str| {
+        endpoint_slice(
+            "payments",
+            name,
+            "ledger",
+            "IPv4",
+            &[(ip, pod)],
+            grpc.clone(),
+        )
+    };
+    api.add_to(
+        Resource::EndpointSlices,
+        slice("ledger-a", "10.1.7.7", "ledger-0"),
+    );
+    let lookup = |ip: &str, port: u16, protocol: u8| kernel_lookup(&pin, ip, port, protocol);
+    wait("the endpoint in svc_endpoints", || {
+        lookup("10.1.7.7", 9090, 6).is_some()
+    });
+    let cluster_ip = ("payments/ledger:grpc@".to_string(), 1);
+    assert_eq!(lookup("10.96.7.7", 9090, 6), Some(cluster_ip.clone()));
+    assert_eq!(lookup("fd00:96::7", 9090, 6), Some(cluster_ip.clone()));
+    assert_eq!(
+        lookup("10.1.7.7", 9090, 6),
+        Some(("payments/ledger:grpc@uid-ledger-0".to_string(), 2))
+    );
+    assert_eq!(lookup("10.96.7.7", 9090, 17), None, "UDP is another key");
+    assert_eq!(lookup("10.96.7.7", 9091, 6), None);
+
+    // An update moves the port; a deleted slice takes its endpoint away.
+    let moved = json!([{"name": "grpc", "port": 9091, "protocol": "TCP", "targetPort": 9090}]);
+    api.modify_in(
+        Resource::Services,
+        service("payments", "ledger", &["10.96.7.7", "fd00:96::7"], moved),
+    );
+    api.delete_from(Resource::EndpointSlices, "payments/ledger-a");
+    wait("the update and the delete in svc_endpoints", || {
+        lookup("10.96.7.7", 9091, 6).is_some()
+            && lookup("10.96.7.7", 9090, 6).is_none()
+            && lookup("10.1.7.7", 9090, 6).is_none()
+    });
+
+    // The pin outlives the collector; the next one takes the same map over
+    // and corrects what changed meanwhile.
+    let id = pinned_id(&pin);
+    drop(h);
+    assert!(pin.exists(), "the pin outlives the collector");
+    api.delete_from(Resource::Services, "payments/ledger");
+    api.add_to(
+        Resource::EndpointSlices,
+        slice("ledger-b", "10.1.7.8", "ledger-1"),
+    );
+    let url = api.url();
+    let h = Harness::start_with(|c| {
+        c.kube_api_url = Some(url.clone());
+        pinned(c);
+    });
+    wait("the map taken over, corrected", || {
+        lookup("10.1.7.8", 9090, 6).is_some() && lookup("10.96.7.7", 9091, 6).is_none()
+    });
+    assert_eq!(pinned_id(&pin), id, "the same map, reused");
+    drop(h);
+
+    // A map of another shape is replaced.
+    let h = Harness::start_with(|c| {
+        c.kube_api_url = Some(url.clone());
+        c.service_endpoints_max_entries = 1000;
+        pinned(c);
+    });
+    wait("a new map, filled", || {
+        lookup("10.1.7.8", 9090, 6).is_some()
+    });
+    assert_ne!(pinned_id(&pin), id, "a map of another size is replaced");
+    drop(h);
+    std::fs::remove_dir_all(dir).unwrap();
 }

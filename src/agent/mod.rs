@@ -15,11 +15,11 @@ use crate::enrich::cgroup::{detect_v1_subsys, CgroupResolver};
 use crate::enrich::correlation::CorrelationMaps;
 use crate::enrich::enricher::Enricher;
 use crate::enrich::pods::{NoMetadata, PodMetadata, PodStore};
-use crate::enrich::services::ServiceMap;
+use crate::enrich::services::{KernelMirror, MirrorStats, ServiceMap};
 use crate::enrich::volumes::VolumeRegistry;
 use crate::enrich::watcher::{VolumeWatcher, WatchShared, WatchStats};
 use crate::kernel::clock::WallClock;
-use crate::kernel::maps::{KernelDirs, StatsReader};
+use crate::kernel::maps::{KernelDirs, KernelServices, StatsReader};
 use crate::kernel::repeats::RepeatSweeper;
 use crate::model::event::AccessEvent;
 use crate::model::health::{HealthBoard, Heartbeat};
@@ -100,6 +100,8 @@ struct Stores {
     pods: Arc<dyn PodMetadata>,
     /// The Service endpoint map, fed with the kube store (`None`: off).
     services: Option<Arc<ServiceMap>>,
+    /// What its mirror in the kernel did.
+    mirror_stats: Arc<MirrorStats>,
 }
 
 /// The loaded probe's handles, and its reader waiting for the pipeline.
@@ -108,6 +110,8 @@ struct Started {
     dirs: KernelDirs,
     stats: StatsReader,
     repeats: Option<RepeatSweeper>,
+    /// The kernel's Service endpoint map (`None`: not created).
+    services: Option<KernelServices>,
     attachment: crate::kernel::probe::Attachment,
     programs: Vec<&'static str>,
     object_ids: (Vec<u32>, Vec<u32>),
@@ -179,6 +183,7 @@ impl Collector {
             kube,
             pods,
             services,
+            mirror_stats: Arc::default(),
         };
         let started = Started {
             reader,
@@ -190,6 +195,7 @@ impl Collector {
                     Duration::from_millis(config.repeat_window_ms),
                 )
             }),
+            services: loaded.services,
             attachment: loaded.attachment,
             programs: loaded.programs,
             object_ids: loaded.object_ids,
@@ -203,7 +209,7 @@ impl Collector {
         k: Started,
         s: Stores,
     ) -> crate::Result<Self> {
-        let watch = Watches::start(config, &s, k.dirs)?;
+        let watch = Watches::start(config, &s, k.dirs, k.services)?;
         let telemetry = Telemetry::start(&settings::telemetry(config)?)?;
         let event_logs = start_event_logs(config, &telemetry, &mut outputs)?;
         let output_stats: Vec<Arc<OutputStats>> =
@@ -229,6 +235,7 @@ impl Collector {
             listeners: Arc::clone(&listener_stats),
             usage: Arc::clone(&usage),
             services: s.services.clone(),
+            service_mirror: Arc::clone(&s.mirror_stats),
         };
         crate::output::metrics::observe(&meter, &sources);
         let heartbeat = Arc::new(Heartbeat::default());
@@ -451,7 +458,12 @@ struct Watches {
 
 impl Watches {
     /// Scans once (the kernel map is filled when this returns), then starts the threads.
-    fn start(config: &Config, s: &Stores, kernel: KernelDirs) -> crate::Result<Self> {
+    fn start(
+        config: &Config,
+        s: &Stores,
+        kernel: KernelDirs,
+        services: Option<KernelServices>,
+    ) -> crate::Result<Self> {
         let shared = WatchShared {
             registry: Arc::clone(&s.registry),
             correlation: Arc::clone(&s.correlation),
@@ -467,6 +479,11 @@ impl Watches {
                 workers::KubeFeeds {
                     pods: Arc::clone(store),
                     services: s.services.clone(),
+                    mirror: services.map(|kernel| KernelMirror {
+                        kernel,
+                        stats: Arc::clone(&s.mirror_stats),
+                        health: Some(Arc::clone(&s.health)),
+                    }),
                 },
             )?),
             None if s.pods.pods() == 0 => {

@@ -10,7 +10,7 @@ use crate::config::{Config, ConfigError};
 use crate::enrich::pods::{LabelFilter, WatchSettings};
 use crate::enrich::services::MapSettings;
 use crate::enrich::watcher::WatchConfig;
-use crate::kernel::probe::{ProbeOptions, WAKEUP_GAP};
+use crate::kernel::probe::{ProbeOptions, ServiceEndpointsMap, WAKEUP_GAP};
 use crate::output::telemetry::{OtlpSettings, ResourceSettings, TelemetrySettings};
 use crate::output::{FileOutput, Outputs};
 use crate::usage::ledger::LedgerSettings;
@@ -29,6 +29,11 @@ pub fn probe_options(config: &Config, cgroup_v1_subsys: Option<u32>) -> ProbeOpt
         cgroup_v1_subsys,
         ignore_own_process: config.ignore_own_opens,
         repeat_window: std::time::Duration::from_millis(config.repeat_window_ms),
+        service_endpoints: service_map(config).map(|s| ServiceEndpointsMap {
+            max_entries: u32::try_from(s.max_entries).unwrap_or(u32::MAX),
+            // Validated at load: an error here is only a config built in code.
+            pin: config.service_endpoints_pin_path().ok().flatten(),
+        }),
     }
 }
 

@@ -10,7 +10,8 @@
 //! * `correlator` fills the kernel correlation maps every second.
 //! * `kube-watcher` runs the pod watcher, and the Service and EndpointSlice
 //!   watchers of the Service endpoint map when it is on, on one
-//!   current-thread runtime with one API client.
+//!   current-thread runtime with one API client; with them, the mirror of
+//!   that map into the kernel's `svc_endpoints`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
@@ -22,10 +23,10 @@ use crate::enrich::cgroup::CgroupResolver;
 use crate::enrich::correlation::{CorrelationMaps, UnresolvedHealth};
 use crate::enrich::enricher::Enricher;
 use crate::enrich::pods::{PodMetadata, PodStore, WatchSettings};
-use crate::enrich::services::ServiceMap;
+use crate::enrich::services::{mirror_to_kernel, KernelMirror, ServiceMap};
 use crate::kernel::clock::{monotonic_ns, WallClock};
 use crate::kernel::maps::KernelDirs;
-use crate::kernel::maps::{KernelMaps, StatsReader};
+use crate::kernel::maps::{KernelMaps, KernelServices, StatsReader};
 use crate::kernel::probe::{Attachment, Probe, ProbeError, ProbeOptions, ProbeStorage};
 use crate::kernel::repeats::{RepeatMaps, RepeatSweeper};
 use crate::kernel::ring;
@@ -98,6 +99,8 @@ pub struct Loaded {
     pub stats: StatsReader,
     /// The kernel's counts of repeated opens.
     pub repeats: RepeatMaps,
+    /// The kernel's Service endpoint map (`None`: not created).
+    pub services: Option<KernelServices>,
     pub attachment: Attachment,
     pub programs: Vec<&'static str>,
     pub object_ids: (Vec<u32>, Vec<u32>),
@@ -109,6 +112,7 @@ fn loaded(probe: &Probe<'_>) -> Result<Loaded, ProbeError> {
         correlation: probe.correlation_maps()?,
         stats: probe.stats_reader()?,
         repeats: probe.repeat_maps()?,
+        services: probe.service_endpoints()?,
         attachment: probe.attachment(),
         programs: probe.attached_programs(),
         object_ids: probe.object_ids(),
@@ -311,6 +315,8 @@ pub struct KubeFeeds {
     pub pods: Arc<PodStore>,
     /// The Service endpoint map (`None`: off).
     pub services: Option<Arc<ServiceMap>>,
+    /// Where the Service endpoint map is mirrored in the kernel (`None`: nowhere).
+    pub mirror: Option<KernelMirror>,
 }
 
 /// Runs the pod watcher (and the service map's) on its own thread and
@@ -359,7 +365,11 @@ async fn watch_or_stand_alone(
             if let Some(services) = &feeds.services {
                 services.set_standalone();
             }
-            stop.await;
+            // An empty mirror: a map taken over from an earlier run is cleared.
+            match (feeds.services, feeds.mirror) {
+                (Some(services), Some(m)) => mirror_to_kernel(services, m, stop).await,
+                _ => stop.await,
+            }
             return;
         }
     };
@@ -367,8 +377,14 @@ async fn watch_or_stand_alone(
     let pods = crate::enrich::pods::watch_pods(client.clone(), settings, feeds.pods, stop.clone());
     match feeds.services {
         Some(services) => {
-            let services = crate::enrich::services::watch_service_map(client, services, stop);
-            tokio::join!(pods, services);
+            let (map, stopped) = (Arc::clone(&services), stop.clone());
+            let mirror = async move {
+                if let Some(m) = feeds.mirror {
+                    mirror_to_kernel(map, m, stopped).await;
+                }
+            };
+            let watch = crate::enrich::services::watch_service_map(client, services, stop.clone());
+            tokio::join!(pods, watch, mirror);
         }
         None => pods.await,
     }

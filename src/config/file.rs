@@ -59,6 +59,7 @@ pub struct FileConfig {
     pub deleted_pod_grace_ms: Option<u64>,
     pub service_endpoints: Option<bool>,
     pub service_endpoints_max_entries: Option<usize>,
+    pub service_endpoints_pin: Option<String>,
     pub health_listen: Option<String>,
     pub api_socket: Option<String>,
     pub api_socket_mode: Option<String>,

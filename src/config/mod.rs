@@ -135,6 +135,9 @@ pub struct Config {
     pub service_endpoints: bool,
     /// Most (address, target) entries the Service endpoint map holds.
     pub service_endpoints_max_entries: usize,
+    /// Where the kernel's Service endpoint map `svc_endpoints` is pinned (a
+    /// path in a bpf filesystem), or `off`.
+    pub service_endpoints_pin: String,
     /// Address of the health endpoints (`/healthz`, `/readyz`), or `off`.
     pub health_listen: String,
     /// Unix socket of the correlation API (reads and writes), or `off`.
@@ -244,6 +247,7 @@ impl Default for Config {
             deleted_pod_grace_ms: 60_000,
             service_endpoints: true,
             service_endpoints_max_entries: 500_000,
+            service_endpoints_pin: "off".into(),
             health_listen: "0.0.0.0:9890".into(),
             api_socket: "/run/config-access-collector/api.sock".into(),
             api_socket_mode: "0660".into(),
@@ -449,6 +453,23 @@ mod tests {
             "service_endpoints_max_entries"
         );
         assert_eq!(key("service_endpoints: sometimes\n"), "service_endpoints");
+        assert_eq!(
+            key("service_endpoints_max_entries: 4294967296\n"),
+            "service_endpoints_max_entries"
+        );
+        assert_eq!(
+            key("service_endpoints_pin: svc_endpoints\n"),
+            "service_endpoints_pin"
+        );
+        let pinned = load_str("service_endpoints_pin: /sys/fs/bpf/cac/svc_endpoints\n").unwrap();
+        assert_eq!(
+            pinned.service_endpoints_pin_path().unwrap(),
+            Some("/sys/fs/bpf/cac/svc_endpoints".into())
+        );
+        assert_eq!(
+            Config::default().service_endpoints_pin_path().unwrap(),
+            None
+        );
         let off =
             load_str("service_endpoints: false\nservice_endpoints_max_entries: 10\n").unwrap();
         assert!(!off.service_endpoints);

@@ -69,17 +69,12 @@ impl Config {
 
     /// `state_dir` as a path; `None` for `off`.
     pub fn state_dir_path(&self) -> Result<Option<PathBuf>, ConfigError> {
-        if self.state_dir == "off" {
-            return Ok(None);
-        }
-        let path = PathBuf::from(&self.state_dir);
-        if !path.is_absolute() {
-            return Err(invalid(
-                "state_dir",
-                format!("must be an absolute path or off, got {:?}", self.state_dir),
-            ));
-        }
-        Ok(Some(path))
+        absolute_or_off("state_dir", &self.state_dir)
+    }
+
+    /// `service_endpoints_pin` as a path; `None` for `off`.
+    pub fn service_endpoints_pin_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+        absolute_or_off("service_endpoints_pin", &self.service_endpoints_pin)
     }
 
     /// Checks values that parse but make no sense; the error names the key.
@@ -170,6 +165,17 @@ impl Config {
                 ));
             }
         }
+        if u32::try_from(self.service_endpoints_max_entries).is_err() {
+            return Err(invalid(
+                "service_endpoints_max_entries",
+                format!(
+                    "must be at most {} (the kernel map's bound), got {}",
+                    u32::MAX,
+                    self.service_endpoints_max_entries
+                ),
+            ));
+        }
+        self.service_endpoints_pin_path()?;
         Ok(())
     }
 
@@ -328,4 +334,19 @@ impl Config {
 fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
     v.parse()
         .map_err(|_| invalid(key, format!("not an address like 0.0.0.0:9890: {v}")))
+}
+
+/// `value` of `key` as an absolute path; `None` for `off`.
+fn absolute_or_off(key: &str, value: &str) -> Result<Option<PathBuf>, ConfigError> {
+    if value == "off" {
+        return Ok(None);
+    }
+    let path = PathBuf::from(value);
+    if !path.is_absolute() {
+        return Err(invalid(
+            key,
+            format!("must be an absolute path or off, got {value:?}"),
+        ));
+    }
+    Ok(Some(path))
 }

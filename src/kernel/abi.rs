@@ -17,9 +17,9 @@ pub use skel::*;
 
 use crate::model::volume::VolumeType;
 use types::{
-    cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_info, cac_dir_key, cac_event,
-    cac_failed_key, cac_failed_repeat, cac_pod_info, cac_repeat, cac_repeat_key, cac_sample,
-    cac_volume_type,
+    cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_info, cac_dir_key,
+    cac_endpoint_key, cac_event, cac_failed_key, cac_failed_repeat, cac_pod_info, cac_repeat,
+    cac_repeat_key, cac_sample, cac_service_endpoint, cac_volume_type,
 };
 
 // SAFETY: these skeleton types are `#[repr(C)]`, contain only integers and
@@ -49,6 +49,10 @@ unsafe impl bytemuck::Zeroable for cac_failed_key {}
 unsafe impl bytemuck::Pod for cac_failed_key {}
 unsafe impl bytemuck::Zeroable for cac_failed_repeat {}
 unsafe impl bytemuck::Pod for cac_failed_repeat {}
+unsafe impl bytemuck::Zeroable for cac_endpoint_key {}
+unsafe impl bytemuck::Pod for cac_endpoint_key {}
+unsafe impl bytemuck::Zeroable for cac_service_endpoint {}
+unsafe impl bytemuck::Pod for cac_service_endpoint {}
 
 /// The ABI value of a volume type (`enum cac_volume_type`).
 pub fn volume_type(t: VolumeType) -> u32 {

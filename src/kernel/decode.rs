@@ -10,9 +10,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::abi::types::{
-    cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_key, cac_event, cac_event_kind,
-    cac_failed_key, cac_failed_repeat, cac_limits, cac_pod_info, cac_repeat, cac_repeat_key,
-    cac_sample, cac_session, cac_syscall,
+    cac_cgroup_class, cac_cgroup_key, cac_container_pid, cac_dir_key, cac_endpoint_key,
+    cac_endpoint_role, cac_event, cac_event_kind, cac_failed_key, cac_failed_repeat, cac_limits,
+    cac_pod_info, cac_repeat, cac_repeat_key, cac_sample, cac_service_endpoint, cac_session,
+    cac_syscall,
 };
 use crate::model::correlation::{ContainerPid, PodInfo};
 use crate::model::volume::FileId;
@@ -446,6 +447,70 @@ pub fn encode_container_pid(c: &ContainerPid) -> cac_container_pid {
     raw
 }
 
+/// An address of the cluster as `svc_endpoints` keys it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointAddr {
+    /// An IPv4 address is keyed as its IPv4-mapped IPv6 form.
+    pub ip: std::net::IpAddr,
+    pub port: u16,
+    /// IANA protocol number (6 TCP, 17 UDP, 132 SCTP).
+    pub protocol: u8,
+}
+
+/// What `svc_endpoints` holds for an address (strings longer than their
+/// fields, which Kubernetes names never are, are truncated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceEndpoint<'a> {
+    pub namespace: &'a str,
+    pub service: &'a str,
+    /// Empty for a Service's only, unnamed port.
+    pub port_name: &'a str,
+    /// Empty for a cluster IP, or an endpoint that names no pod.
+    pub pod_uid: &'a str,
+    /// An endpoint (a backend), not a cluster IP.
+    pub backend: bool,
+}
+
+/// Encodes a `svc_endpoints` key: the address in network byte order, IPv4
+/// as `::ffff:a.b.c.d`, and the port in network byte order.
+pub fn endpoint_key(addr: EndpointAddr) -> cac_endpoint_key {
+    let v6 = match addr.ip {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    };
+    cac_endpoint_key {
+        addr: v6.octets(),
+        port: u16::from_ne_bytes(addr.port.to_be_bytes()),
+        protocol: addr.protocol,
+        _pad: 0,
+    }
+}
+
+/// Decodes a `svc_endpoints` key (an IPv4-mapped address as IPv4).
+pub fn decode_endpoint_key(bytes: &[u8]) -> Option<EndpointAddr> {
+    let raw: cac_endpoint_key = bytemuck::try_pod_read_unaligned(bytes).ok()?;
+    Some(EndpointAddr {
+        ip: std::net::Ipv6Addr::from(raw.addr).to_canonical(),
+        port: u16::from_be_bytes(raw.port.to_ne_bytes()),
+        protocol: raw.protocol,
+    })
+}
+
+/// Encodes a `svc_endpoints` value.
+pub fn encode_service_endpoint(e: &ServiceEndpoint<'_>) -> cac_service_endpoint {
+    let mut raw: cac_service_endpoint = bytemuck::Zeroable::zeroed();
+    put_c_str(&mut raw.namespace, e.namespace);
+    put_c_str(&mut raw.service, e.service);
+    put_c_str(&mut raw.port_name, e.port_name);
+    put_c_str(&mut raw.pod_uid, e.pod_uid);
+    let role = match e.backend {
+        true => cac_endpoint_role::CAC_ENDPOINT_BACKEND,
+        false => cac_endpoint_role::CAC_ENDPOINT_CLUSTER_IP,
+    };
+    raw.role = u8::try_from(role.0).unwrap_or(0);
+    raw
+}
+
 /// Words of each open-path filter (`CAC_FILTER_BITS / 64`).
 pub const FILTER_WORDS: usize = FILTER_BITS as usize / 64;
 const FILTER_BITS: u32 = cac_limits::CAC_FILTER_BITS.0 as u32;
@@ -520,6 +585,65 @@ mod tests {
         for (d, s) in dst.iter_mut().zip(s) {
             *d = *s as i8;
         }
+    }
+
+    #[test]
+    fn endpoint_keys_are_in_network_byte_order_and_ipv4_is_mapped() {
+        let v4 = EndpointAddr {
+            ip: "10.96.0.10".parse().unwrap(),
+            port: 443,
+            protocol: 6,
+        };
+        let bytes = bytes_of(&endpoint_key(v4)).to_vec();
+        let mut want = vec![0u8; 10];
+        want.extend([0xff, 0xff, 10, 96, 0, 10, 0x01, 0xbb, 6, 0]);
+        assert_eq!(bytes, want);
+        assert_eq!(decode_endpoint_key(&bytes), Some(v4));
+
+        let v6 = EndpointAddr {
+            ip: "fd00::1:2".parse().unwrap(),
+            port: 53,
+            protocol: 17,
+        };
+        let bytes = bytes_of(&endpoint_key(v6)).to_vec();
+        assert_eq!(&bytes[..2], &[0xfd, 0]);
+        assert_eq!(&bytes[14..], &[0, 2, 0, 53, 17, 0]);
+        assert_eq!(decode_endpoint_key(&bytes), Some(v6));
+        assert_eq!(decode_endpoint_key(&bytes[1..]), None);
+    }
+
+    #[test]
+    fn service_endpoint_values_are_nul_terminated_and_carry_the_role() {
+        let raw = encode_service_endpoint(&ServiceEndpoint {
+            namespace: "kube-system",
+            service: "kube-dns",
+            port_name: "dns-tcp",
+            pod_uid: "",
+            backend: false,
+        });
+        assert_eq!(c_bytes(&raw.namespace, 0), b"kube-system");
+        assert_eq!(c_bytes(&raw.service, 0), b"kube-dns");
+        assert_eq!(c_bytes(&raw.port_name, 0), b"dns-tcp");
+        assert_eq!(c_bytes(&raw.pod_uid, 0), b"");
+        assert_eq!(
+            u32::from(raw.role),
+            cac_endpoint_role::CAC_ENDPOINT_CLUSTER_IP.0
+        );
+        // A name longer than its field keeps its NUL.
+        let long = "p".repeat(40);
+        let raw = encode_service_endpoint(&ServiceEndpoint {
+            namespace: "a",
+            service: "b",
+            port_name: &long,
+            pod_uid: "0f9a",
+            backend: true,
+        });
+        assert_eq!(c_bytes(&raw.port_name, 0).len(), 15);
+        assert_eq!(raw.port_name[15], 0);
+        assert_eq!(
+            u32::from(raw.role),
+            cac_endpoint_role::CAC_ENDPOINT_BACKEND.0
+        );
     }
 
     #[test]

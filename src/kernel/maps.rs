@@ -8,9 +8,10 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::abi::types::{cac_dir_info, cac_stat};
 use super::decode::{
-    bytes_of, cgroup_key, decode_cgroup_key, decode_container_pid, decode_pod_info, decode_sample,
-    decode_u64, dev_bit, dir_bit, dir_key, encode_cgroup_class, encode_container_pid,
-    encode_pod_info, FILTER_WORDS,
+    bytes_of, cgroup_key, decode_cgroup_key, decode_container_pid, decode_endpoint_key,
+    decode_pod_info, decode_sample, decode_u64, dev_bit, dir_bit, dir_key, encode_cgroup_class,
+    encode_container_pid, encode_pod_info, encode_service_endpoint, endpoint_key, EndpointAddr,
+    ServiceEndpoint, FILTER_WORDS,
 };
 use crate::model::correlation::{ContainerPid, PodInfo};
 use crate::model::stats::KernelStats;
@@ -283,6 +284,57 @@ impl KernelMaps {
     /// full, since load (0 when the counters cannot be read).
     pub fn records_full(&self) -> u64 {
         self.stats.read().map_or(0, |s| s.records_full)
+    }
+}
+
+/// The kernel's Service endpoint map `svc_endpoints`, which other
+/// collectors' BPF programs look up: (IP, port, protocol) -> Service port
+/// and pod.
+#[derive(Debug)]
+pub struct KernelServices {
+    map: MapHandle,
+}
+
+impl KernelServices {
+    /// Over the `svc_endpoints` map's handle.
+    pub fn new(map: MapHandle) -> Self {
+        Self { map }
+    }
+
+    /// Writes what `addr` belongs to.
+    pub fn put(&self, addr: EndpointAddr, value: &ServiceEndpoint<'_>) -> Result<(), MapError> {
+        self.map
+            .update(
+                bytes_of(&endpoint_key(addr)),
+                bytes_of(&encode_service_endpoint(value)),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("svc_endpoints"))
+    }
+
+    /// Removes `addr` (a missing entry is not an error: the goal is its absence).
+    pub fn delete(&self, addr: EndpointAddr) -> Result<(), MapError> {
+        match self.map.delete(bytes_of(&endpoint_key(addr))) {
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(map_err("svc_endpoints")),
+        }
+    }
+
+    /// Whether the map holds `addr`.
+    pub fn contains(&self, addr: EndpointAddr) -> bool {
+        matches!(
+            self.map
+                .lookup(bytes_of(&endpoint_key(addr)), MapFlags::ANY),
+            Ok(Some(_))
+        )
+    }
+
+    /// The addresses the map holds.
+    pub fn addresses(&self) -> Vec<EndpointAddr> {
+        self.map
+            .keys()
+            .filter_map(|key| decode_endpoint_key(&key))
+            .collect()
     }
 }
 

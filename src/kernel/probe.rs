@@ -1,20 +1,22 @@
 //! Loading and attaching the BPF programs, and access to their maps.
 //!
 //! [`Probe`] owns the loaded skeleton: dropping it detaches every program and
-//! frees every map (nothing is pinned). Other threads get duplicated map
-//! handles ([`MapHandle`]) rather than borrowing the skeleton. The caller
-//! owns the skeleton's object storage ([`ProbeStorage`]).
+//! frees every map but a pinned `svc_endpoints` (see [`ServiceEndpointsMap`]).
+//! Other threads get duplicated map handles ([`MapHandle`]) rather than
+//! borrowing the skeleton. The caller owns the skeleton's object storage
+//! ([`ProbeStorage`]).
 
 use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{MapHandle, OpenObject, PrintLevel};
+use libbpf_rs::{MapCore, MapHandle, OpenObject, PrintLevel};
 
 use super::abi::{CollectorSkel, CollectorSkelBuilder};
-use super::maps::{KernelDirs, KernelMaps, MapError, StatsReader};
+use super::maps::{KernelDirs, KernelMaps, KernelServices, MapError, StatsReader};
 use super::repeats::RepeatMaps;
 
 /// Errors of this module.
@@ -38,6 +40,18 @@ pub enum ProbeError {
     Map(#[from] MapError),
     #[error("reading the event ring buffer")]
     Ring(#[source] libbpf_rs::Error),
+    #[error("replacing the incompatible map pinned at {path}")]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pinning map svc_endpoints at {path} (is a bpf filesystem mounted there?)")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: libbpf_rs::Error,
+    },
 }
 
 /// Default shortest time between two wakeups that records force: under
@@ -69,6 +83,22 @@ pub struct ProbeOptions {
     /// Count a process's further opens of a file within this window of an
     /// emitted one instead of emitting them (zero: emit every open).
     pub repeat_window: Duration,
+    /// Create the Service endpoint map `svc_endpoints` (`None`: it is not created).
+    pub service_endpoints: Option<ServiceEndpointsMap>,
+}
+
+/// The kernel's Service endpoint map, for other collectors' BPF programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEndpointsMap {
+    /// Most addresses it holds (it is not preallocated).
+    pub max_entries: u32,
+    /// Pin it in a bpf filesystem at this path, where other collectors open
+    /// it (`None`: not pinned; `bpftool map dump name svc_endpoints` still
+    /// finds it). A map already pinned there with the same shape is reused,
+    /// so programs holding it keep working across restarts; one of another
+    /// shape (a changed `max_entries`) is replaced. The pin outlives the
+    /// collector, on purpose: the next one takes the map over.
+    pub pin: Option<PathBuf>,
 }
 
 impl Default for ProbeOptions {
@@ -83,6 +113,7 @@ impl Default for ProbeOptions {
             cgroup_v1_subsys: None,
             ignore_own_process: false,
             repeat_window: Duration::ZERO,
+            service_endpoints: None,
         }
     }
 }
@@ -166,6 +197,7 @@ impl<'obj> Probe<'obj> {
                 map: "events",
                 source,
             })?;
+        prepare_service_endpoints(&mut open.maps.svc_endpoints, &options.service_endpoints)?;
         // What is off is not even loaded, so it costs nothing: the sampler
         // runs on every syscall, the lifecycle programs on forks and exits.
         let correlation = options.correlation;
@@ -314,6 +346,15 @@ impl<'obj> Probe<'obj> {
         })
     }
 
+    /// The Service endpoint map (`None`: not created).
+    pub fn service_endpoints(&self) -> Result<Option<KernelServices>, ProbeError> {
+        if self.options.service_endpoints.is_none() {
+            return Ok(None);
+        }
+        let map = Self::handle(&self.skel.maps.svc_endpoints, "svc_endpoints")?;
+        Ok(Some(KernelServices::new(map)))
+    }
+
     /// A reader for the kernel counters.
     pub fn stats_reader(&self) -> Result<StatsReader, ProbeError> {
         Ok(StatsReader::new(Self::handle(
@@ -321,6 +362,55 @@ impl<'obj> Probe<'obj> {
             "stats",
         )?))
     }
+}
+
+/// Sizes `svc_endpoints`, or leaves it out; when it is to be pinned, makes
+/// way for it: libbpf reuses a compatible map pinned at the path, and
+/// pins the new one there otherwise.
+fn prepare_service_endpoints(
+    map: &mut libbpf_rs::OpenMapMut<'_>,
+    settings: &Option<ServiceEndpointsMap>,
+) -> Result<(), ProbeError> {
+    let resize = |source| ProbeError::Resize {
+        map: "svc_endpoints",
+        source,
+    };
+    let Some(settings) = settings else {
+        return map.set_autocreate(false).map_err(resize);
+    };
+    map.set_max_entries(settings.max_entries).map_err(resize)?;
+    let Some(path) = &settings.pin else {
+        return Ok(());
+    };
+    if path.exists() && !pinned_map_fits(path, map) {
+        tracing::warn!(
+            path = %path.display(),
+            "replacing the map pinned there, of another shape: programs that hold it must open the new one"
+        );
+        std::fs::remove_file(path).map_err(|source| ProbeError::Unpin {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    map.set_pin_path(path).map_err(|source| ProbeError::Pin {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// Whether the object pinned at `path` is a map that libbpf can reuse as
+/// `map`: same name, type, key, value, flags and `max_entries`.
+fn pinned_map_fits(path: &Path, map: &libbpf_rs::OpenMapMut<'_>) -> bool {
+    let Ok(info) = MapHandle::from_pinned_path(path).and_then(|m| m.info()) else {
+        return false;
+    };
+    let i = &info.info;
+    info.name().is_ok_and(|name| map.name() == name)
+        && info.map_type() == map.map_type()
+        && i.key_size == map.key_size()
+        && i.value_size == map.value_size()
+        && i.max_entries == map.max_entries()
+        && i.map_flags == map.map_flags()
 }
 
 fn libbpf_print(level: PrintLevel, msg: String) {

@@ -21,7 +21,7 @@ use super::telemetry::ExportCounters;
 use super::OutputStats;
 use crate::enrich::correlation::{CorrelationMaps, CorrelationOp};
 use crate::enrich::pods::PodMetadata;
-use crate::enrich::services::ServiceMap;
+use crate::enrich::services::{MirrorStats, ServiceMap};
 use crate::enrich::volumes::{IgnoreReason, VolumeRegistry};
 use crate::enrich::watcher::WatchStats;
 use crate::kernel::maps::StatsReader;
@@ -293,6 +293,8 @@ pub struct Sources {
     pub usage: Arc<Usage>,
     /// The Service endpoint map (`None`: off).
     pub services: Option<Arc<ServiceMap>>,
+    /// What the mirror of that map into the kernel did.
+    pub service_mirror: Arc<MirrorStats>,
 }
 
 fn get(a: &AtomicU64) -> u64 {
@@ -331,6 +333,18 @@ fn observe_service_map(meter: &Meter, s: &Sources) {
         .u64_observable_counter("kernel_monitor_service_map_overflow")
         .with_description("Entries the Service endpoint map left out because it held service_endpoints_max_entries; while objects are left out /healthz is degraded (component service_map)")
         .with_callback(move |o| o.observe(map.overflow(), &[]))
+        .build();
+    let mirror = Arc::clone(&s.service_mirror);
+    meter
+        .u64_observable_gauge("kernel_monitor_service_map_kernel_entries")
+        .with_description("Addresses the kernel map svc_endpoints holds, for other collectors' BPF programs (one per address: the preferred target)")
+        .with_callback(move |o| o.observe(mirror.entries.load(Ordering::Relaxed), &[]))
+        .build();
+    let mirror = Arc::clone(&s.service_mirror);
+    meter
+        .u64_observable_counter("kernel_monitor_service_map_kernel_failures")
+        .with_description("Writes and deletes of the kernel map svc_endpoints that failed; it is rebuilt whole 5 s later, and /healthz is degraded (component service_map_kernel) until that succeeds")
+        .with_callback(move |o| o.observe(mirror.failures.load(Ordering::Relaxed), &[]))
         .build();
 }
 

@@ -8,6 +8,7 @@ pub mod helm;
 pub mod oci;
 pub mod podspec;
 pub mod receivers;
+pub mod svc_endpoints;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

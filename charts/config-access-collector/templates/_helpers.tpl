@@ -51,6 +51,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%d" .host (int .port) }}
 {{- end }}
 
+{{/* Whether the kernel Service endpoint map is pinned (and its directory mounted). */}}
+{{- define "cac.pinned" -}}
+{{- if and .Values.serviceEndpoints.enabled .Values.serviceEndpoints.pinDir }}true{{ else }}false{{ end }}
+{{- end }}
+
+{{/*
+Where the pin directory is mounted in the container. Not at its host path:
+the container's /sys is its own sysfs, where the runtime cannot make a
+mount point below /sys/fs/bpf (only /sys/fs/bpf itself exists there, and
+mounting all of it would show the collector every other tool's pins).
+*/}}
+{{- define "cac.pinMount" -}}/run/config-access-collector-bpf{{- end }}
+
 {{/* Where the ConfigMap's config file is mounted. */}}
 {{- define "cac.configDir" -}}/etc/config-access-collector{{- end }}
 {{- define "cac.tokenDir" -}}/etc/config-access-collector-api-token{{- end }}
@@ -69,6 +82,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "otlp_metrics" $v.otlp.metrics
   "otlp_logs" $v.otlp.logs
   "service_endpoints" $v.serviceEndpoints.enabled
+  "service_endpoints_pin" (ternary (printf "%s/svc_endpoints" (include "cac.pinMount" .)) "off" (eq (include "cac.pinned" .) "true"))
 }}
 {{- if $v.apiTcp.enabled }}
 {{- $_ := set $c "api_listen" (include "cac.listen" (dict "host" $v.listenHost "port" $v.apiTcp.port)) }}

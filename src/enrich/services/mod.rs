@@ -12,10 +12,10 @@
 //! pairs: what does not fit is counted ([`ServiceMap::overflow`]) and raises
 //! the `service_map` condition on `/healthz` until the objects left out fit.
 //!
-//! Consumers: the correlation API (lookups by `IP:port` and by pod), and a
-//! kernel map to come, which takes a full snapshot ([`ServiceMap::entries`])
-//! and then the keys changed since ([`ServiceMap::changes_since`]), woken by
-//! [`ServiceMap::subscribe`].
+//! Consumers: the correlation API (lookups by `IP:port` and by pod), and the
+//! kernel map `svc_endpoints` ([`mirror`]), which takes a full snapshot
+//! ([`ServiceMap::entries`]) and then the keys changed since
+//! ([`ServiceMap::changes_since`]), woken by [`ServiceMap::subscribe`].
 
 use std::fmt;
 use std::net::IpAddr;
@@ -27,6 +27,7 @@ use utoipa::ToSchema;
 use crate::model::pod::Name;
 
 mod convert;
+mod mirror;
 mod slot;
 mod store;
 mod watch;
@@ -35,6 +36,7 @@ pub use convert::{
     object_id, service_entries, slice_entries, Contribution, ObjectId, ObjectKind,
     SERVICE_NAME_LABEL,
 };
+pub use mirror::{mirror_to_kernel, KernelMirror, MirrorStats};
 pub use store::{Changes, ServiceMap, Snapshot, CHANGE_LOG};
 pub use watch::{watch_endpoint_slices, watch_service_map, watch_services};
 

@@ -1,7 +1,7 @@
 //! The map itself: an index from [`EndpointKey`] to its targets, the
 //! entries each object contributed (so an update or a delete takes back
 //! exactly those), an index by pod UID, and a bounded log of changed keys
-//! for consumers that mirror the map (the kernel map to come).
+//! for consumers that mirror the map (the kernel map `svc_endpoints`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
