@@ -1015,4 +1015,10 @@ fn io_uring_opens_from_a_runc_container_are_reported_like_any_other() {
     assert_eq!(printed.trim(), "ok -");
     assert_eq!(h.collector().stats().kernel.uring_unobserved, before + 1);
     assert!(of_container(&mut h).is_empty());
+    let unseen = h.collector().health().conditions();
+    let c = unseen
+        .iter()
+        .find(|c| c.component == "io_uring")
+        .unwrap_or_else(|| panic!("no io_uring condition: {unseen:?}"));
+    assert!(c.reason.contains("IOSQE_CQE_SKIP_SUCCESS"), "{c:?}");
 }

@@ -178,6 +178,23 @@ fn a_kernel_drop_in_the_window_makes_never_read_unknown() {
     wait("a kernel drop", || {
         h.collector().stats().kernel.dropped_ringbuf > 0
     });
+    // The loss is on /healthz too, not only in its counter.
+    let (status, health) = get_health(&h);
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "degraded", "{health:#}");
+    let ring = health["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == "ring_buffer")
+        .unwrap_or_else(|| panic!("{health:#}"));
+    assert!(
+        ring["reason"]
+            .as_str()
+            .unwrap()
+            .contains("lost because the ring buffer was full"),
+        "{ring:#}"
+    );
     std::thread::sleep(Duration::from_millis(1100));
     let (_, report) = get(&h, "/v1/usage/unread");
     let db = mount(&report, "db-creds").unwrap_or_else(|| panic!("{report:#}"));

@@ -221,6 +221,8 @@ impl Collector {
         s.health.check(Box::new(move || {
             crate::output::conditions(&watched, crate::output::STALL_AFTER)
         }));
+        s.health
+            .check(crate::kernel::losses::loss_check(k.stats.try_clone()?));
         let listener_stats = Arc::new(ListenerStats::default());
         let meter = telemetry.meter();
         let sources = Sources {

@@ -224,7 +224,7 @@ fn rotate_secret(
             .rotations()
             .volumes
             .iter()
-            .any(|v| v.volume == "db-creds")
+            .any(|v| v.mount.volume == "db-creds")
         {
             return Ok(());
         }

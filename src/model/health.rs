@@ -28,7 +28,7 @@ pub enum Severity {
 /// One reason the collector is not fully working.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Condition {
-    /// What is affected: `ebpf`, `ring_buffer_reader`, `volume_scan`, `mount_propagation`, `output:<name>`, `outputs`, `kube`, `correlation`, `usage_state`, `usage_ledger`, `usage_baseline`, `service_map`.
+    /// What is affected: `ebpf`, `ring_buffer_reader`, `ring_buffer`, `io_uring`, `volume_scan`, `mount_propagation`, `output:<name>`, `outputs`, `kube`, `correlation`, `usage_state`, `usage_ledger`, `usage_baseline`, `service_map`, `service_map_kernel`.
     pub component: String,
     pub severity: Severity,
     /// What happened, for a human.
@@ -130,6 +130,67 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// How long a loss counter's condition stays after its last increase.
+pub const LOSS_HOLD: Duration = Duration::from_secs(60);
+
+/// Turns a loss counter into a condition: raised while the count grows,
+/// and for [`LOSS_HOLD`] after its last increase, so that a loss is seen on
+/// `/healthz` even between two probes.
+#[derive(Debug)]
+pub struct GrowthAlarm {
+    component: &'static str,
+    /// The count last seen, and when it last grew.
+    last: Mutex<(u64, Option<Instant>)>,
+}
+
+impl GrowthAlarm {
+    /// An alarm for `component`; counts up to `baseline` (what was lost
+    /// before, e.g. in an earlier run) raise nothing.
+    pub fn new(component: &'static str, baseline: u64) -> Self {
+        Self {
+            component,
+            last: Mutex::new((baseline, None)),
+        }
+    }
+
+    /// Whether `count` grew within [`LOSS_HOLD`] of `now`.
+    fn recent(&self, count: u64, now: Instant) -> bool {
+        let mut last = lock(&self.last);
+        if count > last.0 {
+            *last = (count, Some(now));
+        }
+        last.1.is_some_and(|at| now.duration_since(at) < LOSS_HOLD)
+    }
+
+    /// Raises the condition on `board` with `reason(count)` while `count`
+    /// grew recently, and clears it otherwise.
+    pub fn update(
+        &self,
+        board: &HealthBoard,
+        count: u64,
+        now: Instant,
+        reason: impl FnOnce(u64) -> String,
+    ) {
+        if self.recent(count, now) {
+            board.raise(self.component, Severity::Degraded, reason(count));
+        } else {
+            board.clear(self.component);
+        }
+    }
+
+    /// The condition for a check (see [`HealthBoard::check`]): degraded with
+    /// `reason(count)` while `count` grew recently.
+    pub fn condition(
+        &self,
+        count: u64,
+        now: Instant,
+        reason: impl FnOnce(u64) -> String,
+    ) -> Option<Condition> {
+        self.recent(count, now)
+            .then(|| Condition::now(self.component, Severity::Degraded, reason(count)))
+    }
+}
+
 /// The reader thread's liveness, in milliseconds since the collector started.
 #[derive(Debug)]
 pub struct Heartbeat {
@@ -163,6 +224,33 @@ impl Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_growing_loss_counter_raises_until_it_has_been_still_for_the_hold() {
+        let alarm = GrowthAlarm::new("io_uring", 5);
+        let t0 = Instant::now();
+        let why = |n: u64| format!("{n} lost");
+        assert_eq!(
+            alarm.condition(5, t0, why),
+            None,
+            "the baseline is not a loss"
+        );
+        let c = alarm.condition(7, t0, why).expect("raised");
+        assert_eq!(
+            (c.component.as_str(), c.reason.as_str()),
+            ("io_uring", "7 lost")
+        );
+        assert!(alarm.condition(7, t0 + LOSS_HOLD / 2, why).is_some());
+        assert!(alarm.condition(7, t0 + LOSS_HOLD, why).is_none());
+        assert!(alarm.condition(8, t0 + LOSS_HOLD * 2, why).is_some());
+
+        let board = HealthBoard::default();
+        let alarm = GrowthAlarm::new("usage_baseline", 0);
+        alarm.update(&board, 1, t0, why);
+        assert_eq!(board.conditions()[0].reason, "1 lost");
+        alarm.update(&board, 1, t0 + LOSS_HOLD, why);
+        assert!(board.conditions().is_empty());
+    }
 
     #[test]
     fn raised_conditions_keep_their_first_time_and_clear() {

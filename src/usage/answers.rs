@@ -51,9 +51,10 @@ pub struct UnreadKey {
     pub source: Option<FileSource>,
 }
 
-/// A mounted volume with files never read.
+/// Which pod's which volume an answer is about (its fields are inlined in
+/// the answer's JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct UnreadMount {
+pub struct PodVolume {
     pub pod_uid: String,
     pub namespace: Option<String>,
     pub pod_name: Option<String>,
@@ -61,6 +62,27 @@ pub struct UnreadMount {
     /// The pod's volume name.
     pub volume: String,
     pub volume_type: VolumeType,
+}
+
+impl PodVolume {
+    /// Volume `v` of its pod, named from `pod` when its metadata is known.
+    pub fn of(v: &Volume, pod: Option<&PodMeta>) -> Self {
+        Self {
+            pod_uid: v.pod_uid.clone(),
+            namespace: pod.map(|p| p.namespace.to_string()),
+            pod_name: pod.map(|p| p.name.to_string()),
+            workload: pod.and_then(|p| p.workload.clone()),
+            volume: v.name.clone(),
+            volume_type: v.volume_type,
+        }
+    }
+}
+
+/// A mounted volume with files never read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UnreadMount {
+    #[serde(flatten)]
+    pub mount: PodVolume,
     /// Files never read in the window.
     pub keys_never_read: Vec<UnreadKey>,
     /// Files read at least once.
@@ -104,7 +126,9 @@ pub fn unread(
         })
         .filter_map(|(v, w)| unread_of(ledger, v, pods.pod(&v.pod_uid).as_deref(), w))
         .collect();
-    out.sort_by(|a, b| (&a.pod_uid, &a.volume).cmp(&(&b.pod_uid, &b.volume)));
+    out.sort_by(|a, b| {
+        (&a.mount.pod_uid, &a.mount.volume).cmp(&(&b.mount.pod_uid, &b.mount.volume))
+    });
     out
 }
 
@@ -179,12 +203,7 @@ fn unread_of(
         .then(|| suggest(v, &keys_never_read, &keys_read))
         .flatten();
     Some(UnreadMount {
-        pod_uid: v.pod_uid.clone(),
-        namespace: pod.map(|p| p.namespace.to_string()),
-        pod_name: pod.map(|p| p.name.to_string()),
-        workload: pod.and_then(|p| p.workload.clone()),
-        volume: v.name.clone(),
-        volume_type: v.volume_type,
+        mount: PodVolume::of(v, pod),
         keys_never_read,
         keys_read,
         evidence,
@@ -289,7 +308,7 @@ mod tests {
         let found = unread(&l, &vols, &NoMetadata, Duration::from_secs(60), t(200));
         assert_eq!(found.len(), 2, "{found:#?}");
         let c = &found[0];
-        assert_eq!(c.volume, "creds");
+        assert_eq!(c.mount.volume, "creds");
         let never: Vec<_> = c.keys_never_read.iter().map(|k| &*k.key).collect();
         assert_eq!(
             (never, c.keys_read.clone()),

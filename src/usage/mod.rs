@@ -37,7 +37,7 @@ use startup::StartupOnlyReport;
 use crate::enrich::pods::PodMetadata;
 use crate::enrich::volumes::{Volume, VolumeRegistry};
 use crate::model::event::AccessEvent;
-use crate::model::health::{HealthBoard, Severity};
+use crate::model::health::{GrowthAlarm, HealthBoard, Severity, LOSS_HOLD};
 
 /// Settings of the usage answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +89,7 @@ pub struct Usage {
     /// Where a failed save is reported (`usage_state`, degraded).
     health: Option<Arc<HealthBoard>>,
     /// The baseline's overflow count at the last tick, and when it last grew.
-    baseline_overflow: Mutex<(u64, Option<Instant>)>,
+    baseline_full: GrowthAlarm,
 }
 
 /// The health component of a failed save of the ledger.
@@ -99,7 +99,7 @@ pub const LEDGER_COMPONENT: &str = "usage_ledger";
 /// The health component of a full baseline.
 pub const BASELINE_COMPONENT: &str = "usage_baseline";
 /// How long a full baseline stays raised after its last lost access.
-pub const BASELINE_FULL_HOLD: Duration = Duration::from_secs(60);
+pub const BASELINE_FULL_HOLD: Duration = LOSS_HOLD;
 
 /// `GET /v1/usage/report`: every answer at once, as `report` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -158,7 +158,7 @@ impl Usage {
             state_file: settings.state_file,
             saves: (AtomicU64::new(0), AtomicU64::new(0)),
             health: None,
-            baseline_overflow: Mutex::new((0, None)),
+            baseline_full: GrowthAlarm::new(BASELINE_COMPONENT, 0),
         }
     }
 
@@ -300,7 +300,7 @@ impl Usage {
                 .iter()
                 .filter(|r| r.stale && r.warning.is_some())
                 .count();
-            let Some(pod) = self.pods.pod(&v.pod_uid) else {
+            let Some(pod) = self.pods.pod(&v.mount.pod_uid) else {
                 continue;
             };
             let account = pod
@@ -366,24 +366,10 @@ impl Usage {
     /// neither learned nor flagged) while its overflow count grows, and for
     /// [`BASELINE_FULL_HOLD`] after; then clears it.
     fn raise_full_baseline(&self, h: &HealthBoard, now: Instant) {
-        let count = self.baseline.overflow();
-        let mut last = self
-            .baseline_overflow
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if count > last.0 {
-            *last = (count, Some(now));
-        }
-        match last.1 {
-            Some(at) if now.duration_since(at) < BASELINE_FULL_HOLD => h.raise(
-                BASELINE_COMPONENT,
-                Severity::Degraded,
-                format!("the workload baseline is full: {count} accesses were neither learned nor checked for first_seen (kernel_monitor_baseline_overflow_total), the last within {}s; DELETE /v1/baseline/{{namespace}}/{{kind}}/{{name}} forgets a workload's baseline", BASELINE_FULL_HOLD.as_secs()),
-            ),
-            _ => {
-                h.clear(BASELINE_COMPONENT);
-            }
-        }
+        self.baseline_full
+            .update(h, self.baseline.overflow(), now, |count| {
+                format!("the workload baseline is full: {count} accesses were neither learned nor checked for first_seen (kernel_monitor_baseline_overflow_total), the last within {}s; DELETE /v1/baseline/{{namespace}}/{{kind}}/{{name}} forgets a workload's baseline", BASELINE_FULL_HOLD.as_secs())
+            });
     }
 }
 

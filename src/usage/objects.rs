@@ -178,8 +178,8 @@ fn is_unread(unread: &[UnreadMount], v: &Volume, id: &ObjectId, pod: &PodMeta) -
     unread
         .iter()
         .filter(|m| {
-            m.pod_uid == v.pod_uid
-                && m.volume == v.name
+            m.mount.pod_uid == v.pod_uid
+                && m.mount.volume == v.name
                 && m.evidence.status == EvidenceStatus::Complete
         })
         .flat_map(|m| &m.keys_never_read)
@@ -190,7 +190,7 @@ fn is_unread(unread: &[UnreadMount], v: &Volume, id: &ObjectId, pod: &PodMeta) -
 fn stale_of(rotated: &[RotatedVolume], v: &Volume, id: &ObjectId, pod: &PodMeta) -> u64 {
     rotated
         .iter()
-        .filter(|r| r.pod_uid == v.pod_uid && r.volume == v.name)
+        .filter(|r| r.mount.pod_uid == v.pod_uid && r.mount.volume == v.name)
         .flat_map(|r| &r.readers)
         .filter(|r| r.stale && object_of(pod, &v.name, &r.key).is_some_and(|(o, _)| &o == id))
         .count() as u64

@@ -100,8 +100,12 @@ fn rotation_row(v: &RotatedVolume, r: &RotatedReader) -> [String; 7] {
         }
     };
     [
-        pod_name(v.namespace.as_deref(), v.pod_name.as_deref(), &v.pod_uid),
-        v.volume.clone(),
+        pod_name(
+            v.mount.namespace.as_deref(),
+            v.mount.pod_name.as_deref(),
+            &v.mount.pod_uid,
+        ),
+        v.mount.volume.clone(),
         r.key.clone(),
         r.container.clone().unwrap_or_else(|| "host".into()),
         format!("{} (pid {}, uid {})", r.command, r.pid, r.uid),
@@ -217,8 +221,13 @@ fn utc(secs: u64) -> String {
 
 /// One volume's row.
 fn row(m: &UnreadMount) -> [String; 8] {
-    let pod = pod_name(m.namespace.as_deref(), m.pod_name.as_deref(), &m.pod_uid);
+    let pod = pod_name(
+        m.mount.namespace.as_deref(),
+        m.mount.pod_name.as_deref(),
+        &m.mount.pod_uid,
+    );
     let workload = m
+        .mount
         .workload
         .as_ref()
         .map_or_else(|| "-".into(), |w| format!("{}/{}", w.kind, w.name));
@@ -243,7 +252,7 @@ fn row(m: &UnreadMount) -> [String; 8] {
     [
         pod,
         workload,
-        format!("{} ({})", m.volume, m.volume_type.as_str()),
+        format!("{} ({})", m.mount.volume, m.mount.volume_type.as_str()),
         or_dash(objects.join(", ")),
         never.join(", "),
         or_dash(m.keys_read.join(", ")),

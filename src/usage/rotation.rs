@@ -17,11 +17,11 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::answers::PodVolume;
 use super::ledger::{unix, Ledger, Reader, Rotation};
 use crate::enrich::pods::{PodMeta, PodMetadata};
 use crate::enrich::volumes::Volume;
-use crate::model::pod::{FileSource, SourceKind, Workload};
-use crate::model::volume::VolumeType;
+use crate::model::pod::{FileSource, SourceKind};
 
 /// A reader of a rotated volume's key, and whether it re-opened it since.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -58,13 +58,8 @@ pub struct RotatedReader {
 /// A volume the kubelet rotated while the collector watched it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RotatedVolume {
-    pub pod_uid: String,
-    pub namespace: Option<String>,
-    pub pod_name: Option<String>,
-    pub workload: Option<Workload>,
-    /// The pod's volume name.
-    pub volume: String,
-    pub volume_type: VolumeType,
+    #[serde(flatten)]
+    pub mount: PodVolume,
     /// The revision it shows now.
     pub revision: Option<String>,
     /// The rotations seen, oldest first (at most the latest 8).
@@ -95,7 +90,9 @@ pub fn rotations(
         .iter()
         .filter_map(|v| rotated(ledger, v, pods.pod(&v.pod_uid).as_deref(), now))
         .collect();
-    out.sort_by(|a, b| (&a.pod_uid, &a.volume).cmp(&(&b.pod_uid, &b.volume)));
+    out.sort_by(|a, b| {
+        (&a.mount.pod_uid, &a.mount.volume).cmp(&(&b.mount.pod_uid, &b.mount.volume))
+    });
     let stale_readers = out
         .iter()
         .flat_map(|v| &v.readers)
@@ -135,12 +132,7 @@ fn rotated(
         })
         .collect();
     Some(RotatedVolume {
-        pod_uid: v.pod_uid.clone(),
-        namespace: pod.map(|p| p.namespace.to_string()),
-        pod_name: pod.map(|p| p.name.to_string()),
-        workload: pod.and_then(|p| p.workload.clone()),
-        volume: v.name.clone(),
-        volume_type: v.volume_type,
+        mount: PodVolume::of(v, pod),
         revision: current.map(str::to_string),
         rotations: rotations.to_vec(),
         readers,
