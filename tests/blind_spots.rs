@@ -470,6 +470,18 @@ fn denied_reads_from_dying_namespaces_standalone_are_reported_or_counted_unresol
         user.not_volume, 0,
         "never mistaken for not_a_volume_file: {user:?}"
     );
+    // A loss is on /healthz too, not only in its counter.
+    let dropped = h
+        .collector()
+        .health()
+        .conditions()
+        .into_iter()
+        .find(|c| c.component == "events_dropped");
+    assert_eq!(
+        dropped.is_some(),
+        user.denied_unresolved > 0,
+        "{dropped:?} with {user:?}"
+    );
 }
 
 #[test]

@@ -223,6 +223,8 @@ impl Collector {
         }));
         s.health
             .check(crate::kernel::losses::loss_check(k.stats.try_clone()?));
+        s.health
+            .check(crate::model::stats::loss_check(Arc::clone(&s.user_stats)));
         let listener_stats = Arc::new(ListenerStats::default());
         let meter = telemetry.meter();
         let sources = Sources {
@@ -435,12 +437,8 @@ fn loss_counters(
     use std::sync::atomic::Ordering::Relaxed;
     let queue = Arc::clone(queue);
     Box::new(move || {
-        let mut counters = vec![
-            ("decode_error", user.decode_errors.load(Relaxed)),
-            ("volume_gone", user.unknown_volume.load(Relaxed)),
-            ("denied_unresolved", user.denied_unresolved.load(Relaxed)),
-            ("usage_queue_full", queue.queue_full.load(Relaxed)),
-        ];
+        let mut counters = user.snapshot().losses().to_vec();
+        counters.push(("usage_queue_full", queue.queue_full.load(Relaxed)));
         // An unreadable kernel counter is left out, not taken for 0.
         if let Ok(k) = kernel.read() {
             counters.push(("ring_buffer_full", k.dropped_ringbuf));

@@ -28,7 +28,7 @@ pub enum Severity {
 /// One reason the collector is not fully working.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Condition {
-    /// What is affected: `ebpf`, `ring_buffer_reader`, `ring_buffer`, `io_uring`, `volume_scan`, `mount_propagation`, `output:<name>`, `outputs`, `kube`, `correlation`, `usage_state`, `usage_ledger`, `usage_baseline`, `service_map`, `service_map_kernel`.
+    /// What is affected: `ebpf`, `ring_buffer_reader`, `ring_buffer`, `io_uring`, `events_dropped`, `volume_scan`, `mount_propagation`, `output:<name>`, `outputs`, `kube`, `correlation`, `usage_state`, `usage_ledger`, `usage_baseline`, `service_map`, `service_map_kernel`.
     pub component: String,
     pub severity: Severity,
     /// What happened, for a human.

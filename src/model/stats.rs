@@ -81,6 +81,48 @@ impl UserStats {
     }
 }
 
+/// Health component of events lost in user space.
+pub const EVENTS_DROPPED_COMPONENT: &str = "events_dropped";
+
+impl UserStatsSnapshot {
+    /// Events lost in user space before the outputs, by the `reason` of
+    /// `kernel_monitor_events_dropped_total`.
+    pub fn losses(&self) -> [(&'static str, u64); 3] {
+        [
+            ("decode_error", self.decode_errors),
+            ("volume_gone", self.unknown_volume),
+            ("denied_unresolved", self.denied_unresolved),
+        ]
+    }
+}
+
+/// A check (see [`super::health::HealthBoard::check`]): `events_dropped`
+/// is degraded while user space loses events, and for
+/// [`super::health::LOSS_HOLD`] after.
+pub fn loss_check(stats: std::sync::Arc<UserStats>) -> super::health::Check {
+    let alarm = super::health::GrowthAlarm::new(EVENTS_DROPPED_COMPONENT, 0);
+    Box::new(move || {
+        let losses = stats.snapshot().losses();
+        let total = losses.iter().map(|(_, n)| n).sum();
+        let reason = |n| {
+            let by: Vec<String> = losses
+                .iter()
+                .filter(|(_, c)| *c > 0)
+                .map(|(r, c)| format!("{r} {c}"))
+                .collect();
+            format!(
+                "{n} events were lost before the outputs ({}; kernel_monitor_events_dropped_total), the last within {}s",
+                by.join(", "),
+                super::health::LOSS_HOLD.as_secs()
+            )
+        };
+        alarm
+            .condition(total, std::time::Instant::now(), reason)
+            .into_iter()
+            .collect()
+    })
+}
+
 /// Adds one to a counter.
 pub fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
@@ -271,5 +313,34 @@ impl OutputStats {
             }
             c
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_space_losses_degrade_health_by_reason() {
+        let stats = std::sync::Arc::new(UserStats::default());
+        let check = loss_check(std::sync::Arc::clone(&stats));
+        assert!(check().is_empty());
+        bump(&stats.not_volume);
+        bump(&stats.kubelet_dropped);
+        assert!(check().is_empty(), "filtered by design, not lost");
+        bump(&stats.unknown_volume);
+        bump(&stats.denied_unresolved);
+        bump(&stats.denied_unresolved);
+        let c = check();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].component, EVENTS_DROPPED_COMPONENT);
+        assert_eq!(c[0].severity, Severity::Degraded);
+        assert!(
+            c[0].reason.starts_with(
+                "3 events were lost before the outputs (volume_gone 1, denied_unresolved 2;"
+            ),
+            "{}",
+            c[0].reason
+        );
     }
 }

@@ -530,12 +530,7 @@ fn observe_event_fates(meter: &Meter, s: &Sources) {
                     &[KeyValue::new("reason", "ring_buffer_full")],
                 );
             }
-            let u = src.user.snapshot();
-            for (n, reason) in [
-                (u.decode_errors, "decode_error"),
-                (u.unknown_volume, "volume_gone"),
-                (u.denied_unresolved, "denied_unresolved"),
-            ] {
+            for (reason, n) in src.user.snapshot().losses() {
                 o.observe(n, &[KeyValue::new("reason", reason)]);
             }
         })
