@@ -138,7 +138,7 @@ pub const LOSS_HOLD: Duration = Duration::from_secs(60);
 /// `/healthz` even between two probes.
 #[derive(Debug)]
 pub struct GrowthAlarm {
-    component: &'static str,
+    component: String,
     /// The count last seen, and when it last grew.
     last: Mutex<(u64, Option<Instant>)>,
 }
@@ -146,9 +146,9 @@ pub struct GrowthAlarm {
 impl GrowthAlarm {
     /// An alarm for `component`; counts up to `baseline` (what was lost
     /// before, e.g. in an earlier run) raise nothing.
-    pub fn new(component: &'static str, baseline: u64) -> Self {
+    pub fn new(component: impl Into<String>, baseline: u64) -> Self {
         Self {
-            component,
+            component: component.into(),
             last: Mutex::new((baseline, None)),
         }
     }
@@ -172,9 +172,9 @@ impl GrowthAlarm {
         reason: impl FnOnce(u64) -> String,
     ) {
         if self.recent(count, now) {
-            board.raise(self.component, Severity::Degraded, reason(count));
+            board.raise(&self.component, Severity::Degraded, reason(count));
         } else {
-            board.clear(self.component);
+            board.clear(&self.component);
         }
     }
 
@@ -187,7 +187,7 @@ impl GrowthAlarm {
         reason: impl FnOnce(u64) -> String,
     ) -> Option<Condition> {
         self.recent(count, now)
-            .then(|| Condition::now(self.component, Severity::Degraded, reason(count)))
+            .then(|| Condition::now(&self.component, Severity::Degraded, reason(count)))
     }
 }
 

@@ -3,11 +3,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::health::{Condition, Severity};
+use super::health::{Condition, GrowthAlarm, Severity, LOSS_HOLD};
 
 /// Kernel-side counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -218,6 +218,8 @@ pub struct OutputStats {
     busy_since_ms: AtomicU64,
     /// Why the output failed, from when.
     failure: Mutex<Option<Condition>>,
+    /// Raised while events are shed (queue full, failed exports).
+    shedding: GrowthAlarm,
 }
 
 fn unix_ms() -> u64 {
@@ -239,6 +241,7 @@ impl OutputStats {
             failed_requests: AtomicU64::new(0),
             busy_since_ms: AtomicU64::new(0),
             failure: Mutex::new(None),
+            shedding: GrowthAlarm::new(format!("output:{name}"), 0),
         }
     }
 
@@ -292,11 +295,31 @@ impl OutputStats {
         out
     }
 
-    /// The output's condition: failed, or blocked in one write for `stall_after` or more.
+    /// The output's condition: failed, blocked in one write for
+    /// `stall_after` or more, or shedding events (its queue was full or an
+    /// export failed within [`LOSS_HOLD`]).
     pub fn condition(&self, stall_after: Duration) -> Option<Condition> {
         if let Some(c) = &*self.failure.lock().unwrap_or_else(|e| e.into_inner()) {
             return Some(c.clone());
         }
+        self.stalled(stall_after).or_else(|| self.shedding())
+    }
+
+    /// Degraded while events are shed, and for [`LOSS_HOLD`] after.
+    fn shedding(&self) -> Option<Condition> {
+        let shed =
+            self.queue_full.load(Ordering::Relaxed) + self.export_failed.load(Ordering::Relaxed);
+        self.shedding.condition(shed, Instant::now(), |n| {
+            format!(
+                "{n} events shed: its queue was full or an export failed (kernel_monitor_output_shed_total{{output=\"{}\"}}), the last within {}s",
+                self.name,
+                LOSS_HOLD.as_secs()
+            )
+        })
+    }
+
+    /// Blocked in one write for `stall_after` or more.
+    fn stalled(&self, stall_after: Duration) -> Option<Condition> {
         let since = self.busy_since_ms.load(Ordering::Relaxed);
         let blocked = Duration::from_millis(unix_ms().saturating_sub(since));
         (since != 0 && blocked >= stall_after).then(|| {
@@ -319,6 +342,23 @@ impl OutputStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_that_sheds_is_degraded_though_never_blocked() {
+        let out = OutputStats::new("file");
+        assert_eq!(out.condition(Duration::from_secs(5)), None);
+        bump(&out.delivered);
+        assert_eq!(out.condition(Duration::from_secs(5)), None);
+        bump(&out.queue_full);
+        bump(&out.export_failed);
+        let c = out.condition(Duration::from_secs(5)).expect("shedding");
+        assert_eq!(c.component, "output:file");
+        assert_eq!(c.severity, Severity::Degraded);
+        assert!(c.reason.starts_with("2 events shed"), "{}", c.reason);
+        out.fail("disk full");
+        let c = out.condition(Duration::from_secs(5)).expect("failed");
+        assert!(c.reason.starts_with("failed: disk full"), "{}", c.reason);
+    }
 
     #[test]
     fn user_space_losses_degrade_health_by_reason() {
