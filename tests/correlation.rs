@@ -17,6 +17,7 @@ use std::time::Duration;
 use common::fake_apiserver::{endpoint_slice, service, Resource};
 use common::svc_endpoints::kernel_lookup;
 use common::{pod_cgroup, privileged, wait, Harness, POD};
+use config_access_collector::agent::Collector;
 use config_access_collector::config::Config;
 use config_access_collector::demo::container::{ContainerProc, ExecArgs};
 use config_access_collector::demo::sandbox::Sandbox;
@@ -443,6 +444,14 @@ fn the_service_endpoint_map_is_in_the_kernel_for_other_programs() {
     if !privileged("the_service_endpoint_map_is_in_the_kernel_for_other_programs") {
         return;
     }
+    // A pin outside a bpf filesystem is refused at start, saying why.
+    let sb = Sandbox::new().unwrap();
+    let mut cfg = common::default_config(&sb);
+    cfg.service_endpoints_pin = sb.scratch().join("svc_endpoints").display().to_string();
+    let err = Collector::start_with_channel(&cfg).unwrap_err();
+    let err = config_access_collector::logging::chain(&err);
+    assert!(err.contains("is not on a bpf filesystem"), "{err}");
+
     let dir = Path::new("/sys/fs/bpf/cac-test-svc");
     let _ = std::fs::remove_dir_all(dir);
     let pin = dir.join("svc_endpoints");

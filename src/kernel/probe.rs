@@ -52,6 +52,8 @@ pub enum ProbeError {
         #[source]
         source: libbpf_rs::Error,
     },
+    #[error("cannot pin map svc_endpoints at {path}: {dir} is not on a bpf filesystem (mount one there: mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs { path: PathBuf, dir: PathBuf },
 }
 
 /// Default shortest time between two wakeups that records force: under
@@ -382,6 +384,7 @@ fn prepare_service_endpoints(
     let Some(path) = &settings.pin else {
         return Ok(());
     };
+    on_bpffs(path)?;
     if path.exists() && !pinned_map_fits(path, map) {
         tracing::warn!(
             path = %path.display(),
@@ -396,6 +399,24 @@ fn prepare_service_endpoints(
         path: path.clone(),
         source,
     })
+}
+
+/// Fails unless `path` would be on a bpf filesystem: its nearest existing
+/// ancestor is one (libbpf creates missing directories below it).
+fn on_bpffs(path: &Path) -> Result<(), ProbeError> {
+    use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
+    let dir = path
+        .ancestors()
+        .skip(1)
+        .find(|d| d.exists())
+        .unwrap_or(Path::new("/"));
+    match statfs(dir) {
+        Ok(fs) if fs.filesystem_type() == BPF_FS_MAGIC => Ok(()),
+        _ => Err(ProbeError::NotBpffs {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+        }),
+    }
 }
 
 /// Whether the object pinned at `path` is a map that libbpf can reuse as
