@@ -395,6 +395,9 @@ fn run_setup(setup: Setup, sb: &Sandbox, files: &Files) -> Vec<(Op, Sample)> {
             p.floor_perf_event
                 .set_autoload(setup == Setup::FloorPerfEvent);
             p.floor_perf_event.set_autoattach(false);
+            // Run by the service_map benchmark, not attached here.
+            p.lookup_svc_endpoints.set_autoload(false);
+            p.floor_xdp.set_autoload(false);
             // The reference reject path replaces the empty open programs.
             let reject = setup == Setup::Reject;
             p.floor_openat.set_autoload(!reject);

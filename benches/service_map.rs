@@ -9,28 +9,47 @@
 //! times, and the mean time of a lookup by address (hit and miss), by pod,
 //! of a full snapshot and of a change-log read. As root, it also loads the
 //! BPF object and writes the map's snapshot into the kernel's
-//! `svc_endpoints`: the time that takes (a rebuild) and the kernel memory
-//! the map then uses (`bpftool map show`: the map's own accounting).
+//! `svc_endpoints`: the time that takes (a rebuild), the kernel memory the
+//! map then uses (`bpftool map show`: the map's own accounting), and what
+//! another program's lookup in it costs (`lookup_svc_endpoints` of
+//! `bpf/floor.bpf.c`, given the map and run with BPF_PROG_TEST_RUN, against
+//! an empty program).
 //! `SERVICE_MAP_SERVICES` and `SERVICE_MAP_ENDPOINTS_PER_SERVICE` change the
 //! sizes.
 
 use std::hint::black_box;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use config_access_collector::enrich::services::{
     service_entries, slice_entries, EndpointKey, MapSettings, ObjectKind, Protocol, Role,
     ServiceMap,
 };
-use config_access_collector::kernel::decode::{EndpointAddr, ServiceEndpoint};
+use config_access_collector::kernel::decode::{
+    bytes_of, endpoint_key, EndpointAddr, ServiceEndpoint,
+};
 use config_access_collector::kernel::probe::{
     Probe, ProbeOptions, ProbeStorage, ServiceEndpointsMap,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::MapHandle;
 use serde_json::json;
 
 mod common;
+
+mod floor {
+    #![allow(
+        clippy::all,
+        missing_docs,
+        non_camel_case_types,
+        non_upper_case_globals
+    )]
+    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
+}
 
 use common::{live_heap, rss_kib};
 
@@ -236,6 +255,15 @@ fn main() {
     }
 }
 
+/// The kernel key of a map key.
+fn kernel_addr(key: &EndpointKey) -> EndpointAddr {
+    EndpointAddr {
+        ip: key.ip,
+        port: key.port,
+        protocol: key.protocol.number(),
+    }
+}
+
 /// Writes `map`'s snapshot into a freshly loaded `svc_endpoints` (bound:
 /// the default 500,000), and prints the time and the kernel's memory.
 fn kernel_map(map: &ServiceMap) {
@@ -250,15 +278,11 @@ fn kernel_map(map: &ServiceMap) {
     let mut storage = ProbeStorage::uninit();
     let probe = Probe::load(&mut storage, &options).expect("the BPF object loads");
     let kernel = probe.service_endpoints().unwrap().expect("svc_endpoints");
-    let empty = memlock(&probe);
+    let (id, empty) = svc_map(&probe);
     let snapshot = map.entries();
     let t = Instant::now();
     for (key, target) in &snapshot.entries {
-        let addr = EndpointAddr {
-            ip: key.ip,
-            port: key.port,
-            protocol: key.protocol.number(),
-        };
+        let addr = kernel_addr(key);
         let value = ServiceEndpoint {
             namespace: &target.service.namespace,
             service: &target.service.name,
@@ -271,7 +295,7 @@ fn kernel_map(map: &ServiceMap) {
             .expect("the kernel map takes every key");
     }
     let write_ms = t.elapsed().as_secs_f64() * 1e3;
-    let full = memlock(&probe);
+    let (_, full) = svc_map(&probe);
     let n = snapshot.entries.len();
     println!(
         "  kernel map svc_endpoints: {n} keys written in {write_ms:.0} ms ({:.2} us each); memory {:.1} MiB ({:.0} bytes per key), {:.2} MiB when empty",
@@ -280,26 +304,92 @@ fn kernel_map(map: &ServiceMap) {
         (full - empty) as f64 / n as f64,
         empty as f64 / (1024.0 * 1024.0)
     );
+    let key = |addr: EndpointAddr| bytes_of(&endpoint_key(addr)).to_vec();
+    let sample: Vec<EndpointAddr> = snapshot
+        .entries
+        .iter()
+        .step_by(n / 64)
+        .map(|(k, _)| kernel_addr(k))
+        .collect();
+    let hits: Vec<Vec<u8>> = sample.iter().map(|a| key(*a)).collect();
+    let misses: Vec<Vec<u8>> = sample
+        .iter()
+        .map(|a| key(EndpointAddr { port: 1, ..*a }))
+        .collect();
+    let (hit, miss, floor) = bpf_lookups(id, &hits, &misses);
+    println!(
+        "  another program's lookup (XDP, BPF_PROG_TEST_RUN, {} keys): hit {hit:.0} ns, miss {miss:.0} ns, empty program {floor:.0} ns: the lookup adds {:.0} / {:.0} ns",
+        hits.len(),
+        hit - floor,
+        miss - floor
+    );
 }
 
-/// The kernel's memory accounting of the probe's `svc_endpoints` (bytes).
-fn memlock(probe: &Probe<'_>) -> u64 {
+/// The probe's `svc_endpoints` as `bpftool map show` reports it: its id,
+/// and its memory as the kernel accounts it (bytes).
+fn svc_map(probe: &Probe<'_>) -> (u32, u64) {
     let out = std::process::Command::new("bpftool")
         .args(["-j", "map", "show", "name", "svc_endpoints"])
         .output()
         .expect("bpftool runs");
     let maps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool -j");
-    let ids = probe.object_ids().1;
     // One match is printed as an object, several as an array.
     let maps = match maps {
         serde_json::Value::Array(all) => all,
         one => vec![one],
     };
-    let ours = maps.iter().find(|m| {
-        m["id"]
-            .as_u64()
-            .is_some_and(|id| ids.contains(&(id as u32)))
-    });
-    ours.and_then(|m| m["bytes_memlock"].as_u64())
+    let ids = probe.object_ids().1;
+    maps.iter()
+        .find_map(|m| {
+            let id = u32::try_from(m["id"].as_u64()?).ok()?;
+            ids.contains(&id)
+                .then(|| Some((id, m["bytes_memlock"].as_u64()?)))?
+        })
         .expect("bpftool shows the probe's svc_endpoints")
+}
+
+/// Mean run time (ns) of another program's lookup in the map with id
+/// `map_id`, for `hits` and `misses` (keys as the ABI lays them out), and
+/// of an empty program: `floor.bpf.c`'s XDP programs, given the map and run
+/// with BPF_PROG_TEST_RUN, each key `REPEAT` times.
+fn bpf_lookups(map_id: u32, hits: &[Vec<u8>], misses: &[Vec<u8>]) -> (f64, f64, f64) {
+    const REPEAT: u32 = 20_000;
+    let map = MapHandle::from_map_id(map_id).expect("the map by id");
+    let mut storage = MaybeUninit::uninit();
+    let mut open = floor::FloorSkelBuilder::default()
+        .open(&mut storage)
+        .expect("open the floor object");
+    open.maps
+        .svc_endpoints
+        .reuse_fd(map.as_fd())
+        .expect("reuse the collector's map");
+    let mut skel = open.load().expect("load the floor object");
+    const PASS: u32 = 2;
+    const DROP: u32 = 1;
+    let progs = &mut skel.progs;
+    (
+        mean_run(&mut progs.lookup_svc_endpoints, hits, PASS, REPEAT),
+        mean_run(&mut progs.lookup_svc_endpoints, misses, DROP, REPEAT),
+        mean_run(&mut progs.floor_xdp, hits, PASS, REPEAT),
+    )
+}
+
+/// Mean run time (ns) of `prog` over `keys` (each `repeat` times, as packet
+/// data), checking its verdict.
+fn mean_run(prog: &mut libbpf_rs::ProgramMut<'_>, keys: &[Vec<u8>], want: u32, repeat: u32) -> f64 {
+    let total: f64 = keys
+        .iter()
+        .map(|key| {
+            let out = prog
+                .test_run(libbpf_rs::ProgramInput {
+                    data_in: Some(key),
+                    repeat,
+                    ..Default::default()
+                })
+                .expect("BPF_PROG_TEST_RUN");
+            assert_eq!(out.return_value, want, "XDP verdict");
+            out.duration.as_nanos() as f64
+        })
+        .sum();
+    total / keys.len() as f64
 }

@@ -32,11 +32,18 @@
  * matches here).
  * With kernel.bpf_stats_enabled=1 an empty program's run time is the
  * statistics' own cost, which the benchmark subtracts from the collector's.
+ *
+ * `lookup_svc_endpoints` is what another collector's program pays to look
+ * an address up in the collector's `svc_endpoints` (benches/service_map.rs
+ * gives this object the collector's map and runs the program with
+ * BPF_PROG_TEST_RUN, the key as packet data); `floor_xdp`, empty, is its
+ * floor.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "cac_abi.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -147,4 +154,32 @@ SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
 int reject_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 {
 	return reject(ctx);
+}
+
+/* Replaced by the collector's map (bpf_map__reuse_fd) before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct cac_endpoint_key);
+	__type(value, struct cac_service_endpoint);
+} svc_endpoints SEC(".maps");
+
+SEC("xdp")
+int lookup_svc_endpoints(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct cac_endpoint_key key = {};
+
+	if (data + sizeof(key) > end)
+		return XDP_ABORTED;
+	__builtin_memcpy(&key, data, sizeof(key));
+	return bpf_map_lookup_elem(&svc_endpoints, &key) ? XDP_PASS : XDP_DROP;
+}
+
+SEC("xdp")
+int floor_xdp(struct xdp_md *ctx)
+{
+	return XDP_PASS;
 }

@@ -59,6 +59,23 @@ enum {
 	BPF_EXIST = 2,
 };
 
+/* The XDP context and verdicts (uapi linux/bpf.h): only the benchmarks'
+ * lookup program (floor.bpf.c) uses them, run by BPF_PROG_TEST_RUN. */
+struct xdp_md {
+	__u32 data;
+	__u32 data_end;
+	__u32 data_meta;
+	__u32 ingress_ifindex;
+	__u32 rx_queue_index;
+	__u32 egress_ifindex;
+};
+
+enum xdp_action {
+	XDP_ABORTED = 0,
+	XDP_DROP = 1,
+	XDP_PASS = 2,
+};
+
 /* Map flags (uapi linux/bpf.h). */
 enum {
 	BPF_F_NO_PREALLOC = 1,
