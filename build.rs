@@ -13,7 +13,11 @@ const OBJECTS: &[(&str, &str)] = &[
     ("bpf/floor.bpf.c", "floor.skel.rs"),
 ];
 /// Headers the sources include; a change to any of them rebuilds.
-const BPF_HEADERS: &[&str] = &["bpf/cac_abi.h", "bpf/vmlinux_min.h"];
+const BPF_HEADERS: &[&str] = &[
+    "bpf/cac_abi.h",
+    "bpf/vmlinux_min.h",
+    "bpf/svc_endpoints.bpf.h",
+];
 /// Compilers tried in order when `BPF_CLANG` is not set: a recent clang first.
 const CLANGS: &[&str] = &["clang-19", "clang"];
 /// Flags of every BPF compile.

@@ -61,16 +61,6 @@ use nix::sys::stat::Mode;
 
 mod common;
 
-mod floor {
-    #![allow(
-        clippy::all,
-        missing_docs,
-        non_camel_case_types,
-        non_upper_case_globals
-    )]
-    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
-}
-
 /// Timed operations per measurement (after a tenth as many to warm up).
 const OPEN_OPS: u32 = 50_000;
 const SYSCALL_OPS: u32 = 500_000;
@@ -382,7 +372,7 @@ fn run_setup(setup: Setup, sb: &Sandbox, files: &Files) -> Vec<(Op, Sample)> {
         | Setup::FloorPerfEvent
         | Setup::Reject => {
             let mut storage = MaybeUninit::uninit();
-            let mut open = floor::FloorSkelBuilder::default()
+            let mut open = common::floor::FloorSkelBuilder::default()
                 .open(&mut storage)
                 .expect("open the floor object");
             let p = &mut open.progs;

@@ -24,12 +24,10 @@ use std::os::fd::AsFd;
 use std::time::Instant;
 
 use config_access_collector::enrich::services::{
-    service_entries, slice_entries, EndpointKey, MapSettings, ObjectKind, Protocol, Role,
-    ServiceMap,
+    kernel_addr, kernel_value, service_entries, slice_entries, EndpointKey, MapSettings,
+    ObjectKind, Protocol, ServiceMap,
 };
-use config_access_collector::kernel::decode::{
-    bytes_of, endpoint_key, EndpointAddr, ServiceEndpoint,
-};
+use config_access_collector::kernel::decode::{bytes_of, endpoint_key, EndpointAddr};
 use config_access_collector::kernel::probe::{
     Probe, ProbeOptions, ProbeStorage, ServiceEndpointsMap,
 };
@@ -40,16 +38,6 @@ use libbpf_rs::MapHandle;
 use serde_json::json;
 
 mod common;
-
-mod floor {
-    #![allow(
-        clippy::all,
-        missing_docs,
-        non_camel_case_types,
-        non_upper_case_globals
-    )]
-    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
-}
 
 use common::{live_heap, rss_kib};
 
@@ -255,15 +243,6 @@ fn main() {
     }
 }
 
-/// The kernel key of a map key.
-fn kernel_addr(key: &EndpointKey) -> EndpointAddr {
-    EndpointAddr {
-        ip: key.ip,
-        port: key.port,
-        protocol: key.protocol.number(),
-    }
-}
-
 /// Writes `map`'s snapshot into a freshly loaded `svc_endpoints` (bound:
 /// the default 500,000), and prints the time and the kernel's memory.
 fn kernel_map(map: &ServiceMap) {
@@ -282,16 +261,8 @@ fn kernel_map(map: &ServiceMap) {
     let snapshot = map.entries();
     let t = Instant::now();
     for (key, target) in &snapshot.entries {
-        let addr = kernel_addr(key);
-        let value = ServiceEndpoint {
-            namespace: &target.service.namespace,
-            service: &target.service.name,
-            port_name: target.service.port_name.as_deref().unwrap_or(""),
-            pod_uid: target.pod.as_ref().map_or("", |p| &p.uid),
-            backend: target.service.role == Role::Endpoint,
-        };
         kernel
-            .put(addr, &value)
+            .put(kernel_addr(*key), &kernel_value(target))
             .expect("the kernel map takes every key");
     }
     let write_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -309,7 +280,7 @@ fn kernel_map(map: &ServiceMap) {
         .entries
         .iter()
         .step_by(n / 64)
-        .map(|(k, _)| kernel_addr(k))
+        .map(|(k, _)| kernel_addr(*k))
         .collect();
     let hits: Vec<Vec<u8>> = sample.iter().map(|a| key(*a)).collect();
     let misses: Vec<Vec<u8>> = sample
@@ -356,7 +327,7 @@ fn bpf_lookups(map_id: u32, hits: &[Vec<u8>], misses: &[Vec<u8>]) -> (f64, f64, 
     const REPEAT: u32 = 20_000;
     let map = MapHandle::from_map_id(map_id).expect("the map by id");
     let mut storage = MaybeUninit::uninit();
-    let mut open = floor::FloorSkelBuilder::default()
+    let mut open = common::floor::FloorSkelBuilder::default()
         .open(&mut storage)
         .expect("open the floor object");
     open.maps

@@ -215,18 +215,8 @@ struct {
 	__type(value, struct cac_pod_info);
 } pod_info_map SEC(".maps");
 
-/*
- * (IP, port, protocol) -> Service port and pod: for other collectors' BPF
- * programs (written by user space, read by nobody here).  User space sets
- * max_entries to its own map's bound.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1);
-	__type(key, struct cac_endpoint_key);
-	__type(value, struct cac_service_endpoint);
-} svc_endpoints SEC(".maps");
+/* (IP, port, protocol) -> Service port and pod, for other collectors' programs. */
+#include "svc_endpoints.bpf.h"
 
 /* tgid -> container of the process (user space, and fork inheritance here). */
 struct {

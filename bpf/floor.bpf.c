@@ -157,13 +157,7 @@ int reject_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 }
 
 /* Replaced by the collector's map (bpf_map__reuse_fd) before load. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1);
-	__type(key, struct cac_endpoint_key);
-	__type(value, struct cac_service_endpoint);
-} svc_endpoints SEC(".maps");
+#include "svc_endpoints.bpf.h"
 
 SEC("xdp")
 int lookup_svc_endpoints(struct xdp_md *ctx)

@@ -1,5 +1,6 @@
-//! Shared parts of the benchmarks: opening a sandbox volume's file, and
-//! measuring the heap and RSS a structure adds.
+//! Shared parts of the benchmarks: the floor's skeleton (the empty and
+//! reference programs of `bpf/floor.bpf.c`), opening a sandbox volume's
+//! file, and measuring the heap and RSS a structure adds.
 
 #![allow(dead_code)]
 
@@ -8,6 +9,18 @@ use std::time::{Duration, Instant};
 
 use config_access_collector::demo::sandbox::Sandbox;
 use config_access_collector::model::volume::VolumeType;
+
+/// The skeleton of `bpf/floor.bpf.c`.
+pub mod floor {
+    #![allow(
+        clippy::all,
+        missing_docs,
+        non_camel_case_types,
+        non_upper_case_globals,
+        unused_imports
+    )]
+    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
+}
 
 /// Exits with a message unless running as root (the benchmarks load BPF programs).
 pub fn require_root(bench: &str) {

@@ -2,12 +2,12 @@
 //! metrics, the API and the agent read them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::health::{Condition, GrowthAlarm, Severity, LOSS_HOLD};
+use super::health::{Check, Condition, GrowthAlarm, Severity, LOSS_HOLD};
 
 /// Kernel-side counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -97,10 +97,9 @@ impl UserStatsSnapshot {
 }
 
 /// A check (see [`super::health::HealthBoard::check`]): `events_dropped`
-/// is degraded while user space loses events, and for
-/// [`super::health::LOSS_HOLD`] after.
-pub fn loss_check(stats: std::sync::Arc<UserStats>) -> super::health::Check {
-    let alarm = super::health::GrowthAlarm::new(EVENTS_DROPPED_COMPONENT, 0);
+/// is degraded while user space loses events, and for [`LOSS_HOLD`] after.
+pub fn loss_check(stats: Arc<UserStats>) -> Check {
+    let alarm = GrowthAlarm::new(EVENTS_DROPPED_COMPONENT, 0);
     Box::new(move || {
         let losses = stats.snapshot().losses();
         let total = losses.iter().map(|(_, n)| n).sum();
@@ -113,11 +112,11 @@ pub fn loss_check(stats: std::sync::Arc<UserStats>) -> super::health::Check {
             format!(
                 "{n} events were lost before the outputs ({}; kernel_monitor_events_dropped_total), the last within {}s",
                 by.join(", "),
-                super::health::LOSS_HOLD.as_secs()
+                LOSS_HOLD.as_secs()
             )
         };
         alarm
-            .condition(total, std::time::Instant::now(), reason)
+            .condition(total, Instant::now(), reason)
             .into_iter()
             .collect()
     })
@@ -362,8 +361,8 @@ mod tests {
 
     #[test]
     fn user_space_losses_degrade_health_by_reason() {
-        let stats = std::sync::Arc::new(UserStats::default());
-        let check = loss_check(std::sync::Arc::clone(&stats));
+        let stats = Arc::new(UserStats::default());
+        let check = loss_check(Arc::clone(&stats));
         assert!(check().is_empty());
         bump(&stats.not_volume);
         bump(&stats.kubelet_dropped);

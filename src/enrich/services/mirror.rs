@@ -152,7 +152,11 @@ impl KernelMirror {
                 failures.note(e);
             }
         }
-        let held = self.kernel.addresses().len() as u64;
+        // Without a failure the map holds the snapshot: no second walk.
+        let held = match failures.count {
+            0 => snapshot.entries.len(),
+            _ => self.kernel.addresses().len(),
+        } as u64;
         self.stats.entries.store(held, Ordering::Relaxed);
         tracing::debug!(
             held,
@@ -198,7 +202,7 @@ impl KernelMirror {
 }
 
 /// The kernel key of a map key.
-fn addr(key: EndpointKey) -> EndpointAddr {
+pub fn addr(key: EndpointKey) -> EndpointAddr {
     EndpointAddr {
         ip: key.ip,
         port: key.port,
@@ -207,7 +211,7 @@ fn addr(key: EndpointKey) -> EndpointAddr {
 }
 
 /// The kernel value of a target.
-fn value(t: &Target) -> ServiceEndpoint<'_> {
+pub fn value(t: &Target) -> ServiceEndpoint<'_> {
     ServiceEndpoint {
         namespace: &t.service.namespace,
         service: &t.service.name,

@@ -36,6 +36,8 @@ pub use convert::{
     object_id, service_entries, slice_entries, Contribution, ObjectId, ObjectKind,
     SERVICE_NAME_LABEL,
 };
+/// The kernel's key and value of a map entry (what `svc_endpoints` holds).
+pub use mirror::{addr as kernel_addr, value as kernel_value};
 pub use mirror::{mirror_to_kernel, KernelMirror, MirrorStats};
 pub use store::{Changes, ServiceMap, Snapshot, CHANGE_LOG};
 pub use watch::{watch_endpoint_slices, watch_service_map, watch_services};
